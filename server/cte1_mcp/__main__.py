@@ -1,0 +1,3 @@
+from cte1_mcp.cli import main
+
+main()

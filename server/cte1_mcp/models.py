@@ -1,0 +1,135 @@
+"""The shapes every module shares: which call, what the platform said of it, what the audio is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+#: The platform keeps audio this long after the call connected (31日以上前の音声データは取得不可).
+PLATFORM_RETENTION = timedelta(days=31)
+
+
+@dataclass(frozen=True, slots=True)
+class CallKey:
+    """One recording: ids already validated (digits / positive integers), so safe in paths and URIs."""
+
+    tenant_id: str
+    session_id: int
+    record_id: int
+
+    def __post_init__(self) -> None:
+        if not (self.tenant_id.isascii() and self.tenant_id.isdigit()):
+            raise ValueError("tenant_id must be ASCII digits")
+        if self.session_id < 1 or self.record_id < 1:
+            raise ValueError("session_id and record_id must be >= 1")
+
+    def request_body(self) -> dict[str, Any]:
+        """The documented JSON body of ``call/audio_data``."""
+        return {"tenantId": self.tenant_id, "sessionId": self.session_id, "recordId": self.record_id}
+
+    @property
+    def path_parts(self) -> tuple[str, str, str]:
+        return (self.tenant_id, str(self.session_id), str(self.record_id))
+
+    def uri(self, kind: Literal["audio", "metadata"]) -> str:
+        return f"cte1://calls/{self.tenant_id}/{self.session_id}/{self.record_id}/{kind}"
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.session_id}/{self.record_id}"
+
+
+class CallMetadata(BaseModel):
+    """Part 1 of the platform's answer, with its own field names and types.
+
+    The page is marked 開発中 (under development): fields the platform adds later are kept
+    (``extra="allow"``) and passed on unchanged.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    status: str
+    tenantId: str
+    sessionId: int
+    recordId: int
+    direction: int | None = None
+    ani: str | None = None
+    dnis: str | None = None
+    agentId: str | None = None
+    agentName: str | None = None
+    skillName: str | None = None
+    groupId: str | None = None
+    groupName: str | None = None
+    connectTime: AwareDatetime | None = None
+    disconnectTime: AwareDatetime | None = None
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def available_until(self) -> datetime | None:
+        return self.connectTime + PLATFORM_RETENTION if self.connectTime else None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.connectTime is None or self.disconnectTime is None:
+            return None
+        return round((self.disconnectTime - self.connectTime).total_seconds(), 3)
+
+    @property
+    def direction_label(self) -> Literal["inbound", "outbound"] | None:
+        return {0: "inbound", 1: "outbound"}.get(self.direction) if self.direction is not None else None  # type: ignore[return-value]
+
+    def platform_json(self) -> dict[str, Any]:
+        """Exactly what the platform sent (its names, its types, extra fields included)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+Container = Literal["wav", "mp3", "unknown"]
+Encoding = Literal["pcm", "mulaw", "alaw", "mp3", "unknown"]
+
+
+class AudioFormat(BaseModel):
+    """What the bytes are, sniffed, never guessed: unknown stays unknown."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mime_type: str = Field(description="Content type to serve the audio with")
+    container: Container = "unknown"
+    encoding: Encoding = "unknown"
+    sample_rate: int | None = None
+    channels: int | None = None
+    bits_per_sample: int | None = None
+    duration_seconds: float | None = None
+
+
+class AudioInfo(BaseModel):
+    """A stored recording's audio: its format plus the integrity facts measured while streaming."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: AudioFormat
+    size_bytes: int
+    sha256: str
+
+
+class Recording(BaseModel):
+    """A recording fully downloaded and committed to the store."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    tenant_id: str
+    session_id: int
+    record_id: int
+    metadata: CallMetadata
+    audio: AudioInfo
+    path: Path
+    fetched_at: AwareDatetime
+
+    @property
+    def key(self) -> CallKey:
+        return CallKey(self.tenant_id, self.session_id, self.record_id)
