@@ -6,6 +6,7 @@ renders them in one place; nothing else formats errors for clients.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 
@@ -35,7 +36,10 @@ class Cte1Error(Exception):
         parts = [f"[{self.code}] {self.message}"]
         if self.platform_message:
             parts.append(f"Platform said: {self.platform_message}")
-        parts.append(f"Next: {self.next_step}")
+        next_step = self.next_step
+        if self.retry_after_seconds is not None:
+            next_step = f"Retry after {math.ceil(self.retry_after_seconds)} s. {next_step}"
+        parts.append(f"Next: {next_step}")
         return "\n".join(parts)
 
 
@@ -78,6 +82,7 @@ class RecordingExpired(InputError):
 class UpstreamError(Cte1Error):
     """CT-e1 refused or failed the request."""
 
+    #: Whether repeating the same request right away (after the spacing) may succeed.
     retryable: ClassVar[bool] = False
 
 
@@ -135,8 +140,17 @@ class AudioTooLarge(UpstreamError):
 
 class CallInProgress(UpstreamError):
     code = "call_in_progress"
-    retryable = True
     default_next_step = "The call has not finished; call again after it ends."
+
+
+# --- local storage ---------------------------------------------------------------------------
+
+
+class StorageError(Cte1Error):
+    """The recording could not be written to or read from the local store."""
+
+    code = "storage_error"
+    default_next_step = "Ask the operator to check the cache directory (CTE1_CACHE_DIR): space, permissions."
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -7,10 +7,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 #: The platform keeps audio this long after the call connected (31日以上前の音声データは取得不可).
 PLATFORM_RETENTION = timedelta(days=31)
+
+
+def _parse_instant(value: str) -> datetime:
+    """ISO 8601 with a zone (the platform sends UTC with "Z"); naive times are refused, not guessed."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp has no time zone")
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +71,25 @@ class CallMetadata(BaseModel):
     skillName: str | None = None
     groupId: str | None = None
     groupName: str | None = None
-    connectTime: AwareDatetime | None = None
-    disconnectTime: AwareDatetime | None = None
+    # Kept as the platform's strings (e.g. "2023-01-04T11:22:33.123Z") so they are passed on exactly;
+    # validated as ISO 8601 with a zone, and read as datetimes through the properties below.
+    connectTime: str | None = None
+    disconnectTime: str | None = None
+
+    @field_validator("connectTime", "disconnectTime")
+    @classmethod
+    def _iso_8601_with_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_instant(value)
+        return value
+
+    @property
+    def connected_at(self) -> datetime | None:
+        return _parse_instant(self.connectTime) if self.connectTime else None
+
+    @property
+    def disconnected_at(self) -> datetime | None:
+        return _parse_instant(self.disconnectTime) if self.disconnectTime else None
 
     @property
     def is_complete(self) -> bool:
@@ -72,17 +97,23 @@ class CallMetadata(BaseModel):
 
     @property
     def available_until(self) -> datetime | None:
-        return self.connectTime + PLATFORM_RETENTION if self.connectTime else None
+        connected = self.connected_at
+        return connected + PLATFORM_RETENTION if connected else None
 
     @property
     def duration_seconds(self) -> float | None:
-        if self.connectTime is None or self.disconnectTime is None:
+        connected, disconnected = self.connected_at, self.disconnected_at
+        if connected is None or disconnected is None:
             return None
-        return round((self.disconnectTime - self.connectTime).total_seconds(), 3)
+        return round((disconnected - connected).total_seconds(), 3)
 
     @property
     def direction_label(self) -> Literal["inbound", "outbound"] | None:
-        return {0: "inbound", 1: "outbound"}.get(self.direction) if self.direction is not None else None  # type: ignore[return-value]
+        if self.direction == 0:
+            return "inbound"
+        if self.direction == 1:
+            return "outbound"
+        return None
 
     def platform_json(self) -> dict[str, Any]:
         """Exactly what the platform sent (its names, its types, extra fields included)."""

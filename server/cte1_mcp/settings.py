@@ -53,8 +53,11 @@ class Settings(BaseSettings):
     retention_hours: float = Field(24.0, gt=0, le=31 * 24)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)
     http_token: SecretStr | None = Field(None, description="Bearer token MCP clients must send over HTTP")
+    http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Host header values accepted over HTTP besides loopback (DNS-rebinding protection)"
+    )
 
-    @field_validator("allowed_tenants", mode="before")
+    @field_validator("allowed_tenants", "http_allowed_hosts", mode="before")
     @classmethod
     def _split_tenants(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -101,7 +104,9 @@ class Settings(BaseSettings):
 
     @property
     def audio_data_url(self) -> str:
-        return f"{str(self.base_url).rstrip('/')}/general/{self.api_version}/{self.source_uuid}/call/audio_data"
+        return (
+            f"{str(self.base_url).rstrip('/')}/general/{self.api_version}/{self.source_uuid}/call/audio_data"
+        )
 
 
 def _read_key_file(path: Path) -> str:

@@ -1,0 +1,280 @@
+"""Targets with verdicts, and the markdown report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.download import SizeResult
+from bench.economy import EconomyResult
+from bench.startup import StartupResult
+from bench.stats import DASH, MINUS, TIMES, MiB, Summary, fmt_bytes
+from bench.warm import WarmResult
+
+RATIO_TARGET = 0.6
+RATIO_STRETCH = 0.8
+RSS_GROWTH_TARGET = 32 * MiB
+WARM_P50_TARGET = 0.005
+BUSY_P95_FACTOR = 3.0
+STARTUP_TARGET = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    goal: str
+    measured: str
+    met: bool
+
+    @property
+    def verdict(self) -> str:
+        return "✅" if self.met else "❌"
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Whatever parts ran (None for a part that was skipped)."""
+
+    download: list[SizeResult] | None
+    warm: WarmResult | None
+    warm_download_mib: int
+    economy: EconomyResult | None
+    startup: StartupResult | None
+
+
+def targets(r: Results) -> list[Target]:
+    out: list[Target] = []
+    if r.download:
+        largest, smallest = r.download[-1], r.download[0]
+        ratio = largest.ratio_server_to_curl()
+        stretch = " (stretch ≥ 0.8 ✅)" if ratio.median >= RATIO_STRETCH else " (stretch ≥ 0.8 not met)"
+        out.append(
+            Target(
+                f"cold get_call_audio / curl throughput at {largest.mib} MiB",
+                f"≥ {RATIO_TARGET} (stretch {RATIO_STRETCH})",
+                ratio.fmt(2) + stretch,
+                ratio.median >= RATIO_TARGET,
+            )
+        )
+        if len(r.download) > 1:
+            growth = largest.peak_rss("server").median - smallest.peak_rss("server").median
+            out.append(
+                Target(
+                    f"server peak RSS growth {smallest.mib} → {largest.mib} MiB",
+                    f"< {fmt_bytes(RSS_GROWTH_TARGET)}",
+                    fmt_bytes(growth),
+                    growth < RSS_GROWTH_TARGET,
+                )
+            )
+    if r.warm:
+        p50 = r.warm.p("idle", 50)
+        out.append(
+            Target(
+                "warm get_call_metadata p50 over stdio",
+                f"< {WARM_P50_TARGET * 1e3:.0f} ms",
+                f"{p50 * 1e3:.2f} ms",
+                p50 < WARM_P50_TARGET,
+            )
+        )
+        idle95, busy95 = r.warm.p("idle", 95), r.warm.p("busy", 95)
+        out.append(
+            Target(
+                f"get_call_metadata p95 during a {r.warm_download_mib} MiB cold download",
+                f"< {BUSY_P95_FACTOR:g} {TIMES} idle p95",
+                f"{busy95 * 1e3:.2f} ms = {busy95 / idle95:.2f} {TIMES} idle {idle95 * 1e3:.2f} ms",
+                busy95 < BUSY_P95_FACTOR * idle95,
+            )
+        )
+    if r.economy:
+        flights = r.economy.single_flight
+        counts = ", ".join(str(f.upstream_requests) for f in flights)
+        callers = flights[0].callers if flights else 0
+        out.append(
+            Target(
+                f"{callers} identical concurrent get_call_audio → upstream requests",
+                "exactly 1 (each repetition)",
+                counts,
+                all(f.upstream_requests == 1 and f.distinct_sha256 == 1 for f in flights),
+            )
+        )
+        s = r.economy.spacing
+        out.append(
+            Target(
+                f"smallest start-to-start spacing, {s.keys} distinct keys",
+                f"≥ interval ({s.interval:g} s)",
+                f"{s.smallest_gap:.3f} s",
+                s.smallest_gap >= s.interval,
+            )
+        )
+    if r.startup:
+        startup = r.startup.summary()
+        out.append(
+            Target(
+                "start-up: spawn → initialize result",
+                f"< {STARTUP_TARGET} s",
+                startup.fmt(3, "s"),
+                startup.median < STARTUP_TARGET,
+            )
+        )
+    return out
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _mib(s: Summary) -> str:
+    return f"{s.median / MiB:.1f} ({s.low / MiB:.1f}{DASH}{s.high / MiB:.1f})"
+
+
+def render(
+    r: Results,
+    machine: list[tuple[str, str]],
+    command: str,
+    repetitions: int,
+    run_seconds: float,
+    quick: bool,
+) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# cte1-mcp benchmark" + (" (quick smoke run — not representative)" if quick else ""),
+        "",
+        f"`{command}` — {when}, {run_seconds:.0f} s. Every comparison was measured in this run, "
+        f"interleaved (A B C, A B C, ...), {repetitions} repetitions unless stated; figures are "
+        f"**median (min{DASH}max)**. Throughput is MB/s (10⁶ bytes/s), memory MiB.",
+        "",
+        "## Machine",
+        "",
+        *_table(["", ""], machine),
+        "",
+        "## Targets",
+        "",
+        *_table(
+            ["target", "goal", "measured", ""], [[t.name, t.goal, t.measured, t.verdict] for t in targets(r)]
+        ),
+        "",
+    ]
+    if r.download:
+        lines += [
+            "## 1. Download path (cold, simulator on 127.0.0.1 in its own process)",
+            "",
+            "(a) curl writing the whole response to a file (its own `time_total`); (b) a cold "
+            "`get_call_audio` over stdio, empty store, server started before timing, from tools/call "
+            "to its result, sha256 of the stored file verified; (c) httpx reading the body into memory, "
+            "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it).",
+            "",
+            *_table(
+                [
+                    "size",
+                    "(a) curl MB/s",
+                    "(b) server MB/s",
+                    "(c) naive MB/s",
+                    "(b)/(a)",
+                    "server peak RSS MiB",
+                    "server RSS growth in call MiB",
+                    "naive peak RSS MiB",
+                ],
+                [
+                    [
+                        f"{s.mib} MiB",
+                        s.throughput("curl").fmt(0),
+                        s.throughput("server").fmt(0),
+                        s.throughput("naive").fmt(0),
+                        s.ratio_server_to_curl().fmt(2),
+                        _mib(s.peak_rss("server")),
+                        _mib(s.rss_growth("server")),
+                        _mib(s.peak_rss("naive")),
+                    ]
+                    for s in r.download
+                ],
+            ),
+            "",
+        ]
+        if len(r.download) > 1:
+            first, last = r.download[0], r.download[-1]
+            server_growth = last.peak_rss("server").median - first.peak_rss("server").median
+            naive_growth = last.peak_rss("naive").median - first.peak_rss("naive").median
+            lines += [
+                f"Peak RSS growth from {first.mib} to {last.mib} MiB (difference of medians): server "
+                f"**{fmt_bytes(server_growth)}**, naive script **{fmt_bytes(naive_growth)}**.",
+                "",
+            ]
+    if r.warm:
+        w = r.warm
+        rows = []
+        busy_label = f"during a {r.warm_download_mib}+ MiB cold download"
+        for which, label in (("idle", "idle"), ("busy", busy_label)):
+            batches = getattr(w, which)
+            n = sum(len(b.latencies) for b in batches)
+            rows.append(
+                [
+                    label,
+                    str(n),
+                    f"{w.p(which, 50) * 1e3:.2f}",
+                    f"{w.p(which, 95) * 1e3:.2f}",
+                    f"{w.p(which, 99) * 1e3:.2f}",
+                    Summary.of([b.calls_per_second for b in batches]).fmt(0),
+                    w.per_batch_ms(which, 95).fmt(2, "ms"),
+                ]
+            )
+        downloads = Summary.of([b.download_seconds or 0.0 for b in w.busy])
+        lines += [
+            "## 2. Warm path: get_call_metadata on a stored recording, over stdio",
+            "",
+            "Sequential calls, one in flight, after 50 warm-up calls; idle batches and busy batches "
+            "interleaved. A busy batch runs while a cold download (a new key each repetition: "
+            f"{r.warm_download_mib}, {r.warm_download_mib + 1}, … MiB) is in flight as a concurrent "
+            "tool call on the same server; only calls that finished before the download count.",
+            "",
+            *_table(
+                ["phase", "calls", "p50 ms", "p95 ms", "p99 ms", "calls/s per batch", "p95 per batch"], rows
+            ),
+            "",
+            f"Busy p95 / idle p95 per repetition: {w.p95_ratio().fmt(2)}. "
+            f"The concurrent downloads took {downloads.fmt(2, 's')}.",
+            "",
+        ]
+    if r.economy:
+        e = r.economy
+        s = e.spacing
+        lines += [
+            "## 3. Economy (upstream requests counted in the simulator's own request log)",
+            "",
+            *_table(
+                ["cold key", "concurrent identical calls", "upstream requests", "distinct sha256"],
+                [
+                    [f"{f.mib} MiB", str(f.callers), str(f.upstream_requests), str(f.distinct_sha256)]
+                    for f in e.single_flight
+                ],
+            ),
+            "",
+            f"{s.keys} distinct cold keys requested at once with "
+            f"**CTE1_MIN_INTERVAL_SECONDS={s.interval:g}** "
+            "(not the default 5, to keep the run short): start-to-start gaps between upstream requests "
+            f"{Summary.of(s.gaps).fmt(3, 's')}, smallest **{s.smallest_gap:.3f} s** against the "
+            f"{s.interval:g} s interval; all {s.keys} answered in **{s.total_seconds:.2f} s** against "
+            f"(n {MINUS} 1) {TIMES} interval = {s.floor_seconds:g} s.",
+            "",
+        ]
+    if r.startup:
+        st = r.startup
+        lines += [
+            "## 4. Start-up",
+            "",
+            f"From spawning `.venv/bin/cte1-mcp` (initialize request already in its stdin) to the "
+            f"`initialize` result, {len(st.server)} runs: **{st.summary().fmt(3, 's')}**; the bare "
+            f"interpreter (`python -c pass`, interleaved): {Summary.of(st.interpreter).fmt(3, 's')}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

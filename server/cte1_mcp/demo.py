@@ -1,0 +1,125 @@
+"""``cte1-mcp demo``: the whole product in under a minute, exactly as an MCP client sees it.
+
+The simulator runs on a free loopback port; the server runs as a real subprocess over stdio;
+the official MCP client drives it. Nothing here reaches into the server's internals.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mcp import Client, StdioServerParameters
+from mcp_types import BlobResourceContents, CallToolResult, TextContent
+
+from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID, SimulatorConfig
+from cte1_mcp.simulator.server import run_in_thread
+
+EXAMPLE = {"tenantId": "05053698341", "sessionId": 942125, "recordId": 1}
+
+
+async def run_demo(output: Path) -> None:
+    started = time.monotonic()
+    with run_in_thread(SimulatorConfig(port=0)) as simulator, tempfile.TemporaryDirectory() as cache:
+        say(f"CT-e1 simulator on {simulator.url} (5-second request spacing, like the platform)")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CTE1_")},
+            "CTE1_BASE_URL": simulator.url,
+            "CTE1_SOURCE_UUID": DEFAULT_SOURCE_UUID,
+            "CTE1_API_KEY": DEFAULT_API_KEY,  # through the environment, never the command line
+            "CTE1_CACHE_DIR": cache,
+        }
+        params = StdioServerParameters(command=sys.executable, args=["-m", "cte1_mcp"], env=env)
+        async with Client(params) as client:
+            info = client.server_info
+            say(f"connected to {info.name if info else 'server'} over stdio")
+            tools = await client.list_tools()
+            say("tools: " + ", ".join(f"{t.name} ({t.title})" for t in tools.tools))
+
+            step("1. metadata of the documentation's example call")
+            result = await timed(client, "get_call_metadata", EXAMPLE)
+            show_metadata(result)
+
+            step("2. metadata of a transferred call's second recording (waits for the 5-second spacing)")
+            result = await timed(client, "get_call_metadata", {**EXAMPLE, "sessionId": 942130, "recordId": 2})
+            show_metadata(result)
+
+            step("3. audio of the example call (already stored by step 1: no platform request)")
+            result = await timed(client, "get_call_audio", EXAMPLE)
+            audio = structured(result)["audio"]
+            say(f"   {first_text(result).splitlines()[0]}")
+            read = await client.read_resource(audio["uri"])
+            blob = next(c for c in read.contents if isinstance(c, BlobResourceContents))
+            data = base64.b64decode(blob.blob)
+            saved = save(output, data)
+            verdict = "matches" if hashlib.sha256(data).hexdigest() == audio["sha256"] else "DOES NOT match"
+            say(f"   saved {len(data):,} bytes to {saved} (sha256 {verdict} the tool's)")
+
+            step("4. documented errors, explained to the assistant")
+            for arguments in (
+                {**EXAMPLE, "callId": 1},
+                {**EXAMPLE, "sessionId": 942140},
+            ):
+                result = await timed(client, "get_call_metadata", arguments)
+                say("   " + first_text(result).replace("\n", "\n   "))
+
+        requests = len(simulator.state.requests)
+    step("summary")
+    say(f"platform requests: {requests} for 4 successful and 2 refused tool calls")
+    say(f"the WAV is in {output}/; total time {time.monotonic() - started:.1f} s")
+
+
+async def timed(client: Client, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+    started = time.monotonic()
+    waited: list[str] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        if message and message.startswith("waiting") and not waited:
+            waited.append(message)
+            say(f"   … {message}")
+
+    result = await client.call_tool(tool, arguments, progress_callback=progress)
+    say(
+        f"   {tool}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}) → "
+        f"{'error' if result.is_error else 'ok'} in {time.monotonic() - started:.2f} s"
+    )
+    return result
+
+
+def save(output: Path, data: bytes) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    saved = output / f"call-{EXAMPLE['tenantId']}-{EXAMPLE['sessionId']}-{EXAMPLE['recordId']}.wav"
+    saved.write_bytes(data)
+    return saved
+
+
+def show_metadata(result: CallToolResult) -> None:
+    call = structured(result)
+    say(
+        f"   {call['directionLabel']} call from {call['ani']} to {call['dnis']}, agent {call['agentName']}, "
+        f"{call['durationSeconds']} s, kept until {call['availableUntil']}"
+    )
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    if result.is_error or not isinstance(result.structured_content, dict):
+        raise SystemExit(f"demo: unexpected result: {first_text(result)}")
+    return result.structured_content
+
+
+def first_text(result: CallToolResult) -> str:
+    return next((c.text for c in result.content if isinstance(c, TextContent)), "")
+
+
+def step(title: str) -> None:
+    say(f"\n{title}")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,212 @@
+"""The platform's multipart answer read as it arrives: metadata part first, audio part streamed on.
+
+Framing is left to the maintained sans-IO parser ``multipart.PushMultipartParser``; this module
+only decides which part is which, bounds what it buffers, and hands audio bytes straight on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import multipart
+from pydantic import ValidationError
+
+from cte1_mcp.errors import AudioTooLarge, UpstreamBadResponse
+from cte1_mcp.models import CallMetadata
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: The metadata is a small JSON object; anything larger is not what the docs describe.
+METADATA_MAX_BYTES = 1 * MiB
+#: Parts beyond metadata and audio (a later platform version may add some) are skipped, up to this much.
+EXTRA_PARTS_MAX_BYTES = 1 * MiB
+#: Boundaries, part headers, preamble and epilogue.
+FRAMING_MAX_BYTES = 64 * KiB
+#: Everything in a body that is not audio; a body larger than audio limit + this is refused.
+NON_AUDIO_MAX_BYTES = METADATA_MAX_BYTES + EXTRA_PARTS_MAX_BYTES + FRAMING_MAX_BYTES
+#: How much of a body with no part at all is kept, to report what the platform said instead.
+HEAD_SAMPLE_BYTES = 64 * KiB
+
+_MAX_PARTS = 16
+_MAX_PART_HEADERS = 16
+_MAX_PART_HEADER_LINE = 8 * KiB
+_IDENTITY_TRANSFER_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
+
+Role = Literal["metadata", "audio", "extra"]
+
+
+class AnyMultipartParser(multipart.PushMultipartParser):  # type: ignore[misc]  # untyped library
+    """``PushMultipartParser`` for any multipart subtype, not only ``form-data``.
+
+    The stock parser refuses parts without ``Content-Disposition: form-data``; the platform's
+    subtype and part headers are undocumented (``multipart/mixed`` parts need no disposition).
+    Overriding ``_create_segment`` is the library's documented extension point for this.
+    """
+
+    def _create_segment(self, headerlist: list[tuple[str, str]]) -> multipart.MultipartSegment:
+        return multipart.MultipartSegment(headerlist)
+
+
+def part_role(segment: Any, *, metadata_seen: bool, audio_seen: bool) -> Role:
+    """Which part this is: by name when named, else by Content-Type, else by order."""
+    name = (segment.name or "").lower()
+    if "meta" in name or "json" in name:
+        return "metadata"
+    if "audio" in name or "file" in name:
+        return "audio"
+    content_type = segment.content_type or ""
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return "metadata"
+    if content_type.startswith("audio/") or content_type == "application/octet-stream" or segment.filename:
+        return "audio"
+    if not metadata_seen:
+        return "metadata"
+    return "extra" if audio_seen else "audio"
+
+
+class RecordingPartsReader:
+    """Feeds body chunks to the parser; buffers the metadata, streams the audio to ``write_audio``.
+
+    ``accept_metadata`` runs as soon as the metadata part ends, before any audio byte is written,
+    so a call that is not complete is refused without downloading its audio.
+    """
+
+    def __init__(
+        self,
+        boundary: str,
+        write_audio: Callable[[bytes], Awaitable[None]],
+        accept_metadata: Callable[[CallMetadata], None],
+        *,
+        max_audio_bytes: int,
+        status: int,
+    ) -> None:
+        self._write_audio = write_audio
+        self._accept_metadata = accept_metadata
+        self._max_audio_bytes = max_audio_bytes
+        self._max_body_bytes = max_audio_bytes + NON_AUDIO_MAX_BYTES
+        self._status = status
+        try:
+            self._parser = AnyMultipartParser(
+                boundary,
+                max_header_size=_MAX_PART_HEADER_LINE,
+                max_header_count=_MAX_PART_HEADERS,
+                max_segment_count=_MAX_PARTS,
+            )
+        except multipart.MultipartError as exc:
+            raise self._bad(f"its multipart boundary is unusable ({exc})") from exc
+        self._role: Role | None = None
+        self._metadata_buffer = bytearray()
+        self._extra_bytes = 0
+        self.body_bytes = 0
+        self.parts = 0
+        #: The first bytes of the body, kept only while no part has been found.
+        self.head = b""
+        self.metadata: CallMetadata | None = None
+        self.audio_content_type: str | None = None
+        self.audio_bytes = 0
+        self._audio_seen = False
+
+    async def feed(self, chunk: bytes) -> None:
+        self.body_bytes += len(chunk)
+        if not self.parts and len(self.head) < HEAD_SAMPLE_BYTES:
+            self.head += chunk[: HEAD_SAMPLE_BYTES - len(self.head)]
+        try:
+            for event in self._parser.parse(chunk):
+                if isinstance(event, bytes):
+                    await self._on_bytes(event)
+                elif event is None:
+                    self._on_part_end()
+                else:
+                    self._on_part_start(event)
+        except multipart.MultipartError as exc:
+            raise self._bad(f"its multipart body is malformed ({exc})") from exc
+        if self.body_bytes > self._max_body_bytes:
+            raise self._bad(f"its body exceeds {self._max_body_bytes:,} bytes outside the audio part")
+
+    def finish(self) -> CallMetadata:
+        """Check the body ended with its closing boundary and held both parts; the metadata."""
+        try:
+            self._parser.close()
+        except multipart.MultipartError as exc:
+            raise self._bad(
+                f"its body ended before the closing multipart boundary after {self.body_bytes:,} bytes "
+                "(truncated)"
+            ) from exc
+        if self.metadata is None:
+            raise self._bad("it has no metadata part")
+        if not self._audio_seen:
+            raise self._bad("it has no audio part")
+        return self.metadata
+
+    # --- parser events -------------------------------------------------------------------------
+
+    def _on_part_start(self, segment: Any) -> None:
+        self.parts += 1
+        encoding = (segment.header("Content-Transfer-Encoding") or "binary").strip().lower()
+        if encoding not in _IDENTITY_TRANSFER_ENCODINGS:
+            raise self._bad(f"a part uses Content-Transfer-Encoding {encoding!r}, which is not supported")
+        role = part_role(segment, metadata_seen=self.metadata is not None, audio_seen=self._audio_seen)
+        if role == "metadata" and self.metadata is not None:
+            role = "extra"  # a second JSON part: not ours to interpret
+        if role == "audio":
+            if self.metadata is None:
+                raise self._bad("its audio part comes before the metadata part")
+            if self._audio_seen:
+                raise self._bad("it has more than one audio part")
+            self._audio_seen = True
+            self.audio_content_type = segment.header("Content-Type")
+        self._role = role
+
+    async def _on_bytes(self, data: bytes) -> None:
+        if self._role == "audio":
+            # Checked before writing: the sink never holds more than the limit.
+            if self.audio_bytes + len(data) > self._max_audio_bytes:
+                raise AudioTooLarge(
+                    f"CT-e1's recording (HTTP {self._status}) is larger than this server's limit of "
+                    f"{self._max_audio_bytes:,} bytes; the download was stopped."
+                )
+            # Passed on as parsed (~32-64 KiB, no copy); batching disk writes is the sink's business.
+            await self._write_audio(data)
+            self.audio_bytes += len(data)
+        elif self._role == "metadata":
+            if len(self._metadata_buffer) + len(data) > METADATA_MAX_BYTES:
+                raise self._bad(f"its metadata part is larger than {METADATA_MAX_BYTES:,} bytes")
+            self._metadata_buffer += data
+        else:
+            self._extra_bytes += len(data)
+            if self._extra_bytes > EXTRA_PARTS_MAX_BYTES:
+                raise self._bad(f"its extra parts are larger than {EXTRA_PARTS_MAX_BYTES:,} bytes")
+
+    def _on_part_end(self) -> None:
+        if self._role == "metadata":
+            self.metadata = self._parse_metadata(bytes(self._metadata_buffer))
+            self._metadata_buffer.clear()
+            self._accept_metadata(self.metadata)
+        elif self._role == "audio" and self.audio_bytes == 0:
+            raise self._bad("its audio part is empty")
+        self._role = None
+
+    def _parse_metadata(self, raw: bytes) -> CallMetadata:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise self._bad("its metadata part is not JSON") from None
+        if not isinstance(data, dict):
+            raise self._bad(f"its metadata part is JSON but not an object ({type(data).__name__})")
+        try:
+            return CallMetadata.model_validate(data)
+        except ValidationError as exc:
+            raise self._bad(f"its metadata does not have the documented fields: {_summary(exc)}") from None
+
+    def _bad(self, what: str) -> UpstreamBadResponse:
+        return UpstreamBadResponse(f"CT-e1 answered HTTP {self._status}, but {what}.")
+
+
+def _summary(exc: ValidationError) -> str:
+    """Which fields are wrong and why, without echoing the values."""
+    problems = exc.errors(include_input=False, include_url=False)
+    text = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'metadata'}: {p['msg']}" for p in problems[:3])
+    return text + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")

@@ -1,0 +1,72 @@
+"""Start the server on a transport: stdio for local clients, Streamable HTTP for remote ones."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+
+import uvicorn
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+
+from cte1_mcp.errors import ConfigurationError
+from cte1_mcp.http_auth import StaticTokenVerifier
+from cte1_mcp.mcp_server import Cte1MCPServer
+from cte1_mcp.service import RecordingService
+from cte1_mcp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve_stdio(settings: Settings) -> None:
+    async with RecordingService.open(settings) as service:
+        await Cte1MCPServer(service, "stdio").run_stdio_async()
+
+
+async def serve_http(settings: Settings, host: str, port: int) -> None:
+    """Streamable HTTP at ``/mcp``; DNS-rebinding protection always on; a token off loopback."""
+    loopback = is_loopback(host)
+    if not loopback and settings.http_token is None:
+        raise ConfigurationError(
+            f"serving on {host} (not loopback) requires CTE1_HTTP_TOKEN: a bearer token MCP clients must send"
+        )
+    allowed_hosts = list(settings.http_allowed_hosts)
+    if loopback:
+        allowed_hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    elif not allowed_hosts:
+        raise ConfigurationError(
+            f"serving on {host} requires CTE1_HTTP_ALLOWED_HOSTS: the Host header values clients use "
+            "(e.g. mcp.example.internal:8000), checked against DNS rebinding"
+        )
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
+    )
+    async with RecordingService.open(settings) as service:
+        token = settings.http_token
+        server = Cte1MCPServer(
+            service,
+            "http",
+            token_verifier=StaticTokenVerifier(token) if token else None,
+            auth=AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None)
+            if token
+            else None,
+        )
+        app = server.streamable_http_app(transport_security=security, host=host)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        http = uvicorn.Server(config)
+        print(f"cte1-mcp: Streamable HTTP on http://{host}:{port}/mcp", file=sys.stderr, flush=True)
+        await http.serve()

@@ -1,0 +1,168 @@
+"""The one use case: a recording for a call key, from the store or else from CT-e1, exactly once.
+
+store (hit: done) → single-flight (identical callers share one download) → spacer (5-second
+start-to-start spacing) → upstream client streaming into a store staging file → atomic commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+import anyio
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from cte1_mcp.errors import RateLimited, RecordingExpired, TenantNotAllowed, UpstreamError
+from cte1_mcp.limiter import RequestSpacer, SingleFlight
+from cte1_mcp.models import CallKey, Recording
+from cte1_mcp.settings import Settings
+from cte1_mcp.store import RecordingStore
+from cte1_mcp.upstream import CallAudioClient
+
+logger = logging.getLogger(__name__)
+
+#: Attempts per download for failures worth an immediate, spaced retry (rate limit, outage, truncation).
+MAX_ATTEMPTS = 3
+#: How often the store deletes what retention no longer allows, without waiting for traffic.
+SWEEP_INTERVAL_SECONDS = 300.0
+#: A platform-requested wait longer than this is returned to the caller instead of waited out.
+MAX_RETRY_AFTER_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a waiting caller is told: queued behind the rate limit, or bytes received so far."""
+
+    stage: Literal["waiting", "downloading"]
+    done: float
+    total: float | None
+    message: str
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+class RecordingService:
+    """Owns the store, the limiter and the upstream client; everything above it asks for keys."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: CallAudioClient,
+        store: RecordingStore,
+        spacer: RequestSpacer,
+        flights: SingleFlight[CallKey, Recording, Progress],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._client = client
+        self._spacer = spacer
+        self._flights = flights
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[RecordingService]:
+        """Build the whole chain from settings and close it (HTTP pool, flight tasks) on exit."""
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(CallAudioClient(settings))
+            flights: SingleFlight[CallKey, Recording, Progress] = await stack.enter_async_context(
+                SingleFlight()
+            )
+            store = RecordingStore(
+                settings.cache_dir,
+                max_age=timedelta(hours=settings.retention_hours),
+                max_bytes=settings.cache_max_bytes,
+            )
+            store.sweep()
+            sweeper = await stack.enter_async_context(anyio.create_task_group())
+            # Expired personal data is deleted on time even when no request comes to notice it.
+            sweeper.start_soon(store.sweep_every, SWEEP_INTERVAL_SECONDS)
+            stack.callback(sweeper.cancel_scope.cancel)
+            yield cls(
+                settings,
+                client=client,
+                store=store,
+                spacer=RequestSpacer(settings.min_interval_seconds),
+                flights=flights,
+            )
+
+    def check_allowed(self, key: CallKey) -> None:
+        """The documented rules that need no upstream request: tenant allow-list and 31-day retention."""
+        allowed = self.settings.allowed_tenants
+        if allowed and key.tenant_id not in allowed:
+            raise TenantNotAllowed(
+                f"Tenant {key.tenant_id} is not one this server may read (allowed: {', '.join(allowed)})."
+            )
+        expired_at = self.store.expired_until(key)
+        if expired_at is not None:
+            raise RecordingExpired(
+                f"Call {key} connected more than 31 days ago; the platform kept its audio only until "
+                f"{expired_at.isoformat(timespec='seconds')}."
+            )
+
+    def stored(self, key: CallKey) -> Recording | None:
+        return self.store.get(key)
+
+    async def get(self, key: CallKey, on_progress: ProgressCallback | None = None) -> Recording:
+        """A committed recording: from the store, or downloaded once however many callers ask."""
+        self.check_allowed(key)
+        recording = self.store.get(key)
+        if recording is not None:
+            return recording
+        return await self._flights.run(key, lambda emit: self._download(key, emit), on_event=on_progress)
+
+    async def _download(self, key: CallKey, emit: Callable[[Progress], Awaitable[None]]) -> Recording:
+        recording = self.store.get(key)  # a flight that just ended may have stored it
+        if recording is not None:
+            return recording
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(MAX_ATTEMPTS),
+            retry=retry_if_exception(_worth_retrying),
+            wait=_wait_for_platform,
+            before_sleep=lambda state: logger.info(
+                "retrying %s after %s",
+                key,
+                type(state.outcome.exception() if state.outcome else None).__name__,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._download_once(key, emit)
+        raise AssertionError("unreachable: AsyncRetrying reraises the last failure")  # pragma: no cover
+
+    async def _download_once(self, key: CallKey, emit: Callable[[Progress], Awaitable[None]]) -> Recording:
+        async def waiting(seconds: float) -> None:
+            await emit(
+                Progress("waiting", 0, None, f"waiting {seconds:.1f} s for the platform's request spacing")
+            )
+
+        async def downloading(received: int, total: int | None) -> None:
+            await emit(Progress("downloading", received, total, f"received {received:,} bytes"))
+
+        await self._spacer.acquire(on_wait=waiting)
+        async with self.store.staging(key) as staging:
+            fetched = await self._client.fetch(key, staging, on_progress=downloading)
+            recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
+        logger.info("stored %s (%d bytes)", key, recording.audio.size_bytes)
+        return recording
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if not isinstance(exc, UpstreamError) or not exc.retryable:
+        return False
+    wait = exc.retry_after_seconds
+    return wait is None or wait <= MAX_RETRY_AFTER_SECONDS
+
+
+def _wait_for_platform(retry_state: object) -> float:
+    """Honour Retry-After; otherwise go straight back to the spacer, which enforces the 5 s spacing."""
+    outcome = getattr(retry_state, "outcome", None)
+    exc = outcome.exception() if outcome is not None else None
+    if isinstance(exc, RateLimited) and exc.retry_after_seconds:
+        return exc.retry_after_seconds
+    return 0.0

@@ -1,0 +1,42 @@
+"""Shared fixtures: a CT-e1 simulator on real loopback HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from cte1_mcp.simulator import RunningSimulator, SimulatorConfig, run_in_thread
+
+
+@pytest.fixture(scope="session")
+def _shared_simulator() -> Iterator[RunningSimulator]:
+    with run_in_thread(SimulatorConfig(port=0, min_interval=0.0)) as running:
+        yield running
+
+
+@pytest.fixture
+def simulator(_shared_simulator: RunningSimulator) -> RunningSimulator:
+    """The default simulator (demo key and UUID, no rate limit), with a fresh clock, log and faults.
+
+    One server per session (starting one costs ~0.2 s); its state is reset before every test.
+    """
+    _shared_simulator.state.reset()
+    return _shared_simulator
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[Callable[..., RunningSimulator]]:
+    """Start simulators with other settings: ``make_simulator(min_interval=0.3, api_key="k")``.
+
+    Unless given, port is 0 (a free one) and min_interval is 0; each stops when the test ends.
+    """
+    with ExitStack() as stack:
+
+        def make(**overrides: Any) -> RunningSimulator:
+            config = SimulatorConfig(**{"port": 0, "min_interval": 0.0, **overrides})
+            return stack.enter_context(run_in_thread(config))
+
+        yield make

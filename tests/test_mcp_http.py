@@ -1,0 +1,147 @@
+"""Streamable HTTP: the real server process on loopback, the official client, raw HTTP for the refusals."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.mcp_harness import EXAMPLE, server_env, structured
+
+pytestmark = pytest.mark.anyio
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "0"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def http_server(env: dict[str, str], host: str = "127.0.0.1") -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cte1_mcp",
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"server exited: {process.stderr.read().decode() if process.stderr else ''}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stderr:
+            process.stderr.close()
+
+
+@pytest.fixture
+def env(simulator: Any, tmp_path: Path) -> dict[str, str]:
+    return server_env(simulator.url, tmp_path / "cache")
+
+
+async def test_initialize_and_tool_call_over_http(env: dict[str, str], simulator: Any) -> None:
+    with http_server(env) as url:
+        async with Client(url) as client:
+            tools = await client.list_tools()
+            assert {t.name for t in tools.tools} == {"get_call_metadata", "get_call_audio"}
+            result = await client.call_tool("get_call_audio", EXAMPLE)
+    audio = structured(result)["audio"]
+    assert audio["sizeBytes"] > 0
+    assert audio.get("path") is None  # a remote client gets no server-local path
+    assert "Local file" not in str(result.content)
+
+
+async def test_wrong_host_header_is_refused(env: dict[str, str]) -> None:
+    with http_server(env) as url:
+        async with httpx.AsyncClient() as http:
+            good = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+            evil = await http.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "Host": "evil.example:80"})
+    assert good.status_code == 200
+    assert evil.status_code in (400, 403, 421)
+
+
+def test_non_loopback_bind_requires_a_token(env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cte1_mcp",
+            "serve",
+            "--transport",
+            "http",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "CTE1_HTTP_TOKEN" in done.stderr
+
+
+async def test_token_is_required_when_configured(env: dict[str, str]) -> None:
+    token = "s3cret-token-for-tests"
+    port_env = {**env, "CTE1_HTTP_TOKEN": token}
+    with http_server(port_env) as url:
+        async with httpx.AsyncClient() as http:
+            missing = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+            wrong = await http.post(
+                url, json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": "Bearer nope"}
+            )
+        assert missing.status_code == 401
+        assert wrong.status_code == 401
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as authed,
+            Client(streamable_http_client(url, http_client=authed)) as client,
+        ):
+            structured(await client.call_tool("get_call_metadata", EXAMPLE))
