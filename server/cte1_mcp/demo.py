@@ -34,6 +34,7 @@ async def run_demo(output: Path) -> None:
             "CTE1_SOURCE_UUID": DEFAULT_SOURCE_UUID,
             "CTE1_API_KEY": DEFAULT_API_KEY,  # through the environment, never the command line
             "CTE1_CACHE_DIR": cache,
+            "CTE1_LOG_LEVEL": "WARNING",  # keep the walkthrough readable
         }
         params = StdioServerParameters(command=sys.executable, args=["-m", "cte1_mcp"], env=env)
         async with Client(params) as client:

@@ -165,6 +165,7 @@ class Cte1MCPServer(MCPServer):
             tools=tools,
             token_verifier=token_verifier,
             auth=auth,
+            log_level=service.settings.log_level,
         )
         self.service = service
         self.transport = transport

@@ -30,13 +30,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def configure_logging(settings: Settings) -> None:
+    """Logs go to stderr (stdout is the MCP channel over stdio); httpx's per-request lines stay quiet."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
 async def serve_stdio(settings: Settings) -> None:
+    configure_logging(settings)
     async with RecordingService.open(settings) as service:
         await Cte1MCPServer(service, "stdio").run_stdio_async()
 
 
 async def serve_http(settings: Settings, host: str, port: int) -> None:
     """Streamable HTTP at ``/mcp``; DNS-rebinding protection always on; a token off loopback."""
+    configure_logging(settings)
     loopback = is_loopback(host)
     if not loopback and settings.http_token is None:
         raise ConfigurationError(

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Attempts per download for failures worth an immediate, spaced retry (rate limit, outage, truncation).
 MAX_ATTEMPTS = 3
+#: Added to CTE1_MIN_INTERVAL_SECONDS so that arrivals, not just departures, keep the spacing.
+SPACING_MARGIN_SECONDS = 0.25
 #: How often the store deletes what retention no longer allows, without waiting for traffic.
 SWEEP_INTERVAL_SECONDS = 300.0
 #: A platform-requested wait longer than this is returned to the caller instead of waited out.
@@ -87,7 +89,7 @@ class RecordingService:
                 settings,
                 client=client,
                 store=store,
-                spacer=RequestSpacer(settings.min_interval_seconds),
+                spacer=RequestSpacer(spacing(settings.min_interval_seconds)),
                 flights=flights,
             )
 
@@ -150,6 +152,12 @@ class RecordingService:
             recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
         logger.info("stored %s (%d bytes)", key, recording.audio.size_bytes)
         return recording
+
+
+def spacing(min_interval: float) -> float:
+    """Start-to-start spacing with a margin: network jitter must not bring two arrivals at CT-e1
+    closer than its minimum (measured on loopback: a request can arrive a few ms later than sent)."""
+    return min_interval + SPACING_MARGIN_SECONDS if min_interval > 0 else 0.0
 
 
 def _worth_retrying(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ The API key is held as a ``SecretStr`` and never appears in a message, a log lin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from platformdirs import user_cache_dir
@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     inline_audio_max_bytes: int = Field(512 * 1024, ge=0)
     retention_hours: float = Field(24.0, gt=0, le=31 * 24)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Server log level (logs go to stderr; stdout belongs to MCP over stdio)"
+    )
     http_token: SecretStr | None = Field(None, description="Bearer token MCP clients must send over HTTP")
     http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Host header values accepted over HTTP besides loopback (DNS-rebinding protection)"
