@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -130,6 +131,7 @@ async def run(plan: Plan, workdir: Path) -> report.Results:
 def main(argv: list[str] | None = None) -> int:
     plan = parse(sys.argv[1:] if argv is None else argv)
     workdir = Path(tempfile.mkdtemp(prefix="cte1-bench-"))
+    load_before = os.getloadavg()[0]
     began = time.perf_counter()
     try:
         results = anyio.run(run, plan, workdir)
@@ -138,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     elapsed = time.perf_counter() - began
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = report.render(results, machine.describe(), command.strip(), plan.repetitions, elapsed, plan.quick)
+    rows = [
+        *machine.describe(),
+        ("load average (1 min)", f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (2 cores)"),
+    ]
+    text = report.render(results, rows, command.strip(), plan.repetitions, elapsed, plan.quick)
     report.write(plan.output, text)
     shutil.rmtree(workdir, ignore_errors=True)
     print()

@@ -279,10 +279,11 @@ def test_a_lone_frame_sync_followed_by_garbage_is_not_mp3() -> None:
 
 
 @pytest.mark.parametrize(
-    "header", [b"\xff\xfd\x90\x00", b"\xff\xf1\x50\x80", b"\xff\xfb\xf0\x00", b"\xff\xfb\x9c\x00"]
+    "header",
+    [b"\xff\xfd\x90\x00", b"\xff\xf1\x50\x80", b"\xff\xfb\xf0\x00", b"\xff\xfb\x9c\x00", b"\xff\xfb\x00\x00"],
 )
-def test_layer_i_ii_adts_and_reserved_fields_are_not_mp3(header: bytes) -> None:
-    # Layer I, AAC ADTS (layer 0), bitrate index 15, sample-rate index 3.
+def test_layer_i_ii_adts_reserved_and_free_format_are_not_mp3(header: bytes) -> None:
+    # Layer I, AAC ADTS (layer 0), bitrate index 15, sample-rate index 3, free-format bitrate.
     assert sniff(header + b"\x00" * 1000).container == "unknown"
 
 

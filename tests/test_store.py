@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import stat
+import wave
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,7 +119,7 @@ async def test_commit_stores_exact_bytes_hash_and_metadata(store: RecordingStore
     assert recording.audio.size_bytes == len(data)
     assert recording.audio.sha256 == hashlib.sha256(data).hexdigest()
     assert isinstance(recording.audio.format, AudioFormat)
-    assert recording.path == store.audio_path(KEY)
+    assert recording.path == record_dir(store, KEY) / "audio.bin"  # random bytes: unknown format
     assert recording.path.read_bytes() == data
     assert recording.fetched_at == clock.now
     assert recording.metadata.platform_json() == meta.platform_json()
@@ -131,8 +133,24 @@ async def test_recordings_survive_a_restart(
     assert make_store().get(KEY) == recording
 
 
-async def test_paths_come_only_from_the_key_parts(store: RecordingStore) -> None:
-    assert store.audio_path(KEY) == store.root / "recordings" / "05053698341" / "942125" / "1" / "audio"
+async def test_paths_come_only_from_the_key_parts_and_name_the_container(store: RecordingStore) -> None:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x00\x01" * 8000)
+    recording = await save(store, data=buffer.getvalue())
+    assert recording.path == store.root / "recordings" / "05053698341" / "942125" / "1" / "audio.wav"
+    assert recording.audio.format.container == "wav"
+    # a later commit of another container replaces the file; no stale audio is left beside it
+    replaced = await save(store, data=b"ID3" + os.urandom(2048))
+    assert replaced.path.parent == recording.path.parent
+    assert sorted(p.name for p in replaced.path.parent.iterdir()) == sorted([replaced.path.name, "meta.json"])
+
+
+def record_dir(store: RecordingStore, key: CallKey) -> Path:
+    return store.root / "recordings" / key.tenant_id / str(key.session_id) / str(key.record_id)
 
 
 async def test_sniffer_gets_the_head_the_content_type_and_the_total_size(
@@ -339,9 +357,9 @@ async def test_corrupt_metadata_is_not_a_recording_and_is_swept(store: Recording
 
 async def test_metadata_of_another_key_is_not_trusted(store: RecordingStore) -> None:
     recording = await save(store, OTHER)
-    target = store.audio_path(KEY).parent
+    target = record_dir(store, KEY)
     target.mkdir(parents=True)
-    for name in ("audio", "meta.json"):
+    for name in (recording.path.name, "meta.json"):
         (target / name).write_bytes(recording.path.with_name(name).read_bytes())
     assert store.get(KEY) is None
 

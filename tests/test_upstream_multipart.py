@@ -19,6 +19,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cte1_mcp import __version__
@@ -692,7 +693,12 @@ async def test_200_empty_body(server: RawServer, tmp_path: Path, content_type: s
     headers = [("Content-Type", content_type)] if content_type else []
     server.reply(Reply(headers=headers, body=b""))
     exc = failed(await fetch(server, tmp_path), UpstreamRejected, "upstream_rejected")
-    assert f"empty {content_type or 'no content type'} body" in exc.message
+    assert exc.message.endswith(f"(HTTP 200; empty {content_type + ' ' if content_type else ''}body).")
+
+
+async def test_200_labelled_multipart_but_no_part_inside(server: RawServer, tmp_path: Path) -> None:
+    server.reply(multipart_reply(b"<html>Gateway error</html>"))
+    bad(await fetch(server, tmp_path), "no part delimited by the announced boundary")
 
 
 async def test_200_labelled_multipart_but_json_inside(server: RawServer, tmp_path: Path) -> None:
@@ -883,6 +889,28 @@ async def test_read_timeout_mid_audio(server: RawServer, tmp_path: Path) -> None
     run = await fetch(server, tmp_path, timeout_seconds=0.2)
     exc = failed(run, UpstreamUnavailable, "upstream_unavailable")
     assert "timeout" in exc.message
+
+
+async def test_corrupt_gzip_is_a_bad_response(server: RawServer, tmp_path: Path) -> None:
+    good = gzip.compress(multipart_body(metadata_part(), audio_part(TRICKY_AUDIO)))
+    reply = multipart_reply(good[:20] + b"\x00garbage" * 50)
+    reply.headers = [*reply.headers, ("Content-Encoding", "gzip")]
+    server.reply(reply)
+    exc = failed(await fetch(server, tmp_path), UpstreamBadResponse, "upstream_bad_response")
+    assert "could not be decoded" in exc.message
+
+
+async def test_connect_timeout(tmp_path: Path) -> None:
+    """A corner a loopback server cannot produce reliably, so a transport raises it."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    settings = make_settings("http://ct-e1.invalid", tmp_path, timeout_seconds=3)
+    async with CallAudioClient(settings, transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await client.fetch(KEY, Sink())
+    assert caught.value.message == "CT-e1 at ct-e1.invalid did not answer in time (connect timeout, 3 s)."
 
 
 # --- the body reader alone, split at every byte ---------------------------------------------------------

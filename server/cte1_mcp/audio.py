@@ -129,7 +129,7 @@ def _wav_duration(fmt: _WavFmt, data: tuple[int, int] | None, total_size: int) -
 class _FrameHeader:
     version: int
     sample_rate: int
-    bitrate_kbps: int  # 0: free format
+    bitrate_kbps: int
     channels: int
     padding: int
 
@@ -138,10 +138,8 @@ class _FrameHeader:
         return 1152 if self.version == _MPEG1 else 576
 
     @property
-    def length(self) -> int | None:
-        """Frame length in bytes, unknown for free-format streams."""
-        if not self.bitrate_kbps:
-            return None
+    def length(self) -> int:
+        """Frame length in bytes (Layer III: 144 or 72 x bitrate / sample rate, plus padding)."""
         return self.samples_per_frame // 8 * self.bitrate_kbps * 1000 // self.sample_rate + self.padding
 
     @property
@@ -187,8 +185,8 @@ def _frame_header(head: bytes, pos: int) -> _FrameHeader | None:
     bitrate_index, rate_index = b2 >> 4, (b2 >> 2) & 3
     if b0 != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or layer != _LAYER_III:
         return None
-    if bitrate_index == 15 or rate_index == 3:
-        return None
+    if bitrate_index in (0, 15) or rate_index == 3:
+        return None  # free-format (0) is too rare to tell from chance bytes; 15 and 3 are invalid
     bitrates = _BITRATES_MPEG1 if version == _MPEG1 else _BITRATES_MPEG2
     return _FrameHeader(
         version=version,
@@ -202,7 +200,7 @@ def _frame_header(head: bytes, pos: int) -> _FrameHeader | None:
 def _next_frame_agrees(head: bytes, pos: int, frame: _FrameHeader) -> bool:
     """Two frame syncs in a row make a coincidental 0xFFFx start very unlikely; checked when visible."""
     length = frame.length
-    if length is None or pos + length + 4 > len(head):
+    if pos + length + 4 > len(head):
         return True
     following = _frame_header(head, pos + length)
     return (
@@ -228,6 +226,6 @@ def _mp3_duration(head: bytes, pos: int, frame: _FrameHeader, total_size: int) -
         frames = int.from_bytes(head[vbri_at + 14 : vbri_at + 18], "big")
         return round(frames * frame.samples_per_frame / frame.sample_rate, 3)
     audio_bytes = total_size - pos
-    if not frame.bitrate_kbps or audio_bytes <= 0:
+    if audio_bytes <= 0:
         return None
     return round(audio_bytes * 8 / (frame.bitrate_kbps * 1000), 3)

@@ -180,7 +180,6 @@ class Cte1MCPServer(MCPServer):
         try:
             check_names(spec, arguments)
             key = call_key(arguments)
-            self.service.check_allowed(key)
             normalised: dict[str, Any] = {
                 "tenantId": key.tenant_id,
                 "sessionId": key.session_id,

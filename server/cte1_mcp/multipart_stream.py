@@ -131,6 +131,8 @@ class RecordingPartsReader:
         try:
             self._parser.close()
         except multipart.MultipartError as exc:
+            if not self.parts:
+                raise self._bad("its body holds no part delimited by the announced boundary") from exc
             raise self._bad(
                 f"its body ended before the closing multipart boundary after {self.body_bytes:,} bytes "
                 "(truncated)"

@@ -3,7 +3,8 @@
 Recordings are personal data. Layout under the root (directories 0700, files 0600, every path
 built only from ``CallKey.path_parts``)::
 
-    recordings/<tenant>/<session>/<record>/audio      the audio bytes exactly as received
+    recordings/<tenant>/<session>/<record>/audio.wav  the audio bytes exactly as received
+                                                      (audio.mp3, or audio.bin when unknown)
     recordings/<tenant>/<session>/<record>/meta.json  platform metadata, AudioInfo, fetched_at
     tmp/<random>.part                                 writes in progress, flock-ed by their writer
     expired/<tenant>/<session>/<record>.json          tombstone: available_until, nothing personal
@@ -54,7 +55,9 @@ ORPHAN_GRACE_SECONDS = 60.0
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
-_AUDIO = "audio"
+#: The audio file's name carries its container's extension, so players and tools opening
+#: ``Recording.path`` know what it is; the other names are removed when a commit replaces it.
+_AUDIO_NAMES = {"wav": "audio.wav", "mp3": "audio.mp3", "unknown": "audio.bin"}
 _META = "meta.json"
 _PART = ".part"
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -96,7 +99,7 @@ class RecordingStore:
     """The local copy of recordings, bounded by age, by the platform's 31 days, and by total size.
 
     Thread-safe: mutations (commit, removal, sweep) hold one lock; reads take none and rely on the
-    atomic renames. ``get``, ``expired_until`` and ``audio_path`` are cheap enough for the event
+    atomic renames. ``get`` and ``expired_until`` are cheap enough for the event
     loop; ``list`` and ``sweep`` walk the whole store and belong in a worker thread.
     """
 
@@ -123,9 +126,6 @@ class RecordingStore:
         self._clean_tmp()
 
     # --- reading ---------------------------------------------------------------------------
-
-    def audio_path(self, key: CallKey) -> Path:
-        return self._record_dir(key) / _AUDIO
 
     def get(self, key: CallKey) -> Recording | None:
         """The committed, unexpired recording of ``key`` (and it counts as used now), or None."""
@@ -205,18 +205,22 @@ class RecordingStore:
             with self._lock:
                 self._make_record_dir(key)
                 _unlink_quietly(directory / _META)  # from here until the end, readers see "absent"
-                part.replace(directory / _AUDIO)
+                audio_file = directory / _AUDIO_NAMES[audio.format.container]
+                for other in _AUDIO_NAMES.values():
+                    if other != audio_file.name:
+                        _unlink_quietly(directory / other)
+                part.replace(audio_file)
                 try:
                     meta_part.replace(directory / _META)
                 except OSError:
-                    _unlink_quietly(directory / _AUDIO)
+                    _unlink_quietly(audio_file)
                     raise
                 _fsync_dir(directory)
                 self._sweep(protect=key)
         finally:
             os.close(meta_fd)
             _unlink_quietly(meta_part)
-        return _recording(document, directory / _AUDIO)
+        return _recording(document, directory)
 
     def _refuse_expired(self, key: CallKey, metadata: CallMetadata, now: datetime) -> None:
         """A call past the platform's 31 days is not stored at all: remembered, then refused."""
@@ -300,15 +304,16 @@ class RecordingStore:
     def _remove(self, key: CallKey) -> None:
         directory = self._record_dir(key)
         _unlink_quietly(directory / _META)
-        _unlink_quietly(directory / _AUDIO)
+        for name in _AUDIO_NAMES.values():
+            _unlink_quietly(directory / name)
         self._prune(directory, self._recordings)
 
     def _remove_orphan(self, key: CallKey) -> None:
         """A record directory without a valid meta.json: a crash's leftover, or a commit in progress."""
-        audio = self._record_dir(key) / _AUDIO
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - audio.stat().st_mtime < ORPHAN_GRACE_SECONDS:
-                return
+        for name in _AUDIO_NAMES.values():
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - (self._record_dir(key) / name).stat().st_mtime < ORPHAN_GRACE_SECONDS:
+                    return
         logger.info("removing the incomplete recording %s", key)
         self._remove(key)
 
@@ -363,9 +368,9 @@ class RecordingStore:
         try:
             raw = (directory / _META).read_bytes()
             last_used = (directory / _META).stat().st_mtime
-            audio_size = (directory / _AUDIO).stat().st_size
             document = _StoredMeta.model_validate_json(raw)
-            recording = _recording(document, directory / _AUDIO)
+            recording = _recording(document, directory)
+            audio_size = recording.path.stat().st_size
         except (OSError, ValidationError, ValueError):
             return None
         if recording.key != key or audio_size != recording.audio.size_bytes:
@@ -510,14 +515,14 @@ class Staging:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _recording(document: _StoredMeta, audio_path: Path) -> Recording:
+def _recording(document: _StoredMeta, directory: Path) -> Recording:
     return Recording(
         tenant_id=document.tenant_id,
         session_id=document.session_id,
         record_id=document.record_id,
         metadata=CallMetadata.model_validate(document.metadata),
         audio=document.audio,
-        path=audio_path,
+        path=directory / _AUDIO_NAMES[document.audio.format.container],
         fetched_at=document.fetched_at,
     )
 
