@@ -97,8 +97,11 @@ def test_command_line() -> None:
     quick = parse(["--quick"])
     assert quick.quick and quick.sizes == [1, 8] and quick.output.name == "quick.md"
     full = parse([])
-    assert full.sizes == [8, 64, 256] and full.repetitions == 3 and full.output.name == "latest.md"
+    assert full.sizes == [8, 64, 256] and full.repetitions == 5 and full.output.name == "latest.md"
     assert parse(["--sizes", "16"]).sizes == [16]
+    assert quick.repetitions == 3 and parse(["--reps", "4"]).repetitions == 4
+    with pytest.raises(SystemExit):
+        parse(["--reps", "0"])
     with pytest.raises(SystemExit):
         parse(["--reps", "2"])
 
