@@ -28,6 +28,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, Literal, Self
 
 import anyio
 import anyio.to_thread
+from anyio.abc import TaskGroup
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from cte1_mcp.audio import sniff_format
@@ -55,6 +57,8 @@ ORPHAN_GRACE_SECONDS = 60.0
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+#: writev(2) takes at most this many buffers (IOV_MAX on Linux).
+_IOV_MAX = 1024
 #: The audio file's name carries its container's extension, so players and tools opening
 #: ``Recording.path`` know what it is; the other names are removed when a commit replaces it.
 _AUDIO_NAMES = {"wav": "audio.wav", "mp3": "audio.mp3", "unknown": "audio.bin"}
@@ -415,9 +419,11 @@ class RecordingStore:
 class Staging:
     """One download on its way into the store: a sink for the upstream client, then ``commit``.
 
-    Bytes are gathered into batches of ``BATCH_BYTES`` and written and hashed in a worker thread,
-    so the event loop never waits on the disk. As an async context manager it discards the
-    temporary file unless ``commit`` succeeded: an interrupted download leaves nothing behind.
+    Bytes are gathered into batches of ``BATCH_BYTES`` and written and hashed in a worker thread.
+    Inside ``async with``, one batch is written while the next one is received (at most one in
+    flight, so memory stays at two batches): the network and the disk work at the same time.
+    As an async context manager it also discards the temporary file unless ``commit`` succeeded:
+    an interrupted download leaves nothing behind.
     """
 
     def __init__(self, store: RecordingStore, key: CallKey) -> None:
@@ -428,8 +434,13 @@ class Staging:
         self._sha256 = hashlib.sha256()
         self._size = 0
         self._head = bytearray()
-        self._buffer = bytearray()
+        self._batch: list[bytes] = []  # chunks as received: no copy on the event loop
+        self._batch_bytes = 0
         self._closed = False
+        self._writers = AsyncExitStack()
+        self._tasks: TaskGroup | None = None
+        self._in_flight: anyio.Event | None = None
+        self._write_error: OSError | None = None
 
     @property
     def size(self) -> int:
@@ -437,6 +448,7 @@ class Staging:
         return self._size
 
     async def __aenter__(self) -> Self:
+        self._tasks = await self._writers.enter_async_context(anyio.create_task_group())
         return self
 
     async def __aexit__(
@@ -445,23 +457,30 @@ class Staging:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.discard()
+        try:
+            await self._writers.aclose()  # the write in flight, if any, ends before the file goes
+        finally:
+            self._tasks = None
+            await self.discard()
 
     async def write(self, chunk: bytes) -> None:
         """Take the next chunk of audio (the upstream client's sink protocol)."""
         self._check_open()
         if len(self._head) < HEAD_BYTES:
             self._head += chunk[: HEAD_BYTES - len(self._head)]
-        self._buffer += chunk
+        self._batch.append(chunk)
+        self._batch_bytes += len(chunk)
         self._size += len(chunk)
-        if len(self._buffer) >= BATCH_BYTES:
-            await self._flush()
+        if self._batch_bytes >= BATCH_BYTES:
+            await self._flush(wait=False)
 
     async def commit(self, metadata: CallMetadata, content_type: str | None) -> Recording:
         """Make the download a stored recording, atomically; RecordingExpired past the 31 days."""
         self._check_open()
-        if self._buffer or self._fd is None:
+        if self._batch or self._fd is None:
             await self._flush()
+        else:
+            await self._drain()  # the last batch may still be in flight
         audio = AudioInfo(
             format=sniff_format(bytes(self._head), content_type, self._size),
             size_bytes=self._size,
@@ -477,7 +496,7 @@ class Staging:
     async def discard(self) -> None:
         """Drop the download (nothing of it remains); a no-op after ``commit``. Never waits."""
         self._closed = True
-        self._buffer = bytearray()
+        self._batch, self._batch_bytes = [], 0
         fd, part = self._fd, self._part
         self._fd = self._part = None
         if part is not None:
@@ -489,18 +508,45 @@ class Staging:
         if self._closed:
             raise RuntimeError("this staging was already committed or discarded")
 
-    async def _flush(self) -> None:
-        data, self._buffer = self._buffer, bytearray()
+    async def _flush(self, *, wait: bool = True) -> None:
+        """Hand the buffer to the worker thread; ``wait=False`` returns once the previous batch is done."""
+        await self._drain()
+        data, self._batch, self._batch_bytes = self._batch, [], 0
+        if self._fd is None:  # one open(2), here so the temporary file exists as soon as bytes do
+            try:
+                self._fd, self._part = self._store._create_temp()
+            except OSError as exc:
+                raise _not_saved(exc) from exc
+        if self._tasks is None or wait:
+            try:
+                await anyio.to_thread.run_sync(self._write_blocking, data)
+            except OSError as exc:
+                raise _not_saved(exc) from exc
+            return
+        self._in_flight = done = anyio.Event()
+        self._tasks.start_soon(self._write_in_background, data, done)
+
+    async def _write_in_background(self, data: list[bytes], done: anyio.Event) -> None:
         try:
             await anyio.to_thread.run_sync(self._write_blocking, data)
         except OSError as exc:
-            raise _not_saved(exc) from exc
+            self._write_error = exc
+        finally:
+            done.set()
 
-    def _write_blocking(self, data: bytearray) -> None:
-        if self._fd is None:
-            self._fd, self._part = self._store._create_temp()
-        _write_all(self._fd, data)
-        self._sha256.update(data)
+    async def _drain(self) -> None:
+        """Wait for the batch in flight; its disk error, if any, surfaces here."""
+        if self._in_flight is not None:
+            await self._in_flight.wait()
+            self._in_flight = None
+        if self._write_error is not None:
+            raise _not_saved(self._write_error) from self._write_error
+
+    def _write_blocking(self, chunks: list[bytes]) -> None:
+        assert self._fd is not None
+        for chunk in chunks:
+            self._sha256.update(chunk)  # releases the GIL for chunks this size
+        _write_all_vectored(self._fd, chunks)
 
     def _commit_blocking(self, metadata: CallMetadata, audio: AudioInfo) -> Recording:
         assert self._fd is not None and self._part is not None
@@ -587,6 +633,18 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _write_all_vectored(fd: int, chunks: list[bytes]) -> None:
+    """One writev(2) per batch (no joining copy), resumed where a short write stopped."""
+    views = [memoryview(chunk) for chunk in chunks if chunk]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
 def _fsync_dir(directory: Path) -> None:
