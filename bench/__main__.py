@@ -147,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         raise
     elapsed = time.perf_counter() - began
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    load = (load_before, os.getloadavg()[0])
+    cores = os.cpu_count() or 1
     rows = [
         *machine.describe(),
-        ("load average (1 min)", f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (2 cores)"),
+        ("load average (1 min)", f"{load[0]:.2f} at start, {load[1]:.2f} at end ({cores} cores)"),
     ]
-    text = report.render(results, rows, command.strip(), plan.repetitions, elapsed, plan.quick)
+    text = report.render(results, rows, command.strip(), plan.repetitions, elapsed, plan.quick, load, cores)
     report.write(plan.output, text)
     shutil.rmtree(workdir, ignore_errors=True)
     print()

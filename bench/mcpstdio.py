@@ -5,6 +5,7 @@ Yields the connected client together with the server's pid, so its peak RSS can 
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,6 +18,10 @@ from mcp.client.stdio import stdio_client
 from mcp_types import CallToolResult, TextContent
 
 from bench.procs import CTE1_MCP, children, clean_env, cmdline
+
+# The client validates structured results with jsonschema, imported on its first tools/call
+# (~0.1 s): import it now so no timed call pays for it.
+importlib.import_module("jsonschema.validators")
 
 #: Generous: a cold 256 MiB download is one tools/call.
 READ_TIMEOUT_SECONDS = 300.0
@@ -69,6 +74,9 @@ async def serve(
     before = children()
     transport = stdio_client(params, errlog=errlog)
     async with Client(transport, read_timeout_seconds=READ_TIMEOUT_SECONDS) as client:
+        # As MCP hosts do on connecting; otherwise the client lists the tools inside the first
+        # tools/call (to validate its result) and that round trip would be timed as the call's.
+        await client.list_tools()
         yield Served(client, _server_pid(before))
 
 

@@ -131,6 +131,10 @@ def _mib(s: Summary) -> str:
     return f"{s.median / MiB:.1f} ({s.low / MiB:.1f}{DASH}{s.high / MiB:.1f})"
 
 
+#: Above this 1-minute load average (per core) at the start, the report says the machine was busy.
+BUSY_LOAD_PER_CORE = 0.25
+
+
 def render(
     r: Results,
     machine: list[tuple[str, str]],
@@ -138,8 +142,18 @@ def render(
     repetitions: int,
     run_seconds: float,
     quick: bool,
+    load: tuple[float, float] | None = None,
+    cores: int = 1,
 ) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    warning: list[str] = []
+    if load is not None and max(load) > BUSY_LOAD_PER_CORE * cores:
+        warning = [
+            f"> **Other work was running** (1-minute load {load[0]:.2f} at start, {load[1]:.2f} at end, on "
+            f"{cores} cores): absolute figures and tail latencies are inflated and spread wider; the "
+            "interleaved ratios are the figures to compare.",
+            "",
+        ]
     lines = [
         "# cte1-mcp benchmark" + (" (quick smoke run — not representative)" if quick else ""),
         "",
@@ -147,6 +161,7 @@ def render(
         f"interleaved (A B C, A B C, ...), {repetitions} repetitions unless stated; figures are "
         f"**median (min{DASH}max)**. Throughput is MB/s (10⁶ bytes/s), memory MiB.",
         "",
+        *warning,
         "## Machine",
         "",
         *_table(["", ""], machine),
@@ -163,8 +178,9 @@ def render(
             "## 1. Download path (cold, simulator on 127.0.0.1 in its own process)",
             "",
             "(a) curl writing the whole response to a file (its own `time_total`); (b) a cold "
-            "`get_call_audio` over stdio, empty store, server started before timing, from tools/call "
-            "to its result, sha256 of the stored file verified; (c) httpx reading the body into memory, "
+            "`get_call_audio` over stdio, empty store, server started and tools listed before timing, "
+            "from tools/call to its result (the session's first call), sha256 of the stored file "
+            "verified; (c) httpx reading the body into memory, "
             "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it).",
             "",
             *_table(

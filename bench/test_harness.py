@@ -142,6 +142,9 @@ def test_verdicts_follow_the_targets(tmp_path: Path) -> None:
     assert len(failed) == 3, failed
     text = report.render(_fake_results(0.5, 100, 2), machine.describe(), "python -m bench", 3, 12.0, False)
     assert "\u274c" in text and "\u2705" in text and "## 4. Start-up" in text
+    assert "Other work was running" not in text
+    busy = report.render(_fake_results(0.9, 10, 1), [], "python -m bench", 3, 12.0, False, (1.5, 2.0), 2)
+    assert "Other work was running" in busy
     out = tmp_path / "r" / "latest.md"
     report.write(out, text)
     assert out.read_text(encoding="utf-8") == text

@@ -250,6 +250,39 @@ async def test_interval_zero_never_waits() -> None:
     assert waits == []
 
 
+async def test_defer_holds_back_every_start_and_reports_the_wait() -> None:
+    async with virtual_time() as clock:
+        spacer = RequestSpacer(5.0, clock)
+        await spacer.acquire()  # t=1000
+        spacer.defer(30.0)  # the platform answered 429 with Retry-After: 30
+        spacer.defer(10.0)  # a shorter deferral never shortens a longer one
+        waits: list[float] = []
+        starts: list[float] = []
+
+        async def caller() -> None:
+            async def on_wait(seconds: float) -> None:
+                waits.append(seconds)
+
+            await spacer.acquire(on_wait)
+            starts.append(clock.now())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            tg.start_soon(caller)
+    assert starts == [1030.0, 1035.0]
+    assert waits[0] == 30.0
+
+
+async def test_defer_applies_even_without_spacing() -> None:
+    async with virtual_time() as clock:
+        spacer = RequestSpacer(0.0, clock)
+        spacer.defer(3.0)
+        await spacer.acquire()
+        assert clock.now() == 1003.0
+        await spacer.acquire()
+        assert clock.now() == 1003.0
+
+
 async def test_the_real_clock_is_monotonic_and_sleeps() -> None:
     clock = MonotonicClock()
     before = clock.now()

@@ -106,7 +106,7 @@ async def test_initialize_and_tool_call_over_http(env: dict[str, str], simulator
             result = await client.call_tool("get_call_audio", EXAMPLE)
     audio = structured(result)["audio"]
     assert audio["sizeBytes"] > 0
-    assert audio.get("path") is None  # a remote client gets no server-local path
+    assert "path" not in audio  # a remote client gets no server-local path
     assert "Local file" not in str(result.content)
 
 

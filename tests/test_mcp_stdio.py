@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp_types import AudioContent, BlobResourceContents, ResourceLink, TextResourceContents
 
-from cte1_mcp.simulator import DEFAULT_API_KEY, SimulatorConfig, SimulatorState, run_in_thread
+from cte1_mcp.simulator import DEFAULT_API_KEY, Fault, SimulatorConfig, SimulatorState, run_in_thread
 from tests.mcp_harness import EXAMPLE, server_env, stdio_server, structured, text
 
 pytestmark = pytest.mark.anyio
@@ -119,7 +121,7 @@ async def test_audio_result_link_path_and_exact_bytes(env: dict[str, str], simul
         assert links[0].mime_type == "audio/wav"
         assert links[0].size == audio["sizeBytes"]
         assert not [c for c in result.content if isinstance(c, AudioContent)]
-        assert "inline=true" in text(result)
+        assert "inline=true" not in text(result)  # 4.3 MiB: asking for it inline would be a wasted call
         # over stdio the local file is named, complete and private
         path = Path(audio["path"])
         assert path.is_absolute()
@@ -138,7 +140,9 @@ async def test_audio_result_link_path_and_exact_bytes(env: dict[str, str], simul
 
 async def test_inline_under_the_limit_carries_the_audio(env: dict[str, str]) -> None:
     async with stdio_server(env) as client:
+        plain = await client.call_tool("get_call_audio", SMALL)
         result = await client.call_tool("get_call_audio", {**SMALL, "inline": True})
+    assert "call again with inline=true" in text(plain)  # the hint for clients that ignore links
     audio = structured(result)["audio"]
     assert audio["sizeBytes"] <= 512 * 1024
     assert audio["inlined"] is True
@@ -381,6 +385,113 @@ async def test_rate_limited_with_retry_hint(make_simulator: Any, tmp_path: Path)
     assert result.is_error
     assert "[rate_limited]" in text(result)
     assert re.search(r"\b1[12][0-9] s", text(result))
+
+
+async def test_retry_after_holds_every_request_back_and_is_reported(
+    env: dict[str, str], simulator: Any
+) -> None:
+    simulator.state.fail_next(
+        Fault(
+            status=429,
+            body=b'{"status": "error", "description": "too many requests"}',
+            headers=(("Retry-After", "2"),),
+        )
+    )
+    events: list[str | None] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        events.append(message)
+
+    async with stdio_server(env) as client:
+        first = client.call_tool("get_call_metadata", EXAMPLE, progress_callback=progress)
+        results: list[Any] = []
+
+        async def call(coro: Any) -> None:
+            results.append(await coro)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, first)
+            await anyio.sleep(0.5)  # the 429 has arrived; another call must wait for it too
+            tg.start_soon(call, client.call_tool("get_call_metadata", SMALL))
+    assert all(not r.is_error for r in results), [text(r) for r in results]
+    requests = simulator.state.requests
+    assert [r.outcome for r in requests] == ["fault", "ok", "ok"]
+    assert requests[1].monotonic - requests[0].monotonic >= 1.9
+    assert requests[2].monotonic - requests[0].monotonic >= 1.9  # the other call was held back too
+    assert any(m and m.startswith("waiting") for m in events)
+
+
+async def test_rate_limited_without_retry_after_still_says_when(env: dict[str, str], simulator: Any) -> None:
+    for _ in range(3):  # every attempt the server makes is refused in the platform's words
+        simulator.state.fail_next(
+            Fault(body='{"status": "error", "description": "リクエスト間隔が短すぎます"}'.encode())
+        )
+    async with stdio_server(env) as client:
+        result = await client.call_tool("get_call_metadata", EXAMPLE)
+    assert result.is_error
+    assert "[rate_limited]" in text(result)
+    assert "リクエスト間隔が短すぎます" in text(result)
+    assert re.search(r"Retry after \d+ s", text(result))
+    assert audio_requests(simulator) == 3
+
+
+async def test_a_truncated_download_is_retried_and_nothing_partial_is_kept(
+    env: dict[str, str], simulator: Any, tmp_path: Path
+) -> None:
+    simulator.state.fail_next(Fault(truncate_after=100_000))
+    async with stdio_server(env) as client:
+        result = await client.call_tool("get_call_audio", EXAMPLE)
+        audio = structured(result)["audio"]
+    assert hashlib.sha256(Path(audio["path"]).read_bytes()).hexdigest() == audio["sha256"]
+    assert audio_requests(simulator) == 2
+    assert not list((tmp_path / "cache" / "tmp").iterdir())
+
+
+async def test_upstream_bad_response_after_every_attempt_is_cut_off(
+    env: dict[str, str], simulator: Any, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        simulator.state.fail_next(Fault(truncate_after=100_000))
+    async with stdio_server(env) as client:
+        result = await client.call_tool("get_call_audio", EXAMPLE)
+        assert (await client.list_resources()).resources == []
+    assert result.is_error
+    assert "[upstream_bad_response]" in text(result)
+    assert audio_requests(simulator) == 3
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+async def test_malformed_metadata_is_not_retried(env: dict[str, str], simulator: Any) -> None:
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/json\r\n\r\nnot json\r\n"
+        f"--{boundary}\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--{boundary}--\r\n"
+    ).encode()
+    simulator.state.fail_next(Fault(body=body, content_type=f"multipart/form-data; boundary={boundary}"))
+    async with stdio_server(env) as client:
+        result = await client.call_tool("get_call_metadata", EXAMPLE)
+    assert "[upstream_bad_response]" in text(result)
+    assert audio_requests(simulator) == 1
+
+
+async def test_storage_error_when_the_disk_refuses(simulator: Any, tmp_path: Path) -> None:
+    env = server_env(simulator.url, tmp_path / "cache")
+    # The server process may not write files over 64 KiB (RLIMIT_FSIZE): the disk-full case.
+    script = (
+        "import resource, runpy, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)); "
+        "runpy.run_module('cte1_mcp', run_name='__main__')"
+    )
+    params = StdioServerParameters(command=sys.executable, args=["-c", script], env=env)
+    async with Client(params, read_timeout_seconds=60) as client:
+        result = await client.call_tool("get_call_audio", EXAMPLE)
+        small = await client.call_tool("get_call_audio", {**SMALL, "tenantId": "05053698341"})
+    assert result.is_error
+    assert "[storage_error]" in text(result)
+    assert "CTE1_CACHE_DIR" in text(result)
+    assert str(tmp_path) not in text(result)
+    assert small.is_error  # 156 KiB is over the limit too; nothing partial was kept for either
+    assert not [p for p in (tmp_path / "cache" / "recordings").rglob("*") if p.is_file()]
 
 
 async def test_unreachable_platform(tmp_path: Path) -> None:

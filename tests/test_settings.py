@@ -35,6 +35,25 @@ def run_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://cte1.example.jp", True),
+        ("http://127.0.0.1:8787", True),
+        ("http://localhost:8787", True),
+        ("http://[::1]:8787", True),
+        ("http://cte1.example.jp", False),  # the key would travel in clear text
+        ("http://10.0.0.5", False),
+    ],
+)
+def test_plain_http_only_for_loopback(url: str, accepted: bool) -> None:
+    if accepted:
+        assert Settings(base_url=url, source_uuid=UUID, api_key=SECRET).audio_data_url.startswith(url)
+    else:
+        with pytest.raises(ConfigurationError, match="CTE1_BASE_URL: must be https"):
+            load_settings(base_url=url, source_uuid=UUID, api_key=SECRET)
+
+
 def test_every_problem_is_listed_and_exit_code_is_2() -> None:
     done = run_cli({"CTE1_SOURCE_UUID": "not-a-uuid", "CTE1_MIN_INTERVAL_SECONDS": "-1"})
     assert done.returncode == 2
@@ -81,7 +100,7 @@ def test_key_file_and_tenant_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     [
         ({"CTE1_API_KEY": SECRET, "CTE1_API_KEY_FILE": "/nonexistent"}, "not both"),
         ({"CTE1_API_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
-        ({"CTE1_API_KEY": "  "}, "empty"),
+        ({"CTE1_API_KEY": "  "}, "CTE1_API_KEY: is empty"),
         ({"CTE1_API_KEY": SECRET, "CTE1_ALLOWED_TENANTS": "0505,abc"}, "abc"),
         ({"CTE1_API_KEY": SECRET, "CTE1_API_VERSION": "v1/../x"}, "CTE1_API_VERSION"),
     ],

@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import logging
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ from cte1_mcp.errors import (
     UpstreamBadResponse,
     UpstreamIpNotAllowed,
     UpstreamRejected,
+    UpstreamTruncated,
     UpstreamUnavailable,
 )
 from cte1_mcp.models import CallKey, CallMetadata
@@ -41,7 +43,11 @@ from cte1_mcp.upstream import ACCEPT, CallAudioClient, FetchedCall, retry_after_
 
 pytestmark = pytest.mark.anyio
 
+E = TypeVar("E", bound=Cte1Error)
+
 API_KEY = "e0167b81201d415ab0d7ce9081849999"
+#: The loopback server's host: stands for the customer's private CT-e1 domain.
+HOST = "127.0.0.1"
 SOURCE_UUID = "6f1c2a4e-8d3b-4e55-9a71-0c2b7d9e4f10"
 KEY = CallKey("05053698341", 942125, 1)
 BOUNDARY = "BOUNDARY"
@@ -259,16 +265,28 @@ async def fetch(server: RawServer, tmp_path: Path, key: CallKey = KEY, **setting
     return run
 
 
-def failed(run: Run, kind: type[Cte1Error], code: str) -> Cte1Error:
-    """The failure, checked for its class and code, and for the key being nowhere in it."""
+def failed(run: Run, kind: type[E], code: str) -> E:
+    """The failure, checked for its class and code, and for the key and the host being nowhere in it."""
     assert run.result is None, "expected a failure"
     exc = run.error
     assert isinstance(exc, kind), repr(exc)
     assert exc.code == code
     for text in (str(exc), exc.render(), exc.message, exc.platform_message or ""):
         assert API_KEY not in text
+        assert HOST not in text
         assert "Traceback" not in text
     return exc
+
+
+def logged_warnings(caplog: pytest.LogCaptureFixture) -> str:
+    """The upstream module's WARNING records, checked for the key being nowhere in them."""
+    text = "\n".join(
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "cte1_mcp.upstream" and r.levelno == logging.WARNING
+    )
+    assert API_KEY not in text
+    return text
 
 
 # --- building bodies ----------------------------------------------------------------------------------
@@ -451,44 +469,125 @@ async def test_large_audio_with_throttled_progress(server: RawServer, tmp_path: 
 # --- malformed multipart ----------------------------------------------------------------------------
 
 
-def bad(run: Run, *fragments: str) -> None:
+def bad(run: Run, *fragments: str) -> UpstreamBadResponse:
+    """Malformed: the plain class, not retried (the same request would get the same answer)."""
     exc = failed(run, UpstreamBadResponse, "upstream_bad_response")
+    assert isinstance(exc, UpstreamBadResponse) and not isinstance(exc, UpstreamTruncated), repr(exc)
+    assert exc.retryable is False
     assert "HTTP 200" in exc.message
     for fragment in fragments:
         assert fragment in exc.message
+    return exc
+
+
+def truncated(run: Run, *fragments: str) -> UpstreamTruncated:
+    """Cut off: same code as a malformed answer, but retried."""
+    exc = failed(run, UpstreamTruncated, "upstream_bad_response")
+    assert isinstance(exc, UpstreamTruncated) and isinstance(exc, UpstreamBadResponse)
+    assert exc.retryable is True
+    assert "HTTP 200" in exc.message
+    for fragment in fragments:
+        assert fragment in exc.message
+    assert run.result is None
+    return exc
 
 
 async def test_truncated_mid_audio_with_content_length(server: RawServer, tmp_path: Path) -> None:
     body = multipart_body(metadata_part(), audio_part(TRICKY_AUDIO))
     server.reply(multipart_reply(body, cut_after=len(body) - 600))
     run = await fetch(server, tmp_path)
-    bad(run, "broke off", f"of {len(body):,} bytes")
+    truncated(run, "broke off", f"of {len(body):,} bytes")
+
+
+async def test_complete_multipart_short_of_its_content_length_is_truncated(
+    server: RawServer, tmp_path: Path
+) -> None:
+    """Every part and the closing boundary arrived, but not every announced byte."""
+    body = multipart_body(metadata_part(), audio_part(TRICKY_AUDIO), epilogue=b"x" * 100)
+    server.reply(multipart_reply(body, cut_after=len(body) - 50))
+    truncated(await fetch(server, tmp_path), "broke off", f"of {len(body):,} bytes")
 
 
 async def test_truncated_mid_audio_without_content_length(server: RawServer, tmp_path: Path) -> None:
     body = multipart_body(metadata_part(), audio_part(TRICKY_AUDIO))
     server.reply(multipart_reply(body, content_length=False, cut_after=len(body) - 600))
-    bad(await fetch(server, tmp_path), "closing multipart boundary", "truncated")
+    truncated(await fetch(server, tmp_path), "closing multipart boundary", "truncated")
+
+
+async def test_truncated_gzip_body_is_truncated_not_undecodable(server: RawServer, tmp_path: Path) -> None:
+    """A cut gzip stream just ends early (zlib does not complain): the multipart check catches it."""
+    good = gzip.compress(multipart_body(metadata_part(), audio_part(TRICKY_AUDIO * 50)))
+    reply = multipart_reply(good, content_length=False, cut_after=len(good) * 2 // 3)
+    reply.headers = [*reply.headers, ("Content-Encoding", "gzip")]
+    server.reply(reply)
+    truncated(await fetch(server, tmp_path), "closing multipart boundary")
 
 
 async def test_truncated_before_the_final_boundary_dashes(server: RawServer, tmp_path: Path) -> None:
     body = multipart_body(metadata_part(), audio_part(TRICKY_AUDIO), close=False) + b"\r\n--BOUNDARY"
     server.reply(multipart_reply(body, content_length=False))
-    bad(await fetch(server, tmp_path), "truncated")
+    truncated(await fetch(server, tmp_path), "truncated")
 
 
 async def test_truncated_mid_part_headers(server: RawServer, tmp_path: Path) -> None:
     body = multipart_body(metadata_part(), close=False) + b"\r\n--BOUNDARY\r\nContent-Disposition: form-da"
     server.reply(multipart_reply(body, content_length=False))
     run = await fetch(server, tmp_path)
-    bad(run, "truncated")
+    truncated(run, "truncated")
     assert run.sink.data == b""
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"--BOUND",
+        b"--BOUNDARY\r\nContent-Disposition: form-da",
+        b"preamble\r\n--BOUNDARY\r\nContent-Type: applica",
+    ],
+    ids=["empty", "mid-delimiter", "mid-first-headers", "after-preamble"],
+)
+async def test_truncated_before_the_first_part_began(server: RawServer, tmp_path: Path, body: bytes) -> None:
+    """What arrived is the start of a multipart body, so no part yet is a cut, not a malformed answer."""
+    server.reply(multipart_reply(body, content_length=False))
+    run = await fetch(server, tmp_path)
+    truncated(run, "closing multipart boundary")
+    assert run.sink.data == b""
+
+
+@pytest.mark.parametrize("error", [httpx.ReadError, httpx.RemoteProtocolError])
+async def test_connection_errors_mid_body_are_truncations(
+    tmp_path: Path, error: type[httpx.HTTPError]
+) -> None:
+    """Both ways httpx reports a dropped connection while the body streams."""
+    body = multipart_body(metadata_part(), audio_part(TRICKY_AUDIO))
+
+    class Breaking(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield body[:500]
+            raise error("connection reset by peer")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+        return httpx.Response(200, headers=headers, stream=Breaking())
+
+    settings = make_settings("https://ct-e1.invalid", tmp_path)
+    async with CallAudioClient(settings, transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamTruncated) as caught:
+            await client.fetch(KEY, Sink())
+    exc = caught.value
+    assert (exc.code, exc.retryable) == ("upstream_bad_response", True)
+    assert isinstance(exc, UpstreamBadResponse)
+    assert "broke off after 500 bytes (connection reset by peer)" in exc.message
+    assert "ct-e1.invalid" not in exc.render()
+
+
 async def test_truncated_response_head(server: RawServer, tmp_path: Path) -> None:
+    """Before any body: CT-e1 failed, not the body (retried as unavailable)."""
     server.reply(multipart_reply(b"", cut_head=True))
     exc = failed(await fetch(server, tmp_path), UpstreamUnavailable, "upstream_unavailable")
-    assert "127.0.0.1" in exc.message
+    assert exc.retryable is True
+    assert "The connection to CT-e1 failed" in exc.message
 
 
 async def test_missing_audio_part(server: RawServer, tmp_path: Path) -> None:
@@ -738,8 +837,26 @@ async def test_200_rate_limit_wording_is_retryable(
     raw = json.dumps(body, ensure_ascii=False).encode()
     server.reply(Reply(headers=[("Content-Type", "application/json"), ("Retry-After", "6")], body=raw))
     exc = failed(await fetch(server, tmp_path), RateLimited, "rate_limited")
+    assert exc.retryable is True
     assert exc.retry_after_seconds == 6
     assert "HTTP 200" in exc.message
+
+
+async def test_200_rate_limit_without_retry_after_invents_none(server: RawServer, tmp_path: Path) -> None:
+    raw = json.dumps({"status": "error", "description": "Too Many Requests"}).encode()
+    server.reply(Reply(headers=[("Content-Type", "application/json")], body=raw))
+    exc = failed(await fetch(server, tmp_path), RateLimited, "rate_limited")
+    assert exc.retryable is True
+    assert exc.retry_after_seconds is None
+
+
+async def test_200_rate_limit_labelled_multipart_keeps_retry_after(server: RawServer, tmp_path: Path) -> None:
+    """A "200 失敗" JSON sent under a multipart label is still a rate limit with its Retry-After."""
+    reply = multipart_reply(json.dumps({"status": 429, "description": "slow down"}).encode())
+    reply.headers = [*reply.headers, ("Retry-After", "9")]
+    server.reply(reply)
+    exc = failed(await fetch(server, tmp_path), RateLimited, "rate_limited")
+    assert (exc.retryable, exc.retry_after_seconds) == (True, 9)
 
 
 @pytest.mark.parametrize(
@@ -811,6 +928,18 @@ async def test_429_retry_after_seconds(server: RawServer, tmp_path: Path) -> Non
     assert "Retry after 7 s." in exc.render()
 
 
+@pytest.mark.parametrize("headers", [[], [("Retry-After", "soon")]], ids=["absent", "unreadable"])
+async def test_429_without_a_usable_retry_after_invents_none(
+    server: RawServer, tmp_path: Path, headers: list[tuple[str, str]]
+) -> None:
+    """The service spaces the retry itself; the client must not make up a wait."""
+    server.reply(Reply(status=429, headers=headers, body=b"Too Many Requests"))
+    exc = failed(await fetch(server, tmp_path), RateLimited, "rate_limited")
+    assert exc.retryable is True
+    assert exc.retry_after_seconds is None
+    assert "Retry after" not in exc.render()
+
+
 async def test_429_retry_after_http_date(server: RawServer, tmp_path: Path) -> None:
     when = datetime.now(UTC) + timedelta(seconds=30)
     server.reply(Reply(status=429, headers=[("Retry-After", format_datetime(when, usegmt=True))]))
@@ -828,12 +957,64 @@ async def test_503_with_retry_after_and_html(server: RawServer, tmp_path: Path) 
     assert "HTTP 503; text/html: “503 Service Temporarily Unavailable nginx”" in exc.message
 
 
-async def test_redirect_is_not_followed(server: RawServer, tmp_path: Path) -> None:
-    server.reply(Reply(status=301, headers=[("Location", "https://ct-e1.example/general")]))
-    exc = failed(await fetch(server, tmp_path), UpstreamRejected, "upstream_rejected")
-    assert "https://ct-e1.example/general" in exc.message and "HTTP 301" in exc.message
-    assert "CTE1_BASE_URL" in exc.render()
+async def test_redirect_is_not_followed(
+    server: RawServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    location = f"https://ct-e1.example/general?key={API_KEY}"
+    page = b"<html><body><p>Moved to <a href='x'>ct-e1.example</a></p><address>Server at 127.0.0.1</address>"
+    server.reply(
+        Reply(status=301, headers=[("Location", location), ("Content-Type", "text/html")], body=page)
+    )
+    with caplog.at_level(logging.WARNING, logger="cte1_mcp.upstream"):
+        exc = failed(await fetch(server, tmp_path), UpstreamRejected, "upstream_rejected")
+    assert "HTTP 301" in exc.message and "redirects are not followed" in exc.message
+    assert "CTE1_BASE_URL" in exc.render() and "log" in exc.render()
+    rendered = exc.render()
+    assert HOST not in rendered and "ct-e1.example" not in rendered and "https://" not in exc.message
+    assert exc.retryable is False
     assert len(server.requests) == 1
+    # The operator still learns where it pointed, from the log, without the key.
+    log = logged_warnings(caplog)
+    assert "https://ct-e1.example/general?key=[redacted]" in log and HOST in log
+
+
+async def test_unexpected_status_is_a_plain_bad_response(tmp_path: Path) -> None:
+    """A final 1xx (h11 never hands one over from a socket, so a transport does)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(199, text="?")
+
+    settings = make_settings("https://ct-e1.invalid", tmp_path)
+    async with CallAudioClient(settings, transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamBadResponse) as caught:
+            await client.fetch(KEY, Sink())
+    exc = caught.value
+    assert not isinstance(exc, UpstreamTruncated)
+    assert (exc.code, exc.retryable) == ("upstream_bad_response", False)
+    assert "unexpected status (HTTP 199" in exc.message
+
+
+async def test_a_proxy_page_naming_the_host_has_it_hidden(server: RawServer, tmp_path: Path) -> None:
+    """Apache's error pages end "Server at <host> Port 443"; the host must not reach the client."""
+    page = b"<html><body><h1>Bad Gateway</h1><address>Apache Server at 127.0.0.1 Port 443</address></body></html>"
+    server.reply(Reply(status=502, headers=[("Content-Type", "text/html")], body=page))
+    exc = failed(await fetch(server, tmp_path), UpstreamUnavailable, "upstream_unavailable")
+    assert "Apache Server at [CT-e1 host] Port 443" in exc.message
+
+
+async def test_host_hiding_matches_whole_host_names_only(tmp_path: Path) -> None:
+    words = "ct-e1.invalid: down; CT-E1.INVALID:443 too; not api.ct-e1.invalid.net nor my-ct-e1.invalid"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, text=words)
+
+    settings = make_settings("https://ct-e1.invalid", tmp_path)
+    async with CallAudioClient(settings, transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await client.fetch(KEY, Sink())
+    assert caught.value.platform_message == (
+        "[CT-e1 host]: down; [CT-e1 host]:443 too; not api.ct-e1.invalid.net nor my-ct-e1.invalid"
+    )
 
 
 @pytest.mark.parametrize(
@@ -862,25 +1043,33 @@ def test_retry_after_dates_in_the_past_mean_now() -> None:
 # --- transport failures --------------------------------------------------------------------------------
 
 
-async def test_connection_refused(tmp_path: Path) -> None:
+async def test_connection_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((HOST, 0))
         port = probe.getsockname()[1]
-    async with CallAudioClient(make_settings(f"http://127.0.0.1:{port}", tmp_path)) as client:
-        with pytest.raises(UpstreamUnavailable) as caught:
-            await client.fetch(KEY, Sink())
+    with caplog.at_level(logging.WARNING, logger="cte1_mcp.upstream"):
+        async with CallAudioClient(make_settings(f"http://{HOST}:{port}", tmp_path)) as client:
+            with pytest.raises(UpstreamUnavailable) as caught:
+                await client.fetch(KEY, Sink())
     exc = caught.value
-    assert exc.code == "upstream_unavailable"
-    assert "Could not connect to CT-e1 at 127.0.0.1" in exc.message
+    assert (exc.code, exc.retryable) == ("upstream_unavailable", True)
+    assert exc.message.startswith("Could not connect to CT-e1: ")
+    assert HOST not in exc.render() and str(port) not in exc.render()
     assert API_KEY not in exc.render()
+    assert f"could not connect to CT-e1 at {HOST}" in logged_warnings(caplog)
 
 
-async def test_read_timeout_before_the_answer(server: RawServer, tmp_path: Path) -> None:
+async def test_read_timeout_before_the_answer(
+    server: RawServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     server.reply(Reply(status=200, delay=1.0))
-    exc = failed(
-        await fetch(server, tmp_path, timeout_seconds=0.2), UpstreamUnavailable, "upstream_unavailable"
-    )
-    assert "read timeout, 0.2 s" in exc.message
+    with caplog.at_level(logging.WARNING, logger="cte1_mcp.upstream"):
+        exc = failed(
+            await fetch(server, tmp_path, timeout_seconds=0.2), UpstreamUnavailable, "upstream_unavailable"
+        )
+    assert exc.message == "CT-e1 did not answer in time (read timeout, 0.2 s)."
+    assert HOST not in exc.render()
+    assert f"CT-e1 at {HOST} did not answer in time (read timeout, 0.2 s)" in logged_warnings(caplog)
 
 
 async def test_read_timeout_mid_audio(server: RawServer, tmp_path: Path) -> None:
@@ -897,6 +1086,7 @@ async def test_corrupt_gzip_is_a_bad_response(server: RawServer, tmp_path: Path)
     reply.headers = [*reply.headers, ("Content-Encoding", "gzip")]
     server.reply(reply)
     exc = failed(await fetch(server, tmp_path), UpstreamBadResponse, "upstream_bad_response")
+    assert not isinstance(exc, UpstreamTruncated) and exc.retryable is False
     assert "could not be decoded" in exc.message
 
 
@@ -906,11 +1096,12 @@ async def test_connect_timeout(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectTimeout("timed out", request=request)
 
-    settings = make_settings("http://ct-e1.invalid", tmp_path, timeout_seconds=3)
+    settings = make_settings("https://ct-e1.invalid", tmp_path, timeout_seconds=3)
     async with CallAudioClient(settings, transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(UpstreamUnavailable) as caught:
             await client.fetch(KEY, Sink())
-    assert caught.value.message == "CT-e1 at ct-e1.invalid did not answer in time (connect timeout, 3 s)."
+    assert caught.value.message == "CT-e1 did not answer in time (connect timeout, 3 s)."
+    assert "ct-e1.invalid" not in caught.value.render()
 
 
 # --- the body reader alone, split at every byte ---------------------------------------------------------

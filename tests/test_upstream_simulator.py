@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +19,7 @@ from cte1_mcp.errors import (
     UpstreamBadResponse,
     UpstreamIpNotAllowed,
     UpstreamRejected,
+    UpstreamTruncated,
     UpstreamUnavailable,
 )
 from cte1_mcp.models import CallKey
@@ -34,6 +36,8 @@ from cte1_mcp.simulator.wav import iter_wav
 from cte1_mcp.upstream import CallAudioClient, FetchedCall
 
 pytestmark = pytest.mark.anyio
+
+E = TypeVar("E", bound=Cte1Error)
 
 SAMPLE = CallKey(DOC_TENANT, 942125, 1)
 
@@ -123,14 +127,16 @@ async def test_the_request_the_simulator_saw(simulator: RunningSimulator, tmp_pa
 async def expect(
     simulator: RunningSimulator,
     tmp_path: Path,
-    kind: type[Cte1Error],
+    kind: type[E],
     key: CallKey = SAMPLE,
     **overrides: Any,
-) -> Cte1Error:
+) -> E:
     with pytest.raises(kind) as caught:
         await fetch(simulator, tmp_path, key=key, **overrides)
     exc = caught.value
     assert simulator.config.api_key not in exc.render()
+    host = urlsplit(simulator.url).hostname
+    assert host and host not in exc.render()  # CT-e1's domain is private configuration
     return exc
 
 
@@ -175,13 +181,16 @@ async def test_rate_limit_carries_retry_after(
     simulator = make_simulator(min_interval=30)
     await fetch(simulator, tmp_path, key=CallKey(DOC_TENANT, 942126, 1))
     exc = await expect(simulator, tmp_path, RateLimited)
+    assert (exc.code, exc.retryable) == ("rate_limited", True)
     assert exc.retry_after_seconds is not None and 25 <= exc.retry_after_seconds <= 30
     assert exc.platform_message is not None and "リクエスト間隔" in exc.platform_message
 
 
-async def test_truncated_answer(simulator: RunningSimulator, tmp_path: Path) -> None:
+async def test_truncated_answer_is_retryable(simulator: RunningSimulator, tmp_path: Path) -> None:
     simulator.state.fail_next(Fault(truncate_after=100_000))
-    exc = await expect(simulator, tmp_path, UpstreamBadResponse)
+    exc = await expect(simulator, tmp_path, UpstreamTruncated)
+    assert isinstance(exc, UpstreamBadResponse)
+    assert (exc.code, exc.retryable) == ("upstream_bad_response", True)
     assert "broke off after 100,000 of" in exc.message
 
 
@@ -195,4 +204,22 @@ async def test_proxy_error_page(simulator: RunningSimulator, tmp_path: Path) -> 
 async def test_slow_answer_times_out(simulator: RunningSimulator, tmp_path: Path) -> None:
     simulator.state.fail_next(Fault(delay=1.0))
     exc = await expect(simulator, tmp_path, UpstreamUnavailable, timeout_seconds=0.2)
-    assert "timeout" in exc.message
+    assert exc.message == "CT-e1 did not answer in time (read timeout, 0.2 s)."
+
+
+async def test_malformed_answer_is_not_retryable(simulator: RunningSimulator, tmp_path: Path) -> None:
+    simulator.state.fail_next(Fault(body=b"--x\r\n\r\n", content_type="multipart/form-data"))
+    exc = await expect(simulator, tmp_path, UpstreamBadResponse)
+    assert not isinstance(exc, UpstreamTruncated)
+    assert (exc.code, exc.retryable) == ("upstream_bad_response", False)
+    assert "no boundary" in exc.message
+
+
+async def test_rate_limit_without_retry_after_invents_none(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    simulator.state.fail_next(
+        Fault(status=429, body=b'{"status": "error", "description": "Too Many Requests"}')
+    )
+    exc = await expect(simulator, tmp_path, RateLimited)
+    assert (exc.code, exc.retryable, exc.retry_after_seconds) == ("rate_limited", True, None)

@@ -125,9 +125,20 @@ class UpstreamUnavailable(UpstreamError):
 
 
 class UpstreamBadResponse(UpstreamError):
+    """Malformed: the same request would most likely get the same answer, so it is not retried."""
+
     code = "upstream_bad_response"
+    default_next_step = (
+        "The platform's answer was malformed; nothing was stored. Try again later; if it persists, "
+        "ask the operator to report it with the server's log."
+    )
+
+
+class UpstreamTruncated(UpstreamBadResponse):
+    """The body ended early or the connection dropped mid-body: worth an immediate retry."""
+
     retryable = True
-    default_next_step = "The platform's answer was incomplete or malformed; nothing was stored. Try again."
+    default_next_step = "The platform's answer was cut off; nothing was stored. Try again."
 
 
 class AudioTooLarge(UpstreamError):

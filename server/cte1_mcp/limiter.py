@@ -68,7 +68,19 @@ class RequestSpacer:
         self._clock: Clock = clock or MonotonicClock()
         self._notify_every = notify_every
         self._last_start: float | None = None
+        self._not_before: float | None = None
         self._queue: deque[object] = deque()
+
+    def defer(self, seconds: float) -> None:
+        """Hold every start back for ``seconds`` from now: the platform said so (Retry-After)."""
+        due = self._clock.now() + max(seconds, 0.0)
+        self._not_before = due if self._not_before is None else max(self._not_before, due)
+
+    def deferred_for(self) -> float:
+        """Seconds the platform's last Retry-After still holds every start back (0 if none)."""
+        if self._not_before is None:
+            return 0.0
+        return max(0.0, self._not_before - self._clock.now())
 
     async def acquire(self, on_wait: OnWait | None = None) -> None:
         """Return when the caller may start its request; ``on_wait(seconds_left)`` reports the wait.
@@ -77,7 +89,7 @@ class RequestSpacer:
         client can be shown progress during a long queue. It should be quick: the caller's turn
         waits for it.
         """
-        if self.interval == 0:
+        if self.interval == 0 and (self._not_before is None or self._not_before <= self._clock.now()):
             await anyio.lowlevel.checkpoint()
             return
         ticket = object()
@@ -95,6 +107,8 @@ class RequestSpacer:
         """Seconds until ``ticket`` may start: its place in the queue times the interval, at least."""
         now = self._clock.now()
         head_due = now if self._last_start is None else max(now, self._last_start + self.interval)
+        if self._not_before is not None:
+            head_due = max(head_due, self._not_before)
         return head_due + self._queue.index(ticket) * self.interval - now
 
 

@@ -7,11 +7,11 @@ or touches files directly. Errors are rendered in one place (``Cte1Error.render`
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-import anyio
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -37,6 +37,8 @@ from cte1_mcp.arguments import CALL_PARAMETERS, ToolArguments, boolean, call_key
 from cte1_mcp.errors import Cte1Error, InputError, InvalidParameter
 from cte1_mcp.models import CallKey, Recording
 from cte1_mcp.service import Progress, ProgressCallback, RecordingService
+
+logger = logging.getLogger(__name__)
 
 Transport = Literal["stdio", "http"]
 
@@ -190,13 +192,16 @@ class Cte1MCPServer(MCPServer):
             return await super().call_tool(name, normalised, context)
         except Cte1Error as error:
             return _error_result(error)
+        except Exception:
+            logger.exception("tool %s failed", name)
+            return _error_result(_unexpected())
 
     # --- resources -------------------------------------------------------------------------
 
     async def list_resources(self) -> list[MCPResource]:
         """Recordings already in the store: reading them costs no platform request."""
         listed: list[MCPResource] = []
-        for recording in await anyio.to_thread.run_sync(self.service.store.list):
+        for recording in await self.service.list_recordings():
             key = recording.key
             listed.append(
                 MCPResource(
@@ -248,19 +253,17 @@ class Cte1MCPServer(MCPServer):
         progress = _progress_reporter(context) if context is not None else None
         try:
             key = _key_from_uri(match)
-            recording = await self.service.get(key, progress)
+            if match["kind"] == "metadata":
+                recording = await self.service.get(key, progress)
+                view = CallView.of(recording).model_dump_json()
+                return [ReadResourceContents(content=view, mime_type="application/json")]
+            limit = self.service.settings.resource_max_bytes
+            recording, data = await self.service.read_audio(key, progress, max_bytes=limit)
         except Cte1Error as error:
-            code = INVALID_PARAMS if isinstance(error, InputError) else INTERNAL_ERROR
-            raise MCPError(
-                code=code, message=error.render(), data={"code": error.code, "uri": str(uri)}
-            ) from None
-        if match["kind"] == "metadata":
-            return [
-                ReadResourceContents(
-                    content=CallView.of(recording).model_dump_json(), mime_type="application/json"
-                )
-            ]
-        data = await anyio.Path(recording.path).read_bytes()
+            raise _protocol_error(error, uri) from None
+        except Exception:
+            logger.exception("reading %s failed", uri)
+            raise _protocol_error(_unexpected(), uri) from None
         return [ReadResourceContents(content=data, mime_type=recording.audio.format.mime_type)]
 
 
@@ -301,6 +304,12 @@ def _tools(service: RecordingService, transport: Transport) -> tuple[list[Tool],
             return _error_result(error)
         audio = recording.audio
         inlined = inline and audio.size_bytes <= settings.inline_audio_max_bytes
+        data = b""
+        if inlined:
+            try:
+                recording, data = await service.read_audio(key, max_bytes=settings.inline_audio_max_bytes)
+            except Cte1Error as error:
+                return _error_result(error)
         view = AudioResult(
             call=CallView.of(recording),
             audio=AudioView(
@@ -327,11 +336,13 @@ def _tools(service: RecordingService, transport: Transport) -> tuple[list[Tool],
             ),
         ]
         if inlined:
-            data = await anyio.Path(recording.path).read_bytes()
             content.append(
                 AudioContent(data=base64.b64encode(data).decode("ascii"), mime_type=audio.format.mime_type)
             )
-        return CallToolResult(content=content, structured_content=view.model_dump(mode="json"))
+        structured = view.model_dump(mode="json")
+        if not on_stdio:
+            del structured["audio"]["path"]  # present only where the file is on the client's machine
+        return CallToolResult(content=content, structured_content=structured)
 
     tools = [
         _tool(get_call_metadata, "Get call metadata"),
@@ -353,6 +364,16 @@ def _tool(fn: Any, title: str) -> Tool:
 
 def _error_result(error: Cte1Error) -> CallToolResult:
     return CallToolResult(content=[TextContent(text=error.render())], is_error=True)
+
+
+def _protocol_error(error: Cte1Error, uri: AnyUrl | str) -> MCPError:
+    code = INVALID_PARAMS if isinstance(error, InputError) else INTERNAL_ERROR
+    return MCPError(code=code, message=error.render(), data={"code": error.code, "uri": str(uri)})
+
+
+def _unexpected() -> Cte1Error:
+    """What a client is told of a failure we did not foresee; the details stay in the server's log."""
+    return Cte1Error("The server failed unexpectedly; the details are in its log.")
 
 
 def _key_from_uri(match: re.Match[str]) -> CallKey:
@@ -423,10 +444,10 @@ def _audio_text(recording: Recording, audio: AudioView, asked_inline: bool, inli
             f"of {inline_limit:,} bytes. "
             "Read the resource above" + (" or open the local file" if audio.path else "") + " instead."
         )
-    else:
+    elif audio.sizeBytes <= inline_limit:
+        lines.append("If your client cannot read resources, call again with inline=true.")
+    elif not audio.path:
         lines.append(
-            "If your client cannot read resources, call again with inline=true"
-            + (f" (works up to {inline_limit:,} bytes)" if audio.sizeBytes > inline_limit else "")
-            + "."
+            f"It is over the {inline_limit:,}-byte inline limit, so it comes only as the resource above."
         )
     return "\n".join(lines)

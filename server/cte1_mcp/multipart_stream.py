@@ -2,6 +2,9 @@
 
 Framing is left to the maintained sans-IO parser ``multipart.PushMultipartParser``; this module
 only decides which part is which, bounds what it buffers, and hands audio bytes straight on.
+
+A body that merely stops early is :class:`UpstreamTruncated` (retryable); everything else that
+is wrong with it is :class:`UpstreamBadResponse`: asking again would get the same answer.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, Literal
 import multipart
 from pydantic import ValidationError
 
-from cte1_mcp.errors import AudioTooLarge, UpstreamBadResponse
+from cte1_mcp.errors import AudioTooLarge, UpstreamBadResponse, UpstreamTruncated
 from cte1_mcp.models import CallMetadata
 
 KiB = 1024
@@ -97,6 +100,7 @@ class RecordingPartsReader:
             )
         except multipart.MultipartError as exc:
             raise self._bad(f"its multipart boundary is unusable ({exc})") from exc
+        self._opening = b"--" + self._parser.boundary
         self._role: Role | None = None
         self._metadata_buffer = bytearray()
         self._extra_bytes = 0
@@ -131,9 +135,9 @@ class RecordingPartsReader:
         try:
             self._parser.close()
         except multipart.MultipartError as exc:
-            if not self.parts:
+            if not self.parts and not self._cut_before_first_part():
                 raise self._bad("its body holds no part delimited by the announced boundary") from exc
-            raise self._bad(
+            raise self._truncated(
                 f"its body ended before the closing multipart boundary after {self.body_bytes:,} bytes "
                 "(truncated)"
             ) from exc
@@ -203,8 +207,19 @@ class RecordingPartsReader:
         except ValidationError as exc:
             raise self._bad(f"its metadata does not have the documented fields: {_summary(exc)}") from None
 
+    def _cut_before_first_part(self) -> bool:
+        """No part began, yet what arrived is the start of a multipart body: nothing, part of the
+        opening delimiter, or the delimiter and the first part's unfinished headers."""
+        head, opening = self.head, self._opening
+        return opening.startswith(head) or head.startswith(opening) or b"\r\n" + opening in head
+
     def _bad(self, what: str) -> UpstreamBadResponse:
+        """Malformed: the same request would get the same answer, so it is not retried."""
         return UpstreamBadResponse(f"CT-e1 answered HTTP {self._status}, but {what}.")
+
+    def _truncated(self, what: str) -> UpstreamTruncated:
+        """The body stopped early: worth asking again."""
+        return UpstreamTruncated(f"CT-e1 answered HTTP {self._status}, but {what}.")
 
 
 def _summary(exc: ValidationError) -> str:

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 
-import uvicorn
-from mcp.server.auth.settings import AuthSettings
-from mcp.server.transport_security import TransportSecuritySettings
-
 from cte1_mcp.errors import ConfigurationError
-from cte1_mcp.http_auth import StaticTokenVerifier
 from cte1_mcp.mcp_server import Cte1MCPServer
 from cte1_mcp.service import RecordingService
-from cte1_mcp.settings import Settings
+from cte1_mcp.settings import Settings, is_loopback
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def configure_logging(settings: Settings) -> None:
@@ -49,6 +32,13 @@ async def serve_stdio(settings: Settings) -> None:
 
 async def serve_http(settings: Settings, host: str, port: int) -> None:
     """Streamable HTTP at ``/mcp``; DNS-rebinding protection always on; a token off loopback."""
+    # Imported here: stdio never needs them, and start-up time is what a stdio client waits for.
+    import uvicorn
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from cte1_mcp.http_auth import StaticTokenVerifier
+
     configure_logging(settings)
     loopback = is_loopback(host)
     if not loopback and settings.http_token is None:
@@ -74,12 +64,13 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
             service,
             "http",
             token_verifier=StaticTokenVerifier(token) if token else None,
-            auth=AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None)
-            if token
-            else None,
+            # Nominal issuer (a static token, no OAuth server); fixed, so an IPv6 bind address
+            # never has to be turned into a URL.
+            auth=AuthSettings(issuer_url="http://localhost", resource_server_url=None) if token else None,
         )
         app = server.streamable_http_app(transport_security=security, host=host)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
         http = uvicorn.Server(config)
-        print(f"cte1-mcp: Streamable HTTP on http://{host}:{port}/mcp", file=sys.stderr, flush=True)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"cte1-mcp: Streamable HTTP on http://{shown}:{port}/mcp", file=sys.stderr, flush=True)
         await http.serve()

@@ -1,7 +1,8 @@
 """The one use case: a recording for a call key, from the store or else from CT-e1, exactly once.
 
 store (hit: done) → single-flight (identical callers share one download) → spacer (5-second
-start-to-start spacing) → upstream client streaming into a store staging file → atomic commit.
+start-to-start spacing, and the platform's Retry-After for everyone) → upstream client streaming
+into a store staging file → atomic commit.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from datetime import timedelta
 from typing import Literal
 
 import anyio
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+import anyio.to_thread
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from cte1_mcp.errors import RateLimited, RecordingExpired, TenantNotAllowed, UpstreamError
+from cte1_mcp.errors import (
+    AudioTooLarge,
+    RateLimited,
+    RecordingExpired,
+    StorageError,
+    TenantNotAllowed,
+    UpstreamError,
+)
 from cte1_mcp.limiter import RequestSpacer, SingleFlight
 from cte1_mcp.models import CallKey, Recording
 from cte1_mcp.settings import Settings
@@ -27,12 +36,12 @@ logger = logging.getLogger(__name__)
 
 #: Attempts per download for failures worth an immediate, spaced retry (rate limit, outage, truncation).
 MAX_ATTEMPTS = 3
+#: A platform-requested wait longer than this is returned to the caller instead of waited out.
+MAX_RETRY_AFTER_SECONDS = 30.0
 #: Added to CTE1_MIN_INTERVAL_SECONDS so that arrivals, not just departures, keep the spacing.
 SPACING_MARGIN_SECONDS = 0.25
 #: How often the store deletes what retention no longer allows, without waiting for traffic.
 SWEEP_INTERVAL_SECONDS = 300.0
-#: A platform-requested wait longer than this is returned to the caller instead of waited out.
-MAX_RETRY_AFTER_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +70,7 @@ class RecordingService:
         flights: SingleFlight[CallKey, Recording, Progress],
     ) -> None:
         self.settings = settings
-        self.store = store
+        self._store = store
         self._client = client
         self._spacer = spacer
         self._flights = flights
@@ -80,7 +89,7 @@ class RecordingService:
                 max_age=timedelta(hours=settings.retention_hours),
                 max_bytes=settings.cache_max_bytes,
             )
-            store.sweep()
+            await anyio.to_thread.run_sync(store.sweep)
             sweeper = await stack.enter_async_context(anyio.create_task_group())
             # Expired personal data is deleted on time even when no request comes to notice it.
             sweeper.start_soon(store.sweep_every, SWEEP_INTERVAL_SECONDS)
@@ -93,44 +102,62 @@ class RecordingService:
                 flights=flights,
             )
 
-    def check_allowed(self, key: CallKey) -> None:
-        """The documented rules that need no upstream request: tenant allow-list and 31-day retention."""
+    async def get(self, key: CallKey, on_progress: ProgressCallback | None = None) -> Recording:
+        """A committed recording: from the store, or downloaded once however many callers ask."""
+        recording = await anyio.to_thread.run_sync(self._lookup, key)
+        if recording is not None:
+            return recording
+        return await self._flights.run(key, lambda emit: self._download(key, emit), on_event=on_progress)
+
+    async def read_audio(
+        self, key: CallKey, on_progress: ProgressCallback | None = None, *, max_bytes: int | None = None
+    ) -> tuple[Recording, bytes]:
+        """The recording and its bytes; fetched again once if eviction removed it in between."""
+        for attempt in (1, 2):
+            recording = await self.get(key, on_progress)
+            if max_bytes is not None and recording.audio.size_bytes > max_bytes:
+                raise AudioTooLarge(
+                    f"The recording is {recording.audio.size_bytes:,} bytes, more than this server returns "
+                    f"in one message ({max_bytes:,} bytes).",
+                    next_step="Over stdio, open the local file named by get_call_audio's audio.path; "
+                    "or ask the operator to raise CTE1_RESOURCE_MAX_BYTES.",
+                )
+            try:
+                return recording, await anyio.Path(recording.path).read_bytes()
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise StorageError("The stored recording vanished while it was being read.") from None
+                logger.info("%s was evicted before it could be read; fetching it again", key)
+            except OSError as exc:
+                raise StorageError(f"The stored recording could not be read ({exc.strerror}).") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def list_recordings(self) -> list[Recording]:
+        return await anyio.to_thread.run_sync(self._store.list)
+
+    def _lookup(self, key: CallKey) -> Recording | None:
+        """The documented rules that need no upstream request, then the store (a worker thread)."""
         allowed = self.settings.allowed_tenants
         if allowed and key.tenant_id not in allowed:
             raise TenantNotAllowed(
                 f"Tenant {key.tenant_id} is not one this server may read (allowed: {', '.join(allowed)})."
             )
-        expired_at = self.store.expired_until(key)
+        expired_at = self._store.expired_until(key)
         if expired_at is not None:
             raise RecordingExpired(
                 f"Call {key} connected more than 31 days ago; the platform kept its audio only until "
                 f"{expired_at.isoformat(timespec='seconds')}."
             )
-
-    def stored(self, key: CallKey) -> Recording | None:
-        return self.store.get(key)
-
-    async def get(self, key: CallKey, on_progress: ProgressCallback | None = None) -> Recording:
-        """A committed recording: from the store, or downloaded once however many callers ask."""
-        self.check_allowed(key)
-        recording = self.store.get(key)
-        if recording is not None:
-            return recording
-        return await self._flights.run(key, lambda emit: self._download(key, emit), on_event=on_progress)
+        return self._store.get(key)
 
     async def _download(self, key: CallKey, emit: Callable[[Progress], Awaitable[None]]) -> Recording:
-        recording = self.store.get(key)  # a flight that just ended may have stored it
+        recording = await anyio.to_thread.run_sync(self._store.get, key)  # a flight just ended?
         if recording is not None:
             return recording
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(MAX_ATTEMPTS),
             retry=retry_if_exception(_worth_retrying),
-            wait=_wait_for_platform,
-            before_sleep=lambda state: logger.info(
-                "retrying %s after %s",
-                key,
-                type(state.outcome.exception() if state.outcome else None).__name__,
-            ),
+            before_sleep=_log_retry,
             reraise=True,
         ):
             with attempt:
@@ -146,10 +173,20 @@ class RecordingService:
         async def downloading(received: int, total: int | None) -> None:
             await emit(Progress("downloading", received, total, f"received {received:,} bytes"))
 
+        held_back = self._spacer.deferred_for()
+        if held_back > MAX_RETRY_AFTER_SECONDS:
+            raise RateLimited("CT-e1 asked this server to pause its requests.", retry_after_seconds=held_back)
         await self._spacer.acquire(on_wait=waiting)
-        async with self.store.staging(key) as staging:
-            fetched = await self._client.fetch(key, staging, on_progress=downloading)
-            recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
+        try:
+            async with self._store.staging(key) as staging:
+                fetched = await self._client.fetch(key, staging, on_progress=downloading)
+                recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
+        except RateLimited as limited:
+            # The platform's word holds for every request of this process, not just this one.
+            if limited.retry_after_seconds is None:
+                limited.retry_after_seconds = self._spacer.interval or 1.0
+            self._spacer.defer(limited.retry_after_seconds)
+            raise
         logger.info("stored %s (%d bytes)", key, recording.audio.size_bytes)
         return recording
 
@@ -167,10 +204,6 @@ def _worth_retrying(exc: BaseException) -> bool:
     return wait is None or wait <= MAX_RETRY_AFTER_SECONDS
 
 
-def _wait_for_platform(retry_state: object) -> float:
-    """Honour Retry-After; otherwise go straight back to the spacer, which enforces the 5 s spacing."""
-    outcome = getattr(retry_state, "outcome", None)
-    exc = outcome.exception() if outcome is not None else None
-    if isinstance(exc, RateLimited) and exc.retry_after_seconds:
-        return exc.retry_after_seconds
-    return 0.0
+def _log_retry(state: RetryCallState) -> None:
+    failure = state.outcome.exception() if state.outcome is not None else None
+    logger.info("attempt %d failed (%s); retrying", state.attempt_number, getattr(failure, "code", failure))

@@ -5,6 +5,7 @@ The API key is held as a ``SecretStr`` and never appears in a message, a log lin
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     max_audio_bytes: int = Field(512 * MiB, ge=1)
     timeout_seconds: float = Field(30.0, gt=0, le=3600)
     inline_audio_max_bytes: int = Field(512 * 1024, ge=0)
+    resource_max_bytes: int = Field(
+        64 * MiB, ge=1, description="Largest recording returned as a resource blob (one JSON-RPC message)"
+    )
     retention_hours: float = Field(24.0, gt=0, le=31 * 24)
     cache_max_bytes: int = Field(2048 * MiB, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -59,6 +63,21 @@ class Settings(BaseSettings):
     http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Host header values accepted over HTTP besides loopback (DNS-rebinding protection)"
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_off_loopback(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        # The one General API key would otherwise travel in clear text.
+        if value.scheme != "https" and not is_loopback(value.host or ""):
+            raise ValueError("must be https:// (plain http:// is allowed only for a loopback simulator)")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty")
+        return value
 
     @field_validator("allowed_tenants", "http_allowed_hosts", mode="before")
     @classmethod
@@ -86,8 +105,6 @@ class Settings(BaseSettings):
             if "api_key" in info.data:
                 raise ValueError("CTE1_API_KEY or CTE1_API_KEY_FILE is required")
             return value  # CTE1_API_KEY was given but invalid: already reported
-        if key is not None and not key.get_secret_value().strip():
-            raise ValueError("CTE1_API_KEY is empty")
         if value is not None and not _read_key_file(value):
             raise ValueError("CTE1_API_KEY_FILE is empty")
         return value
@@ -110,6 +127,16 @@ class Settings(BaseSettings):
         return (
             f"{str(self.base_url).rstrip('/')}/general/{self.api_version}/{self.source_uuid}/call/audio_data"
         )
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: where plain HTTP never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_key_file(path: Path) -> str:

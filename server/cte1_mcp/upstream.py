@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -31,11 +32,14 @@ from cte1_mcp.errors import (
     UpstreamBadResponse,
     UpstreamIpNotAllowed,
     UpstreamRejected,
+    UpstreamTruncated,
     UpstreamUnavailable,
 )
 from cte1_mcp.models import CallKey, CallMetadata
 from cte1_mcp.multipart_stream import NON_AUDIO_MAX_BYTES, RecordingPartsReader
 from cte1_mcp.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 USER_AGENT = f"cte1-mcp/{__version__}"
 ACCEPT = "multipart/form-data, multipart/mixed, application/json"
@@ -51,6 +55,8 @@ ERROR_BODY_MAX_BYTES = 64 * 1024
 EXCERPT_MAX_CHARS = 200
 #: Longest plain-text answer passed on verbatim as the platform's message.
 PLATFORM_TEXT_MAX_CHARS = 1000
+#: What stands in for CT-e1's host name (customer configuration) in texts that reach clients.
+HOST_PLACEHOLDER = "[CT-e1 host]"
 
 #: Phrases that mark a rate-limit refusal in a 200 failure's text. Deliberately narrow: a bare
 #: "429" or "制限" (limit) could be part of an id or of the 31-day retention message.
@@ -103,6 +109,7 @@ class CallAudioClient:
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
         self._secrets = _secret_forms(settings)
+        self._host = settings.base_url.host or ""
         self._http = httpx.AsyncClient(
             transport=transport,
             # One value for connect, read (per chunk, so long downloads are fine), write and pool.
@@ -210,41 +217,58 @@ class CallAudioClient:
                 f"CT-e1 failed to answer {answered}.", platform_message=words, retry_after_seconds=retry_after
             )
         if 300 <= status < 400:
-            location = response.headers.get("location", "nowhere given")
-            return UpstreamRejected(
-                f"CT-e1 redirected the request to {location} {answered}; redirects are not followed.",
-                platform_message=words,
-                next_step="Check CTE1_BASE_URL (for example https:// rather than http://).",
+            location = response.headers.get("location")
+            logger.warning(
+                "CT-e1 at %s redirected the request to %s (HTTP %d); redirects are not followed",
+                self._host,
+                _redact(location, self._secrets) if location else "nowhere given",
+                status,
             )
+            redirect = UpstreamRejected(
+                f"CT-e1 redirected the request {answered}; redirects are not followed.",
+                platform_message=words,
+                next_step=(
+                    "Check CTE1_BASE_URL (for example https:// rather than http://); "
+                    "the server's log names the redirect target."
+                ),
+            )
+            _hide_host(redirect, _url_host(location))  # the target may be private too
+            return redirect
         if 400 <= status < 500:
             return UpstreamRejected(f"CT-e1 refused the request {answered}.", platform_message=words)
         return UpstreamBadResponse(f"CT-e1 answered with an unexpected status {answered}.")
 
     def _transport_error(self, exc: httpx.HTTPError) -> Cte1Error:
-        host = self._settings.base_url.host
+        """Names no host: CT-e1's domain is customer configuration; the log names it instead."""
         timeout = self._settings.timeout_seconds
         if isinstance(exc, httpx.TimeoutException):
             phase = _TIMEOUT_PHASES.get(type(exc), "request")
-            return UpstreamUnavailable(
-                f"CT-e1 at {host} did not answer in time ({phase} timeout, {timeout:g} s)."
+            logger.warning(
+                "CT-e1 at %s did not answer in time (%s timeout, %g s)", self._host, phase, timeout
             )
+            return UpstreamUnavailable(f"CT-e1 did not answer in time ({phase} timeout, {timeout:g} s).")
         if isinstance(exc, httpx.DecodingError):
+            # Corrupt compressed data (a cut-off stream merely ends early): malformed, not retried.
             return UpstreamBadResponse(f"CT-e1's answer could not be decoded ({_short(str(exc))}).")
-        reason = _short(str(exc)) or type(exc).__name__
+        reason = _short(_redact(str(exc), self._secrets)) or type(exc).__name__
         if isinstance(exc, httpx.ConnectError):
-            return UpstreamUnavailable(f"Could not connect to CT-e1 at {host}: {reason}.")
-        return UpstreamUnavailable(f"The connection to CT-e1 at {host} failed: {reason}.")
+            logger.warning("could not connect to CT-e1 at %s: %s", self._host, reason)
+            return UpstreamUnavailable(f"Could not connect to CT-e1: {reason}.")
+        logger.warning("the connection to CT-e1 at %s failed: %s", self._host, reason)
+        return UpstreamUnavailable(f"The connection to CT-e1 failed: {reason}.")
 
     def _redacted(self, exc: Cte1Error) -> Cte1Error:
         self._redact_in_place(exc)
         return exc
 
     def _redact_in_place(self, exc: Cte1Error) -> None:
-        """Blank out every form of the API key (a platform or proxy may echo it back)."""
+        """Blank out every form of the API key (a platform or proxy may echo it back), and CT-e1's
+        host name (a proxy's error page may quote it: "Apache Server at <host> Port 443")."""
         exc.message = _redact(exc.message, self._secrets)
         exc.args = (exc.message,)
         if exc.platform_message is not None:
             exc.platform_message = _redact(exc.platform_message, self._secrets)
+        _hide_host(exc, self._host)
 
 
 async def _pump(
@@ -263,8 +287,9 @@ async def _pump(
                 await on_progress(received, total)
                 reported = received
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        # Mid-body: the connection dropped or the body fell short of its Content-Length. Retryable.
         of_total = f" of {total:,}" if total is not None else ""
-        raise UpstreamBadResponse(
+        raise UpstreamTruncated(
             f"CT-e1's answer (HTTP {response.status_code}) broke off after "
             f"{response.num_bytes_downloaded:,}{of_total} bytes ({_short(str(exc))}); nothing was stored."
         ) from exc
@@ -443,3 +468,24 @@ def _redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         text = text.replace(secret, "[redacted]")
     return text
+
+
+def _url_host(url: str | None) -> str:
+    if not url:
+        return ""
+    try:
+        return httpx.URL(url.strip()).host
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return ""
+
+
+def _hide_host(exc: Cte1Error, host: str) -> None:
+    """Replace ``host`` (whole names only: not ``ct-e1.example`` inside ``api.ct-e1.example.net``)."""
+    host = host.strip("[]")
+    if not host:
+        return
+    pattern = re.compile(rf"(?<![\w.-]){re.escape(host)}(?![\w-]|\.[\w-])", re.IGNORECASE)
+    exc.message = pattern.sub(HOST_PLACEHOLDER, exc.message)
+    exc.args = (exc.message,)
+    if exc.platform_message is not None:
+        exc.platform_message = pattern.sub(HOST_PLACEHOLDER, exc.platform_message)
