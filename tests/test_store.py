@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import stat
 import wave
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import anyio.to_thread
 import pytest
 
 from cte1_mcp import store as store_module
-from cte1_mcp.errors import ConfigurationError, RecordingExpired
+from cte1_mcp.errors import ConfigurationError, RecordingExpired, StorageError
 from cte1_mcp.models import AudioFormat, CallKey, CallMetadata, Recording
 from cte1_mcp.store import BATCH_BYTES, HEAD_BYTES, TOMBSTONE_TTL, RecordingStore
 
@@ -98,7 +99,8 @@ async def save(
 
 
 def files_under(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file())
+    """Every file below ``path``; a directory a sweeper removes mid-walk is simply not there."""
+    return sorted(Path(directory) / name for directory, _, names in os.walk(path) for name in names)
 
 
 def leftovers(store: RecordingStore) -> list[Path]:
@@ -364,6 +366,171 @@ async def test_metadata_of_another_key_is_not_trusted(store: RecordingStore) -> 
     assert store.get(KEY) is None
 
 
+async def test_a_discard_mid_download_waits_for_the_batch_in_flight(store: RecordingStore) -> None:
+    async with store.staging(KEY) as staging:
+        await staging.write(os.urandom(BATCH_BYTES))  # handed to a background write
+        await staging.discard()  # must not close the file under that write
+        assert leftovers(store) == []
+    assert leftovers(store) == []
+
+
+async def test_a_batch_cancelled_before_it_was_written_is_never_committed(store: RecordingStore) -> None:
+    with anyio.CancelScope() as scope:
+        async with store.staging(KEY) as staging:
+            await staging.write(os.urandom(BATCH_BYTES))  # its background write has not started yet
+            scope.cancel()
+            with anyio.CancelScope(shield=True), pytest.raises(StorageError, match="nothing was stored"):
+                await staging.commit(metadata(), None)  # e.g. finishing what was downloaded
+    assert store.get(KEY) is None
+    assert leftovers(store) == []
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[Callable[[int], None]]:
+    """RLIMIT_FSIZE: writes past it are cut short, then fail with EFBIG (Python ignores SIGXFSZ)."""
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    try:
+        yield lambda limit: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[1]))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+
+
+async def test_a_disk_error_in_a_background_write_surfaces_and_leaves_nothing(
+    store: RecordingStore, file_size_limit: Callable[[int], None]
+) -> None:
+    file_size_limit(BATCH_BYTES + BATCH_BYTES // 2)  # the second batch's writev is short, then fails
+    with pytest.raises(StorageError, match="nothing was stored"):
+        await save(store, data=os.urandom(4 * BATCH_BYTES), chunk=64 * 1024)
+    assert store.get(KEY) is None
+    assert leftovers(store) == []
+
+
+@pytest.mark.parametrize("most", [1, 7, 4096, 65_536 + 3])
+def test_short_writevs_resume_where_they_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    """A disk cannot be made to write short on demand: writev here writes at most ``most`` bytes."""
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        assert 0 < len(buffers) <= 1024  # IOV_MAX
+        calls.append(len(buffers))
+        budget, take = most, []
+        for buffer in buffers:
+            if budget == 0:
+                break
+            take.append(buffer[:budget])
+            budget -= len(take[-1])
+        return real_writev(fd, take)
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    chunks = [os.urandom(size) for size in [0, 1, 5000, 0, 3, 65_536, 1] + [10] * 3000]
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        store_module._write_all_vectored(fd, chunks)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(chunks)
+    assert max(calls) == 1024  # 3005 chunks: the cap was reached, and respected
+
+
+def test_a_writev_that_writes_nothing_is_an_error_not_a_busy_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "writev", lambda fd, buffers: 0)
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with pytest.raises(OSError, match="wrote nothing"):
+            store_module._write_all_vectored(fd, [b"abc"])
+    finally:
+        os.close(fd)
+
+
+# --- two servers on one store (two MCP clients, each starting a server on the default dir) ------
+
+
+class _Listed:
+    """What ``os.scandir`` gives a ``with`` statement, from entries read beforehand."""
+
+    def __init__(self, entries: list[os.DirEntry[str]]) -> None:
+        self._entries = entries
+
+    def __enter__(self) -> Iterator[os.DirEntry[str]]:
+        return iter(self._entries)
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+async def test_listing_while_another_process_removes_recordings(
+    make_store: Callable[..., RecordingStore], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours = make_store(max_age=24 * HOUR)
+    theirs = make_store(max_age=HOUR)  # another server, with a shorter retention
+    await save(ours, KEY)
+    clock.advance(2 * HOUR)
+    kept = await save(ours, CallKey("0311112222", 5, 1))
+    recordings = ours.root / "recordings"
+    real_scandir = os.scandir
+    removed = False
+
+    def scandir(path: Any) -> Any:
+        nonlocal removed
+        if removed or Path(path) != recordings:
+            return real_scandir(path)
+        removed = True
+        with real_scandir(path) as listing:
+            entries = list(listing)
+        theirs.sweep()  # between our listing of recordings/ and our walk into KEY's tenant
+        return _Listed(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert ours.list() == [kept]
+    assert removed
+    assert not (recordings / KEY.tenant_id).exists()
+
+
+async def test_a_commit_while_another_process_prunes_its_new_directory(
+    make_store: Callable[..., RecordingStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = make_store(), make_store()
+    await save(ours, OTHER)  # KEY's tenant and session directories exist; its own does not
+    real_make_dirs = store_module._make_private_dirs
+    swept = False
+
+    def make_dirs_then_sweep_elsewhere(*args: Any, **kwargs: Any) -> None:
+        nonlocal swept
+        real_make_dirs(*args, **kwargs)
+        if not swept:
+            swept = True
+            theirs.sweep()  # sees an empty record directory: a crash's leftover to it, so pruned
+
+    monkeypatch.setattr(store_module, "_make_private_dirs", make_dirs_then_sweep_elsewhere)
+    recording = await save(ours, KEY, b"fresh audio")
+    assert swept
+    assert ours.get(KEY) == recording
+    assert recording.path.read_bytes() == b"fresh audio"
+
+
+async def test_a_failing_sweep_after_a_commit_does_not_unstore_it(
+    store: RecordingStore, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    connected = START - 31 * DAY + HOUR
+    await save(store, KEY, meta=metadata(KEY, connected=connected))
+    # Where KEY's tombstone directory goes, a file: writing it fails as a full disk would.
+    (store.root / "expired" / KEY.tenant_id).write_text("")
+    clock.advance(2 * HOUR)  # KEY passes the platform's 31 days: the commit's sweep removes it
+
+    recording = await save(store, OTHER, b"stored")
+
+    assert store.get(OTHER) == recording
+    assert recording.path.read_bytes() == b"stored"
+    assert store.get(KEY) is None
+    assert "sweeping the recording store" in caplog.text
+
+
 # --- privacy ----------------------------------------------------------------------------------
 
 
@@ -395,12 +562,80 @@ async def test_directories_are_0700_and_files_0600_whatever_the_umask(
         assert mode == (0o700 if path.is_dir() else 0o600), path
 
 
-async def test_a_loose_existing_root_is_made_private(tmp_path: Path, clock: Clock) -> None:
-    root = tmp_path / "cache"
+@pytest.mark.usefixtures("umask")
+async def test_missing_parents_of_the_root_are_created_private(tmp_path: Path) -> None:
+    root = tmp_path / "home" / ".cache" / "cte1-mcp"  # like the default, on a fresh account
+    RecordingStore(root, max_age=HOUR, max_bytes=1000)
+    for path in (tmp_path / "home", tmp_path / "home" / ".cache", root, root / "recordings"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    RecordingStore(root, max_age=HOUR, max_bytes=1000)  # and it is accepted at the next start
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o701, 0o1777], ids=oct)
+async def test_a_loose_existing_root_is_refused_and_left_as_it_is(tmp_path: Path, mode: int) -> None:
+    root = tmp_path / "shared"  # e.g. CTE1_CACHE_DIR=$HOME, or /tmp
     root.mkdir()
-    root.chmod(0o755)
-    RecordingStore(root, max_age=HOUR, max_bytes=1000, clock=clock)
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    root.chmod(mode)
+    (root / "theirs.txt").write_text("not the store's")
+    with pytest.raises(ConfigurationError, match="open to other users") as refused:
+        RecordingStore(root, max_age=HOUR, max_bytes=1000)
+    assert stat.S_IMODE(root.stat().st_mode) == mode
+    assert [path.name for path in root.iterdir()] == ["theirs.txt"]  # nothing created inside
+    rendered = refused.value.render()
+    assert "CTE1_CACHE_DIR" in rendered
+    assert f"chmod 700 {root}" in rendered
+
+
+async def test_a_private_existing_root_is_used_as_it_is(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    root.mkdir()
+    root.chmod(0o1700)  # private; the sticky bit is not the store's business
+    RecordingStore(root, max_age=HOUR, max_bytes=1000)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o1700
+
+
+async def test_the_root_directory_of_the_filesystem_is_refused_and_its_tmp_left_alone(
+    tmp_path: Path,
+) -> None:
+    """CTE1_CACHE_DIR=/ (as root): / is 0755 and /tmp 1777, holding other programs' *.part files."""
+    fake_slash = tmp_path / "slash"
+    fake_slash.mkdir()
+    fake_slash.chmod(0o755)
+    shared_tmp = fake_slash / "tmp"
+    shared_tmp.mkdir()
+    shared_tmp.chmod(0o1777)
+    theirs = shared_tmp / "download.part"
+    theirs.write_bytes(b"another program's download")
+    with pytest.raises(ConfigurationError):
+        RecordingStore(fake_slash, max_age=HOUR, max_bytes=1000)
+    fake_slash.chmod(0o700)  # even a private root does not make a loose tmp/ its own
+    with pytest.raises(ConfigurationError, match="open to other users") as refused:
+        RecordingStore(fake_slash, max_age=HOUR, max_bytes=1000)
+    assert f"chmod 700 {shared_tmp}" in refused.value.render()
+    assert stat.S_IMODE(shared_tmp.stat().st_mode) == 0o1777
+    assert theirs.read_bytes() == b"another program's download"
+
+
+@pytest.mark.parametrize("name", ["recordings", "tmp", "expired"])
+async def test_a_loose_existing_subdirectory_is_refused_and_left_as_it_is(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    (root / name).mkdir()
+    (root / name).chmod(0o755)
+    with pytest.raises(ConfigurationError, match="open to other users"):
+        RecordingStore(root, max_age=HOUR, max_bytes=1000)
+    assert stat.S_IMODE((root / name).stat().st_mode) == 0o755
+
+
+async def test_a_symlinked_subdirectory_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (root / "recordings").symlink_to(elsewhere)
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        RecordingStore(root, max_age=HOUR, max_bytes=1000)
+    assert list(elsewhere.iterdir()) == []
 
 
 async def test_a_symlinked_root_is_refused(tmp_path: Path) -> None:
@@ -421,11 +656,21 @@ async def test_a_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
         RecordingStore(path, max_age=HOUR, max_bytes=1000)
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="giving a directory away needs root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
 async def test_a_root_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "theirs"
     root.mkdir(mode=0o700)
     os.chown(root, 4242, 4242)
+    with pytest.raises(ConfigurationError, match="another user"):
+        RecordingStore(root, max_age=HOUR, max_bytes=1000)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory away needs root")
+async def test_a_subdirectory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    (root / "tmp").mkdir(mode=0o700)
+    os.chown(root / "tmp", 4242, 4242)
     with pytest.raises(ConfigurationError, match="another user"):
         RecordingStore(root, max_age=HOUR, max_bytes=1000)
 
@@ -470,9 +715,11 @@ async def test_a_periodic_sweep_deletes_expired_recordings_without_any_request(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(store.sweep_every, 0.01)
-            while leftovers(store):
+            while leftovers(store):  # looks only: a get() would expire the recording itself
                 await anyio.sleep(0.01)
-            tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()  # the exit waits for a sweep in its worker thread to end
+    assert leftovers(store) == []
+    assert list((store.root / "recordings").iterdir()) == []  # its directories went too
 
 
 async def test_nothing_is_kept_past_the_platforms_31_days(store: RecordingStore, clock: Clock) -> None:

@@ -13,12 +13,18 @@ A ``meta.json`` only ever exists beside its complete audio: a commit renames the
 first and the ``meta.json`` last; a removal deletes the ``meta.json`` first; ``get`` also checks
 the size. The last use (for LRU eviction) is the ``meta.json``'s mtime, set by every ``get``: one
 syscall, and it survives restarts. The store is POSIX-only (modes, owners, ``flock``).
+
+Directories the store creates are made 0700. One that already exists (the root, or one of its
+three subdirectories) is used only if it is a real directory of this user closed to everyone
+else; it is never chmod-ed, since it may be ``$HOME`` or ``/tmp``. Several servers may share one
+root: walks skip what another process removed meanwhile.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -57,6 +63,8 @@ ORPHAN_GRACE_SECONDS = 60.0
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+#: A rename into a directory that a concurrent sweep keeps pruning is given up after this many tries.
+_RENAME_ATTEMPTS = 5
 #: writev(2) takes at most this many buffers (IOV_MAX on Linux).
 _IOV_MAX = 1024
 #: The audio file's name carries its container's extension, so players and tools opening
@@ -122,10 +130,10 @@ class RecordingStore:
         self.max_age = max_age
         self.max_bytes = max_bytes
         self._clock = clock
-        self.root = _private_root(Path(root).expanduser().absolute())
-        self._recordings = _private_root(self.root / "recordings")
-        self._tmp = _private_root(self.root / "tmp")
-        self._expired = _private_root(self.root / "expired")
+        self.root = _private_dir(Path(root).expanduser().absolute())
+        self._recordings = _private_dir(self.root / "recordings")
+        self._tmp = _private_dir(self.root / "tmp")
+        self._expired = _private_dir(self.root / "expired")
         self._lock = threading.RLock()
         self._clean_tmp()
 
@@ -207,20 +215,22 @@ class RecordingStore:
             os.fsync(meta_fd)
             os.utime(meta_fd, (now.timestamp(), now.timestamp()))
             with self._lock:
-                self._make_record_dir(key)
                 _unlink_quietly(directory / _META)  # from here until the end, readers see "absent"
                 audio_file = directory / _AUDIO_NAMES[audio.format.container]
                 for other in _AUDIO_NAMES.values():
                     if other != audio_file.name:
                         _unlink_quietly(directory / other)
-                part.replace(audio_file)
+                _replace_into(part, audio_file, top=self._recordings)
                 try:
                     meta_part.replace(directory / _META)
                 except OSError:
                     _unlink_quietly(audio_file)
                     raise
                 _fsync_dir(directory)
-                self._sweep(protect=key)
+                try:
+                    self._sweep(protect=key)
+                except OSError:  # the recording is stored: the next sweep does the rest
+                    logger.warning("sweeping the recording store after storing %s failed", key, exc_info=True)
         finally:
             os.close(meta_fd)
             _unlink_quietly(meta_part)
@@ -338,8 +348,9 @@ class RecordingStore:
 
     def _write_tombstone(self, key: CallKey, until: datetime) -> None:
         path = self._tombstone_path(key)
-        _make_private_dirs(self._expired, path.parent)
-        self._write_atomically(path, _Tombstone(available_until=until).model_dump_json().encode())
+        self._write_atomically(
+            path, _Tombstone(available_until=until).model_dump_json().encode(), self._expired
+        )
 
     def _read_tombstone(self, key: CallKey) -> datetime | None:
         try:
@@ -359,9 +370,6 @@ class RecordingStore:
 
     def _record_dir(self, key: CallKey) -> Path:
         return self._recordings.joinpath(*key.path_parts)
-
-    def _make_record_dir(self, key: CallKey) -> None:
-        _make_private_dirs(self._recordings, self._record_dir(key))
 
     def _stored_keys(self) -> Iterator[CallKey]:
         return _keys_under(self._recordings, suffix="")
@@ -398,12 +406,13 @@ class RecordingStore:
                 raise
             os.close(fd)
 
-    def _write_atomically(self, target: Path, data: bytes) -> None:
+    def _write_atomically(self, target: Path, data: bytes, top: Path) -> None:
+        """Write ``target`` (below ``top``, making its directories) whole or not at all."""
         fd, part = self._create_temp()
         try:
             _write_all(fd, data)
             os.fsync(fd)
-            part.replace(target)
+            _replace_into(part, target, top=top)
         finally:
             os.close(fd)
             _unlink_quietly(part)
@@ -423,7 +432,7 @@ class Staging:
     Inside ``async with``, one batch is written while the next one is received (at most one in
     flight, so memory stays at two batches): the network and the disk work at the same time.
     As an async context manager it also discards the temporary file unless ``commit`` succeeded:
-    an interrupted download leaves nothing behind.
+    an interrupted download leaves nothing behind. A staging belongs to the one task that uses it.
     """
 
     def __init__(self, store: RecordingStore, key: CallKey) -> None:
@@ -433,6 +442,7 @@ class Staging:
         self._part: Path | None = None
         self._sha256 = hashlib.sha256()
         self._size = 0
+        self._written = 0  # bytes hashed and written to the file: all of ``_size`` before a commit
         self._head = bytearray()
         self._batch: list[bytes] = []  # chunks as received: no copy on the event loop
         self._batch_bytes = 0
@@ -481,6 +491,10 @@ class Staging:
             await self._flush()
         else:
             await self._drain()  # the last batch may still be in flight
+        if self._written != self._size:  # a batch was dropped: its write was cancelled before it ran
+            raise StorageError(
+                "The recording could not be saved locally (a write was cancelled); nothing was stored."
+            )
         audio = AudioInfo(
             format=sniff_format(bytes(self._head), content_type, self._size),
             size_bytes=self._size,
@@ -494,13 +508,20 @@ class Staging:
         return recording
 
     async def discard(self) -> None:
-        """Drop the download (nothing of it remains); a no-op after ``commit``. Never waits."""
+        """Drop the download (nothing of it remains); a no-op after ``commit``.
+
+        Waits only for a batch write in flight (even when cancelled: one batch, not the network),
+        so its file descriptor is never closed, and its number reused, under the writing thread.
+        """
         self._closed = True
         self._batch, self._batch_bytes = [], 0
-        fd, part = self._fd, self._part
-        self._fd = self._part = None
+        part, self._part = self._part, None
         if part is not None:
             _unlink_quietly(part)
+        if self._in_flight is not None:
+            with anyio.CancelScope(shield=True):
+                await self._in_flight.wait()
+        fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
 
@@ -547,6 +568,7 @@ class Staging:
         for chunk in chunks:
             self._sha256.update(chunk)  # releases the GIL for chunks this size
         _write_all_vectored(self._fd, chunks)
+        self._written += sum(len(chunk) for chunk in chunks)
 
     def _commit_blocking(self, metadata: CallMetadata, audio: AudioInfo) -> Recording:
         assert self._fd is not None and self._part is not None
@@ -573,78 +595,140 @@ def _recording(document: _StoredMeta, directory: Path) -> Recording:
     )
 
 
-def _private_root(path: Path) -> Path:
-    """Create ``path`` 0700, or accept an existing one only if it is a real directory of ours."""
+def _private_dir(path: Path) -> Path:
+    """``path`` as a private directory of this user: created 0700 (missing parents too), or accepted.
+
+    An existing directory is never changed, only checked: it may be anything (``$HOME``, ``/tmp``)
+    and its mode is not the store's to decide. One that is a symbolic link, belongs to another
+    user or is open to other users is refused.
+    """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(_DIR_MODE)
+        _make_private_dirs(path)
         info = os.lstat(path)
     except OSError as exc:
         raise ConfigurationError(
-            f"The recording store {path} cannot be created ({exc.strerror}).",
+            f"The recording store {path} cannot be created ({exc.strerror or exc}).",
             next_step="Set CTE1_CACHE_DIR to a directory this user can create and write.",
         ) from None
+    next_step = "Set CTE1_CACHE_DIR to a real directory owned by this user (or a new path)."
     problem = None
     if stat.S_ISLNK(info.st_mode):
         problem = "is a symbolic link"
     elif not stat.S_ISDIR(info.st_mode):
         problem = "is not a directory"
-    elif info.st_uid != os.getuid():
+    elif info.st_uid != os.geteuid():
         problem = "belongs to another user"
+    elif info.st_mode & 0o077:
+        problem = f"is open to other users (mode {stat.S_IMODE(info.st_mode):04o})"
+        next_step = (
+            f"If it holds nothing but this server's store, run `chmod 700 {path}`; otherwise set "
+            "CTE1_CACHE_DIR to a new path (the server creates it private)."
+        )
     if problem is not None:
         raise ConfigurationError(
             f"The recording store {path} {problem}; recordings are personal data and are kept only "
             "in a private directory of the user running this server.",
-            next_step="Set CTE1_CACHE_DIR to a real directory owned by this user (or a new path).",
+            next_step=next_step,
         )
-    if stat.S_IMODE(info.st_mode) != _DIR_MODE:
-        path.chmod(_DIR_MODE)
     return path
 
 
-def _make_private_dirs(top: Path, directory: Path) -> None:
-    """Create the directories from ``top`` (exclusive) down to ``directory``, each 0700."""
-    for level in reversed([directory, *directory.parents]):
-        if level == top or not level.is_relative_to(top):
-            continue
+def _make_private_dirs(directory: Path, *, top: Path | None = None) -> None:
+    """Create ``directory`` and its missing parents (below ``top``), each exactly 0700 whatever the umask.
+
+    Existing directories are left as they are. A parent that another process's sweep prunes
+    meanwhile (it removes empty directories) is made again.
+    """
+    try:
+        directory.mkdir(_DIR_MODE)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        if directory.parent in (top, directory):
+            raise
+        _make_private_dirs(directory.parent, top=top)
+        _make_private_dirs(directory, top=top)
+        return
+    directory.chmod(_DIR_MODE)  # made by this call: the umask may have taken bits away
+
+
+def _replace_into(source: Path, target: Path, *, top: Path) -> None:
+    """Rename ``source`` to ``target``, first making ``target``'s directories below ``top``.
+
+    Another process's sweep may prune a directory made here before the rename lands in it (to
+    that sweep, an empty record directory is a crash's leftover): then it is made again.
+    """
+    for attempt in range(_RENAME_ATTEMPTS):
+        _make_private_dirs(target.parent, top=top)
         try:
-            level.mkdir(_DIR_MODE)
-        except FileExistsError:
-            continue
-        level.chmod(_DIR_MODE)  # the umask may have taken bits away
+            source.replace(target)
+        except FileNotFoundError:
+            if attempt == _RENAME_ATTEMPTS - 1 or not source.exists():
+                raise
+        else:
+            return
 
 
 def _keys_under(top: Path, *, suffix: str) -> Iterator[CallKey]:
-    """Keys stored as ``top/<tenant>/<session>/<record><suffix>``; anything else is not ours to read."""
-    for path in top.glob(f"*/*/*{suffix}"):
-        tenant, session, record = path.parent.parent.name, path.parent.name, path.name.removesuffix(suffix)
-        if not (session.isascii() and session.isdigit() and record.isascii() and record.isdigit()):
-            continue
-        try:
-            key = CallKey(tenant, int(session), int(record))
-        except ValueError:
-            continue
-        if key.path_parts == (tenant, session, record):
-            yield key
+    """Keys stored as ``top/<tenant>/<session>/<record><suffix>``; anything else is not ours to read.
+
+    Another process sharing the store may remove any of these directories during the walk: what
+    has vanished is simply not there. Symbolic links are not followed.
+    """
+    for tenant in _names_in(top, directories=True):
+        for session in _names_in(top / tenant, directories=True):
+            if not _is_number(session):
+                continue
+            for name in _names_in(top / tenant / session, directories=False):
+                record = name.removesuffix(suffix)
+                if not (name.endswith(suffix) and _is_number(record)):
+                    continue
+                try:
+                    key = CallKey(tenant, int(session), int(record))
+                except ValueError:
+                    continue
+                if key.path_parts == (tenant, session, record):
+                    yield key
+
+
+def _names_in(directory: Path, *, directories: bool) -> builtins.list[str]:
+    """The entries of ``directory`` (only real directories if asked); none if it has gone."""
+    try:
+        with os.scandir(directory) as entries:
+            return [e.name for e in entries if not directories or e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _is_number(name: str) -> bool:
+    return name.isascii() and name.isdigit()
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[_wrote(os.write(fd, view)) :]
 
 
 def _write_all_vectored(fd: int, chunks: list[bytes]) -> None:
-    """One writev(2) per batch (no joining copy), resumed where a short write stopped."""
+    """writev(2) of up to ``_IOV_MAX`` chunks at a time (no joining copy), resumed where a short
+    write stopped: within a chunk, or at a chunk's end."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
-    while views:
-        written = os.writev(fd, views[:_IOV_MAX])
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
+    first = 0  # views before this one are written
+    while first < len(views):
+        written = _wrote(os.writev(fd, views[first : first + _IOV_MAX]))
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
         if written:
-            views[0] = views[0][written:]
+            views[first] = views[first][written:]
+
+
+def _wrote(count: int) -> int:
+    """A write of something that wrote nothing would be retried forever: an error instead."""
+    if count == 0:
+        raise OSError(errno.EIO, "the write wrote nothing")
+    return count
 
 
 def _fsync_dir(directory: Path) -> None:
