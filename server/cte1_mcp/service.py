@@ -104,7 +104,7 @@ class RecordingService:
 
     async def get(self, key: CallKey, on_progress: ProgressCallback | None = None) -> Recording:
         """A committed recording: from the store, or downloaded once however many callers ask."""
-        recording = await anyio.to_thread.run_sync(self._lookup, key)
+        recording = self._lookup(key)
         if recording is not None:
             return recording
         return await self._flights.run(key, lambda emit: self._download(key, emit), on_event=on_progress)
