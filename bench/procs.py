@@ -97,6 +97,18 @@ def stop(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
         process.wait(timeout)
 
 
+def close(process: subprocess.Popen[Any], timeout: float) -> None:
+    """End a child that stops when its stdin closes: close stdin, wait, stop it if it lingers."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop(process)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
     """This process's environment without any CTE1_* setting, plus the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTE1_")}

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bench.procs import ROOT, clean_env, stop
+from bench.procs import ROOT, clean_env, close
 
 
 def main() -> None:
@@ -108,14 +108,7 @@ def logging_simulator(min_interval: float = 0.0) -> Iterator[LoggingSimulator]:
             raise RuntimeError("bench.simlog exited before saying where it listens")
         yield LoggingSimulator(process, json.loads(line))
     finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
+        close(process, 10)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import anyio
 
 from bench.interleave import interleaved
 from bench.mcpstdio import Upstream, server_env
-from bench.procs import CTE1_MCP, stop
+from bench.procs import CTE1_MCP, close
 from bench.stats import Summary
 
 INITIALIZE = {
@@ -47,14 +47,7 @@ def time_to_initialize(env: dict[str, str], errlog: IO[bytes]) -> float:
             raise RuntimeError(f"initialize failed: {line!r}")
         return elapsed
     finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
+        close(process, 5)
 
 
 def time_bare_interpreter() -> float:
