@@ -70,7 +70,3 @@ def fmt_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n:.0f} B"
-
-
-def fmt_ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms"

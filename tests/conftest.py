@@ -12,6 +12,12 @@ from cte1_mcp.simulator import RunningSimulator, SimulatorConfig, run_in_thread
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The server runs on asyncio (anyio's default backend there): test on the same."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def _shared_simulator() -> Iterator[RunningSimulator]:
     with run_in_thread(SimulatorConfig(port=0, min_interval=0.0)) as running:
         yield running

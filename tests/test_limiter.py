@@ -18,11 +18,6 @@ from cte1_mcp.limiter import Emit, MonotonicClock, RequestSpacer, SingleFlight
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 #: Tasks that only move virtual time; a test waiting for "everything blocked" does not wait for them.
 _CLOCK_TASKS: set[asyncio.Task[object]] = set()
 

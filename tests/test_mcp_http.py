@@ -53,44 +53,35 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, timeout: float = 
     raise AssertionError(f"nothing listened on port {port} within {timeout} s")
 
 
+def serve_http(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cte1_mcp",
+        "serve",
+        "--transport",
+        "http",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
 @contextmanager
 def http_server(env: dict[str, str], host: str = "127.0.0.1") -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cte1_mcp",
-            "serve",
-            "--transport",
-            "http",
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ],
+        serve_http(host, port),
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,  # stderr is inherited: pytest shows it when a test fails
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {process.stderr.read().decode() if process.stderr else ''}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(process, port)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()
         process.wait(10)
-        if process.stderr:
-            process.stderr.close()
 
 
 @pytest.fixture
@@ -121,18 +112,7 @@ async def test_wrong_host_header_is_refused(env: dict[str, str]) -> None:
 
 def test_non_loopback_bind_requires_a_token(env: dict[str, str]) -> None:
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cte1_mcp",
-            "serve",
-            "--transport",
-            "http",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-        ],
+        serve_http("0.0.0.0", 0),
         env=env,
         capture_output=True,
         text=True,

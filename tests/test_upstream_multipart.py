@@ -81,11 +81,6 @@ TRICKY_AUDIO = (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # --- the raw server -------------------------------------------------------------------------------
 
 

@@ -42,11 +42,6 @@ E = TypeVar("E", bound=Cte1Error)
 SAMPLE = CallKey(DOC_TENANT, 942125, 1)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class HashingSink:
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
