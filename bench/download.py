@@ -18,7 +18,8 @@ from bench.interleave import interleaved
 from bench.mcpstdio import Upstream, serve, server_env, structured, timed_call
 from bench.procs import ROOT, vm_hwm_bytes
 from bench.simproc import BENCHMARK_TENANT, audio_data_url, benchmark_key
-from bench.stats import MiB, Summary, mb_per_s, ratios
+from bench.stats import Summary, mb_per_s, ratios
+from cte1_mcp.units import MiB
 
 CURL = "/usr/bin/curl"
 

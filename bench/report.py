@@ -10,8 +10,9 @@ from pathlib import Path
 from bench.download import SizeResult
 from bench.economy import EconomyResult
 from bench.startup import StartupResult
-from bench.stats import DASH, MINUS, TIMES, MiB, Summary, fmt_bytes
+from bench.stats import DASH, MINUS, TIMES, Summary, fmt_bytes
 from bench.warm import WarmResult
+from cte1_mcp.units import MiB
 
 RATIO_TARGET = 0.6
 RATIO_STRETCH = 0.8

@@ -7,7 +7,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-MiB = 1024 * 1024
+from cte1_mcp.units import MiB
+
 #: Throughput is reported in MB/s (10^6 bytes per second), as curl and most tools do.
 MB = 1_000_000
 

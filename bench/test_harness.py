@@ -17,8 +17,9 @@ from bench.download import Sample, SizeResult
 from bench.economy import EconomyResult, SingleFlightRun, SpacingRun
 from bench.interleave import interleaved
 from bench.startup import StartupResult
-from bench.stats import MiB, Summary, fmt_bytes, mb_per_s, percentile, ratios
+from bench.stats import Summary, fmt_bytes, mb_per_s, percentile, ratios
 from bench.warm import Batch, WarmResult
+from cte1_mcp.units import MiB
 
 
 def test_percentile_interpolates_like_numpy() -> None:

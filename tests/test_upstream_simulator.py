@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cte1_mcp.audio import sniff_format
+from cte1_mcp.audio.sniff import sniff_format
 from cte1_mcp.errors import (
     CallInProgress,
     Cte1Error,

@@ -36,7 +36,8 @@ from cte1_mcp import __version__
 from cte1_mcp.arguments import CALL_PARAMETERS, ToolArguments, boolean, call_key, check_names
 from cte1_mcp.errors import Cte1Error, InputError, InvalidParameter
 from cte1_mcp.models import CallKey, Recording
-from cte1_mcp.service import Progress, ProgressCallback, RecordingService
+from cte1_mcp.progress import Progress, ProgressCallback
+from cte1_mcp.service import RecordingService
 
 logger = logging.getLogger(__name__)
 

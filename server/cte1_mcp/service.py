@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -28,6 +26,7 @@ from cte1_mcp.errors import (
 )
 from cte1_mcp.limiter import RequestSpacer, SingleFlight
 from cte1_mcp.models import CallKey, Recording
+from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.settings import Settings
 from cte1_mcp.store import RecordingStore
 from cte1_mcp.upstream import CallAudioClient
@@ -42,19 +41,6 @@ MAX_RETRY_AFTER_SECONDS = 30.0
 SPACING_MARGIN_SECONDS = 0.25
 #: How often the store deletes what retention no longer allows, without waiting for traffic.
 SWEEP_INTERVAL_SECONDS = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """What a waiting caller is told: queued behind the rate limit, or bytes received so far."""
-
-    stage: Literal["waiting", "downloading"]
-    done: float
-    total: float | None
-    message: str
-
-
-ProgressCallback = Callable[[Progress], Awaitable[None]]
 
 
 class RecordingService:

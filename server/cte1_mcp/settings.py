@@ -23,8 +23,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cte1_mcp.errors import ConfigurationError
-
-MiB = 1024 * 1024
+from cte1_mcp.units import MiB
 
 
 def default_cache_dir() -> Path:

@@ -46,7 +46,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from cte1_mcp.audio import sniff_format
+from cte1_mcp.audio.sniff import sniff_format
 from cte1_mcp.errors import ConfigurationError, RecordingExpired, StorageError
 from cte1_mcp.models import PLATFORM_RETENTION, AudioInfo, CallKey, CallMetadata, Recording
 

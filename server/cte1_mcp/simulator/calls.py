@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cte1_mcp.simulator.wav import Encoding, WavSpec
-
-MiB = 1024 * 1024
+from cte1_mcp.units import MiB
 
 #: The tenant of the documentation's request example.
 DOC_TENANT = "05053698341"

@@ -9,7 +9,7 @@ import wave
 
 import pytest
 
-from cte1_mcp.audio import sniff_format
+from cte1_mcp.audio.sniff import sniff_format
 from cte1_mcp.models import AudioFormat
 
 HEAD = 64 * 1024

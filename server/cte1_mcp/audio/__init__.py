@@ -1,0 +1,1 @@
+"""Audio: format sniffing, decoding, voice activity, call analytics, timeline pictures and clips."""
