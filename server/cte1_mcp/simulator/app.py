@@ -117,8 +117,7 @@ class _Simulator:
         except _Refusal as refusal:
             response = error_json(refusal.description, refusal.status, refusal.headers)
             return self._finish(record, response, refusal.outcome)
-        truncate_after = fault.truncate_after if fault is not None else None
-        return self._success(record, call, now, truncate_after)
+        return self._success(record, call, now, fault)
 
     def _check_gate(self, request: Request, started: float) -> None:
         """Path (404), then key (401/403), then the 5-second rule (429): the platform's front door."""
@@ -156,7 +155,7 @@ class _Simulator:
         return call
 
     def _success(
-        self, record: RequestRecord, call: SampleCall, now: datetime, truncate_after: int | None
+        self, record: RequestRecord, call: SampleCall, now: datetime, fault: Fault | None
     ) -> Response:
         metadata = call.metadata(self.state.epoch, now)
         spec = call.wav_spec()
@@ -170,8 +169,14 @@ class _Simulator:
             "Content-Length": str(length),
         }
         body = _stream(record, prefix, spec, suffix, self.config.chunk_size)
-        if truncate_after is not None:
-            response = _TruncatedResponse(record, body, headers, truncate_after)
+        if fault is not None and fault.truncate_after is not None:
+            response: Response = _TruncatedResponse(record, body, headers, fault.truncate_after)
+            return self._finish(record, response, "fault", completed=False)
+        if fault is not None and fault.stall_after is not None:
+            response = _TruncatedResponse(record, body, headers, fault.stall_after, stall=True)
+            return self._finish(record, response, "fault", completed=False)
+        if fault is not None and fault.drip_interval is not None:
+            response = _DrippingResponse(record, body, headers, fault.drip_interval)
             return self._finish(record, response, "fault", completed=False)
         return self._finish(record, StreamingResponse(body, headers=headers), "ok", completed=False)
 
@@ -277,21 +282,41 @@ def _fault_response(fault: Fault) -> Response:
     return Response(fault.body, status_code=fault.status, headers=headers, media_type=fault.content_type)
 
 
-class _TruncatedResponse(Response):
-    """Announces the full Content-Length, sends ``limit`` bytes and stops: the server drops the connection."""
+class _FaultyResponse(Response):
+    """A successful answer's status and headers, with a body sent wrong by the subclass."""
 
     def __init__(
-        self, record: RequestRecord, body: AsyncGenerator[bytes, None], headers: dict[str, str], limit: int
+        self, record: RequestRecord, body: AsyncGenerator[bytes, None], headers: dict[str, str]
     ) -> None:
         self.status_code = 200
         self.background = None
         self._record = record
         self._chunks = body
-        self._limit = limit
         self.init_headers(headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _start(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+
+
+class _TruncatedResponse(_FaultyResponse):
+    """Announces the full Content-Length and sends ``limit`` bytes; then the server drops the
+    connection or, ``stall``, the connection stays open with nothing more sent until the client leaves."""
+
+    def __init__(
+        self,
+        record: RequestRecord,
+        body: AsyncGenerator[bytes, None],
+        headers: dict[str, str],
+        limit: int,
+        *,
+        stall: bool = False,
+    ) -> None:
+        super().__init__(record, body, headers)
+        self._limit = limit
+        self._stall = stall
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._start(send)
         sent = 0
         try:
             async for chunk in self._chunks:
@@ -300,6 +325,44 @@ class _TruncatedResponse(Response):
                 sent += len(piece)
                 if sent >= self._limit:
                     break
+        finally:
+            await self._chunks.aclose()
+            self._record.bytes_sent = sent
+        while self._stall and (await receive())["type"] != "http.disconnect":
+            pass
+
+
+class _DrippingResponse(_FaultyResponse):
+    """The whole body, one byte every ``interval`` seconds: no read ever times out, yet it never
+    ends. Stops when the client leaves (sending to a gone client raises nothing)."""
+
+    def __init__(
+        self,
+        record: RequestRecord,
+        body: AsyncGenerator[bytes, None],
+        headers: dict[str, str],
+        interval: float,
+    ) -> None:
+        super().__init__(record, body, headers)
+        self._interval = interval
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._drip, send)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+    async def _drip(self, send: Send) -> None:
+        await self._start(send)
+        sent = 0
+        try:
+            async for chunk in self._chunks:
+                for i in range(len(chunk)):
+                    await send({"type": "http.response.body", "body": chunk[i : i + 1], "more_body": True})
+                    sent += 1
+                    self._record.bytes_sent = sent  # what was sent, not what the body generator made
+                    await anyio.sleep(self._interval)
         finally:
             await self._chunks.aclose()
             self._record.bytes_sent = sent

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -51,8 +52,11 @@ def client_env(url: str, config: SimulatorConfig) -> dict[str, str]:
     return env
 
 
-def _uvicorn_config(config: SimulatorConfig, state: SimulatorState, *, embedded: bool) -> uvicorn.Config:
-    """``embedded``: inside another program (tests, demo), whose logging setup must be left alone."""
+def _uvicorn_config(
+    config: SimulatorConfig, state: SimulatorState, *, embedded: bool, tls_pem: Path | None
+) -> uvicorn.Config:
+    """``embedded``: inside another program (tests, demo), whose logging setup must be left alone.
+    ``tls_pem``: serve HTTPS with this PEM file's private key and certificate chain."""
     return uvicorn.Config(
         create_app(config, state),
         host=config.host,
@@ -63,13 +67,25 @@ def _uvicorn_config(config: SimulatorConfig, state: SimulatorState, *, embedded:
         lifespan="off",
         # A benchmark client that stops reading must not hold a shutdown forever.
         timeout_graceful_shutdown=2,
+        ssl_certfile=tls_pem,
     )
 
 
-def serve(config: SimulatorConfig) -> None:
-    """Serve until interrupted (Ctrl-C), after one line saying how to point the MCP server here."""
-    url = f"http://{_url_host(config.host)}:{config.port}"
-    env = client_env(url, config)
+def _url(config: SimulatorConfig, tls_pem: Path | None) -> str:
+    return f"{'https' if tls_pem else 'http'}://{_url_host(config.host)}:{config.port}"
+
+
+def serve(config: SimulatorConfig, *, tls_pem: Path | None = None) -> None:
+    """Serve until interrupted (Ctrl-C), after one line saying how to point the MCP server here.
+
+    The socket is bound and listening before that line is printed, so whoever reads it (a person,
+    a script waiting for it) can connect at once, and port 0 prints the port actually chosen.
+    With ``tls_pem`` (the server's private key and certificate chain) it serves HTTPS.
+    """
+    sock = _listening_socket(config)
+    bound = dataclasses.replace(config, port=sock.getsockname()[1])
+    url = _url(bound, tls_pem)
+    env = client_env(url, bound)
     if config.api_key != DEFAULT_API_KEY:
         env["CTE1_API_KEY"] = "<the key given with --api-key>"
     if not logging.getLogger().handlers:
@@ -80,31 +96,45 @@ def serve(config: SimulatorConfig) -> None:
         url,
         " ".join(f"{name}={value}" for name, value in env.items()),
     )
-    uvicorn.Server(_uvicorn_config(config, SimulatorState(), embedded=False)).run()
+    try:
+        server = uvicorn.Server(_uvicorn_config(bound, SimulatorState(), embedded=False, tls_pem=tls_pem))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _listening_socket(config: SimulatorConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @contextmanager
 def run_in_thread(
-    config: SimulatorConfig | None = None, *, state: SimulatorState | None = None
+    config: SimulatorConfig | None = None,
+    *,
+    state: SimulatorState | None = None,
+    tls_pem: Path | None = None,
 ) -> Iterator[RunningSimulator]:
     """Start a simulator in a daemon thread, wait until it accepts, stop it on exit.
 
     It binds ``config.host``:``config.port``; port 0 (and the default when no config is given)
     means a free port, so tests and the demo never collide with a foreground ``cte1-mcp simulator``.
     The socket is bound here, before the thread starts, so the port is known without a race.
+    With ``tls_pem`` (the server's private key and certificate chain) it serves HTTPS.
     """
     config = config or SimulatorConfig(port=0)
     state = state if state is not None else SimulatorState()
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((config.host, config.port))
-    except OSError:
-        sock.close()
-        raise
+    sock = _listening_socket(config)
     bound = dataclasses.replace(config, port=sock.getsockname()[1])
-    server = uvicorn.Server(_uvicorn_config(bound, state, embedded=True))
+    server = uvicorn.Server(_uvicorn_config(bound, state, embedded=True, tls_pem=tls_pem))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="cte1-simulator", daemon=True
     )
@@ -115,7 +145,7 @@ def run_in_thread(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the CT-e1 simulator did not start")
             time.sleep(0.005)
-        yield RunningSimulator(f"http://{_url_host(bound.host)}:{bound.port}", bound, state)
+        yield RunningSimulator(_url(bound, tls_pem), bound, state)
     finally:
         server.should_exit = True
         thread.join(timeout=5)

@@ -55,7 +55,9 @@ class Fault:
 
     With ``body`` set, that body is answered instead (e.g. a 500, or an HTML error page); otherwise
     the request is served normally, after ``delay`` seconds, and a successful response is cut off
-    (connection closed) after ``truncate_after`` body bytes when that is set.
+    (connection closed) after ``truncate_after`` body bytes when that is set, stalls (sends nothing
+    more, connection open, until the client leaves) after ``stall_after`` bytes, or is sent one
+    byte every ``drip_interval`` seconds (an upstream that never times out a read, yet never ends).
     """
 
     status: int = 200
@@ -64,6 +66,8 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
     truncate_after: int | None = None
+    stall_after: int | None = None
+    drip_interval: float | None = None
 
 
 def _utc_now() -> datetime:

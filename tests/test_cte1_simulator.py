@@ -1,4 +1,4 @@
-"""The upstream client against the CT-e1 simulator over loopback: the documented cases end to end."""
+"""The audio_data endpoint against the CT-e1 simulator over loopback: the documented cases end to end."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cte1_mcp.audio.sniff import sniff_format
+from cte1_mcp.cte1.audio_data import AudioDataEndpoint, FetchedCall
 from cte1_mcp.errors import (
     CallInProgress,
     Cte1Error,
@@ -23,17 +24,14 @@ from cte1_mcp.errors import (
     UpstreamUnavailable,
 )
 from cte1_mcp.models import CallKey
-from cte1_mcp.settings import Settings
 from cte1_mcp.simulator import (
     DOC_METADATA_TENANT,
     DOC_TENANT,
     FOREIGN_TENANT,
     Fault,
     RunningSimulator,
-    find_call,
 )
-from cte1_mcp.simulator.wav import iter_wav
-from cte1_mcp.upstream import CallAudioClient, FetchedCall
+from tests.helpers.raw_upstream import expected_recording, simulator_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -48,42 +46,19 @@ class HashingSink:
         self.size = 0
         self.head = b""
 
-    async def write(self, chunk: bytes) -> None:
+    def write_blocking(self, chunk: bytes) -> None:
         self.hash.update(chunk)
         self.size += len(chunk)
         if len(self.head) < 65536:
             self.head += chunk[: 65536 - len(self.head)]
 
 
-def settings_for(simulator: RunningSimulator, tmp_path: Path, **overrides: Any) -> Settings:
-    options: dict[str, Any] = {
-        "base_url": simulator.url,
-        "source_uuid": simulator.config.source_uuid,
-        "api_key": simulator.config.api_key,
-        "cache_dir": tmp_path,
-        "min_interval_seconds": 0,
-        "timeout_seconds": 10,
-    }
-    return Settings(**(options | overrides))
-
-
 async def fetch(
     simulator: RunningSimulator, tmp_path: Path, key: CallKey = SAMPLE, **overrides: Any
 ) -> tuple[FetchedCall, HashingSink]:
     sink = HashingSink()
-    async with CallAudioClient(settings_for(simulator, tmp_path, **overrides)) as client:
-        return await client.fetch(key, sink), sink
-
-
-def expected_wav_sha256(key: CallKey) -> tuple[str, int]:
-    call = find_call(key.tenant_id, key.session_id, key.record_id)
-    assert call is not None
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in iter_wav(call.wav_spec()):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+    async with AudioDataEndpoint(simulator_settings(simulator, tmp_path, **overrides)) as endpoint:
+        return await endpoint.fetch(key, sink), sink
 
 
 @pytest.mark.parametrize(
@@ -94,7 +69,7 @@ async def test_sample_call_in_every_multipart_shape(
 ) -> None:
     simulator = make_simulator(multipart_subtype=subtype, named_parts=named, chunk_size=65_537)
     fetched, sink = await fetch(simulator, tmp_path)
-    digest, size = expected_wav_sha256(SAMPLE)
+    digest, size = expected_recording(SAMPLE)
     assert (sink.hash.hexdigest(), sink.size, fetched.audio_bytes) == (digest, size, size)
     assert fetched.audio_content_type == "audio/wav"
     metadata = fetched.metadata

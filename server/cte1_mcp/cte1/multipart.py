@@ -2,6 +2,7 @@
 
 Framing is left to the maintained sans-IO parser ``multipart.PushMultipartParser``; this module
 only decides which part is which, bounds what it buffers, and hands audio bytes straight on.
+It is synchronous: it runs in the download's worker thread, beside the HTTP client and the writer.
 
 A body that merely stops early is :class:`UpstreamTruncated` (retryable); everything else that
 is wrong with it is :class:`UpstreamBadResponse`: asking again would get the same answer.
@@ -9,18 +10,14 @@ is wrong with it is :class:`UpstreamBadResponse`: asking again would get the sam
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Literal
 
 import multipart
-from pydantic import ValidationError
 
 from cte1_mcp.errors import AudioTooLarge, UpstreamBadResponse, UpstreamTruncated
 from cte1_mcp.models import CallMetadata
-
-KiB = 1024
-MiB = 1024 * KiB
+from cte1_mcp.units import KiB, MiB
 
 #: The metadata is a small JSON object; anything larger is not what the docs describe.
 METADATA_MAX_BYTES = 1 * MiB
@@ -73,21 +70,22 @@ def part_role(segment: Any, *, metadata_seen: bool, audio_seen: bool) -> Role:
 class RecordingPartsReader:
     """Feeds body chunks to the parser; buffers the metadata, streams the audio to ``write_audio``.
 
-    ``accept_metadata`` runs as soon as the metadata part ends, before any audio byte is written,
-    so a call that is not complete is refused without downloading its audio.
+    ``read_metadata`` turns the metadata part's bytes into the accepted metadata (or raises) as
+    soon as that part ends, before any audio byte is written, so a call that is not complete is
+    refused without downloading its audio.
     """
 
     def __init__(
         self,
         boundary: str,
-        write_audio: Callable[[bytes], Awaitable[None]],
-        accept_metadata: Callable[[CallMetadata], None],
+        write_audio: Callable[[bytes], None],
+        read_metadata: Callable[[bytes], CallMetadata],
         *,
         max_audio_bytes: int,
         status: int,
     ) -> None:
         self._write_audio = write_audio
-        self._accept_metadata = accept_metadata
+        self._read_metadata = read_metadata
         self._max_audio_bytes = max_audio_bytes
         self._max_body_bytes = max_audio_bytes + NON_AUDIO_MAX_BYTES
         self._status = status
@@ -113,14 +111,14 @@ class RecordingPartsReader:
         self.audio_bytes = 0
         self._audio_seen = False
 
-    async def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
         if not self.parts and len(self.head) < HEAD_SAMPLE_BYTES:
             self.head += chunk[: HEAD_SAMPLE_BYTES - len(self.head)]
         try:
             for event in self._parser.parse(chunk):
                 if isinstance(event, bytes):
-                    await self._on_bytes(event)
+                    self._on_bytes(event)
                 elif event is None:
                     self._on_part_end()
                 else:
@@ -166,7 +164,7 @@ class RecordingPartsReader:
             self.audio_content_type = segment.header("Content-Type")
         self._role = role
 
-    async def _on_bytes(self, data: bytes) -> None:
+    def _on_bytes(self, data: bytes) -> None:
         if self._role == "audio":
             # Checked before writing: the sink never holds more than the limit.
             if self.audio_bytes + len(data) > self._max_audio_bytes:
@@ -174,8 +172,8 @@ class RecordingPartsReader:
                     f"CT-e1's recording (HTTP {self._status}) is larger than this server's limit of "
                     f"{self._max_audio_bytes:,} bytes; the download was stopped."
                 )
-            # Passed on as parsed (~32-64 KiB, no copy); batching disk writes is the sink's business.
-            await self._write_audio(data)
+            # Passed on as parsed (up to a network read, no copy).
+            self._write_audio(data)
             self.audio_bytes += len(data)
         elif self._role == "metadata":
             if len(self._metadata_buffer) + len(data) > METADATA_MAX_BYTES:
@@ -188,24 +186,11 @@ class RecordingPartsReader:
 
     def _on_part_end(self) -> None:
         if self._role == "metadata":
-            self.metadata = self._parse_metadata(bytes(self._metadata_buffer))
+            self.metadata = self._read_metadata(bytes(self._metadata_buffer))
             self._metadata_buffer.clear()
-            self._accept_metadata(self.metadata)
         elif self._role == "audio" and self.audio_bytes == 0:
             raise self._bad("its audio part is empty")
         self._role = None
-
-    def _parse_metadata(self, raw: bytes) -> CallMetadata:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise self._bad("its metadata part is not JSON") from None
-        if not isinstance(data, dict):
-            raise self._bad(f"its metadata part is JSON but not an object ({type(data).__name__})")
-        try:
-            return CallMetadata.model_validate(data)
-        except ValidationError as exc:
-            raise self._bad(f"its metadata does not have the documented fields: {_summary(exc)}") from None
 
     def _cut_before_first_part(self) -> bool:
         """No part began, yet what arrived is the start of a multipart body: nothing, part of the
@@ -220,10 +205,3 @@ class RecordingPartsReader:
     def _truncated(self, what: str) -> UpstreamTruncated:
         """The body stopped early: worth asking again."""
         return UpstreamTruncated(f"CT-e1 answered HTTP {self._status}, but {what}.")
-
-
-def _summary(exc: ValidationError) -> str:
-    """Which fields are wrong and why, without echoing the values."""
-    problems = exc.errors(include_input=False, include_url=False)
-    text = "; ".join(f"{'.'.join(map(str, p['loc'])) or 'metadata'}: {p['msg']}" for p in problems[:3])
-    return text + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
