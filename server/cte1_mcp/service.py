@@ -1,8 +1,10 @@
-"""The one use case: a recording for a call key, from the store or else from CT-e1, exactly once.
+"""The use cases: a recording for a call key, from the repository or else from CT-e1, exactly once.
 
-store (hit: done) → single-flight (identical callers share one download) → spacer (5-second
-start-to-start spacing, and the platform's Retry-After for everyone) → upstream client streaming
-into a store staging file → atomic commit.
+repository (hit: done) → single-flight in this process → the coordination backend's claim (one
+download per recording across processes and machines) → the repository again (the previous holder
+has most likely just stored it) → the shared spacer (start-to-start spacing and the platform's
+Retry-After) → the audio_data endpoint streaming into a staging → atomic commit. A retry goes
+round the same path, repository first, so it never downloads what another process has stored.
 """
 
 from __future__ import annotations
@@ -10,95 +12,116 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from cte1_mcp.audit import note_upstream_request
+from cte1_mcp.coordination import open_coordination
+from cte1_mcp.coordination.base import Claim, Coordination
+from cte1_mcp.coordination.single_flight import Flight, SingleFlight
+from cte1_mcp.cte1.audio_data import AudioDataEndpoint
 from cte1_mcp.errors import (
     AudioTooLarge,
     RateLimited,
     RecordingExpired,
-    StorageError,
+    RecordingGone,
     TenantNotAllowed,
     UpstreamError,
 )
-from cte1_mcp.limiter import RequestSpacer, SingleFlight
-from cte1_mcp.models import CallKey, Recording
+from cte1_mcp.models import CallKey, CallMetadata, Recording
 from cte1_mcp.progress import Progress, ProgressCallback
+from cte1_mcp.repository.base import RecordingRepository, Staging
+from cte1_mcp.repository.local import LocalRepository
 from cte1_mcp.settings import Settings
-from cte1_mcp.store import RecordingStore
-from cte1_mcp.upstream import CallAudioClient
 
 logger = logging.getLogger(__name__)
 
 #: Attempts per download for failures worth an immediate, spaced retry (rate limit, outage, truncation).
 MAX_ATTEMPTS = 3
 #: A platform-requested wait longer than this is returned to the caller instead of waited out.
-MAX_RETRY_AFTER_SECONDS = 30.0
-#: Added to CTE1_MIN_INTERVAL_SECONDS so that arrivals, not just departures, keep the spacing.
-SPACING_MARGIN_SECONDS = 0.25
+RETURN_TO_CALLER_SECONDS = 30.0
 #: How often the store deletes what retention no longer allows, without waiting for traffic.
 SWEEP_INTERVAL_SECONDS = 300.0
 
 
+class Fetched(Protocol):
+    """What the endpoint says of a complete answer: enough to commit the staging."""
+
+    @property
+    def metadata(self) -> CallMetadata: ...
+
+    @property
+    def audio_content_type(self) -> str | None: ...
+
+
+class AudioEndpoint(Protocol):
+    """CT-e1's audio_data, as the service uses it: every failure is an ``UpstreamError``."""
+
+    async def fetch(
+        self,
+        key: CallKey,
+        sink: Staging,
+        *,
+        on_progress: Callable[[int, int | None], Awaitable[None]] | None = None,
+    ) -> Fetched: ...
+
+
 class RecordingService:
-    """Owns the store, the limiter and the upstream client; everything above it asks for keys."""
+    """Recordings by call key for the MCP layer and the analysis: stored, or fetched once."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        client: CallAudioClient,
-        store: RecordingStore,
-        spacer: RequestSpacer,
+        repository: RecordingRepository,
+        endpoint: AudioEndpoint,
+        coordination: Coordination,
         flights: SingleFlight[CallKey, Recording, Progress],
     ) -> None:
         self.settings = settings
-        self._store = store
-        self._client = client
-        self._spacer = spacer
+        self.repository = repository
+        self._endpoint = endpoint
+        self._coordination = coordination
         self._flights = flights
 
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[RecordingService]:
-        """Build the whole chain from settings and close it (HTTP pool, flight tasks) on exit."""
+        """Build the whole chain from settings and close it (HTTP pool, coordination, flights) on exit."""
+        # First, outside any task group: a refused cache directory raises ConfigurationError as is.
+        # The store indexes itself at start-up (a walk): in a worker thread, off the event loop.
+        repository = await anyio.to_thread.run_sync(LocalRepository.from_settings, settings)
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(CallAudioClient(settings))
+            coordination = await stack.enter_async_context(open_coordination(settings))
+            endpoint = await stack.enter_async_context(AudioDataEndpoint(settings))
             flights: SingleFlight[CallKey, Recording, Progress] = await stack.enter_async_context(
                 SingleFlight()
             )
-            store = RecordingStore(
-                settings.cache_dir,
-                max_age=timedelta(hours=settings.retention_hours),
-                max_bytes=settings.cache_max_bytes,
-            )
-            await anyio.to_thread.run_sync(store.sweep)
             sweeper = await stack.enter_async_context(anyio.create_task_group())
             # Expired personal data is deleted on time even when no request comes to notice it.
-            sweeper.start_soon(store.sweep_every, SWEEP_INTERVAL_SECONDS)
+            sweeper.start_soon(repository.run_sweeper, SWEEP_INTERVAL_SECONDS)
             stack.callback(sweeper.cancel_scope.cancel)
+            logger.info("rate limit and downloads coordinated through the %s", coordination.name)
             yield cls(
-                settings,
-                client=client,
-                store=store,
-                spacer=RequestSpacer(spacing(settings.min_interval_seconds)),
-                flights=flights,
+                settings, repository=repository, endpoint=endpoint, coordination=coordination, flights=flights
             )
 
     async def get(self, key: CallKey, on_progress: ProgressCallback | None = None) -> Recording:
-        """A committed recording: from the store, or downloaded once however many callers ask."""
+        """A committed recording: from the repository, or downloaded once however many callers ask."""
         recording = self._lookup(key)
         if recording is not None:
             return recording
-        return await self._flights.run(key, lambda emit: self._download(key, emit), on_event=on_progress)
+        return await self._flights.run(key, lambda flight: self._download(key, flight), on_event=on_progress)
 
     async def read_audio(
         self, key: CallKey, on_progress: ProgressCallback | None = None, *, max_bytes: int | None = None
     ) -> tuple[Recording, bytes]:
-        """The recording and its bytes; fetched again once if eviction removed it in between."""
+        """The recording and its bytes, both of the same stored version (fetched again once if it
+        was evicted or replaced in between)."""
         for attempt in (1, 2):
             recording = await self.get(key, on_progress)
             if max_bytes is not None and recording.audio.size_bytes > max_bytes:
@@ -109,37 +132,37 @@ class RecordingService:
                     "or ask the operator to raise CTE1_RESOURCE_MAX_BYTES.",
                 )
             try:
-                return recording, await anyio.Path(recording.path).read_bytes()
-            except FileNotFoundError:
+                return recording, await self.repository.read_audio(recording)
+            except RecordingGone:
                 if attempt == 2:
-                    raise StorageError("The stored recording vanished while it was being read.") from None
+                    raise
                 logger.info("%s was evicted before it could be read; fetching it again", key)
-            except OSError as exc:
-                raise StorageError(f"The stored recording could not be read ({exc.strerror}).") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def list_recordings(self) -> list[Recording]:
-        return await anyio.to_thread.run_sync(self._store.list)
+        return await self.repository.list()
+
+    def local_path(self, recording: Recording) -> Path | None:
+        """The recording's file on this machine, if the repository keeps one (offer it over stdio only)."""
+        return self.repository.local_path(recording)
 
     def _lookup(self, key: CallKey) -> Recording | None:
-        """The documented rules that need no upstream request, then the store (a worker thread)."""
+        """The documented rules that need no upstream request, then the repository (cheap: an index)."""
         allowed = self.settings.allowed_tenants
         if allowed and key.tenant_id not in allowed:
             raise TenantNotAllowed(
                 f"Tenant {key.tenant_id} is not one this server may read (allowed: {', '.join(allowed)})."
             )
-        expired_at = self._store.expired_until(key)
+        expired_at = self.repository.expired_at(key)
         if expired_at is not None:
             raise RecordingExpired(
                 f"Call {key} connected more than 31 days ago; the platform kept its audio only until "
                 f"{expired_at.isoformat(timespec='seconds')}."
             )
-        return self._store.get(key)
+        return self.repository.get(key)
 
-    async def _download(self, key: CallKey, emit: Callable[[Progress], Awaitable[None]]) -> Recording:
-        recording = await anyio.to_thread.run_sync(self._store.get, key)  # a flight just ended?
-        if recording is not None:
-            return recording
+    async def _download(self, key: CallKey, flight: Flight[Recording, Progress]) -> Recording:
+        progress = _FlightProgress(flight.emit)
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(MAX_ATTEMPTS),
             retry=retry_if_exception(_worth_retrying),
@@ -147,47 +170,108 @@ class RecordingService:
             reraise=True,
         ):
             with attempt:
-                return await self._download_once(key, emit)
+                return await self._attempt(key, flight, progress)
         raise AssertionError("unreachable: AsyncRetrying reraises the last failure")  # pragma: no cover
 
-    async def _download_once(self, key: CallKey, emit: Callable[[Progress], Awaitable[None]]) -> Recording:
-        async def waiting(seconds: float) -> None:
-            await emit(
-                Progress("waiting", 0, None, f"waiting {seconds:.1f} s for the platform's request spacing")
-            )
-
-        async def downloading(received: int, total: int | None) -> None:
-            await emit(Progress("downloading", received, total, f"received {received:,} bytes"))
-
-        held_back = self._spacer.deferred_for()
-        if held_back > MAX_RETRY_AFTER_SECONDS:
-            raise RateLimited("CT-e1 asked this server to pause its requests.", retry_after_seconds=held_back)
-        await self._spacer.acquire(on_wait=waiting)
-        try:
-            async with self._store.staging(key) as staging:
-                fetched = await self._client.fetch(key, staging, on_progress=downloading)
-                recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
-        except RateLimited as limited:
-            # The platform's word holds for every request of this process, not just this one.
-            if limited.retry_after_seconds is None:
-                limited.retry_after_seconds = self._spacer.interval or 1.0
-            self._spacer.defer(limited.retry_after_seconds)
-            raise
+    async def _attempt(
+        self, key: CallKey, flight: Flight[Recording, Progress], progress: _FlightProgress
+    ) -> Recording:
+        """One try: the repository, the claim, the repository again, a slot, then the download."""
+        # Every attempt looks first: another process sharing the store may have stored it meanwhile.
+        recording = self._lookup(key)
+        if recording is not None:
+            return recording
+        spacer = self._coordination.spacer
+        async with AsyncExitStack() as held:
+            # Only waiting so far: if every caller leaves, the flight gives up its place.
+            with flight.abandonable():
+                claim = await held.enter_async_context(self._coordination.flights.claim(key, progress.relay))
+                recording = self._lookup(key)
+                if recording is not None:
+                    return recording  # the previous holder stored it
+                held_back = await spacer.deferred_for()
+                if held_back > RETURN_TO_CALLER_SECONDS:
+                    raise RateLimited(
+                        "CT-e1 asked this server to pause its requests.", retry_after_seconds=held_back
+                    )
+                progress.start_attempt(claim)
+                held.callback(progress.end_attempt)  # nothing is published on a released claim
+                await spacer.acquire(on_wait=progress.waiting)
+            try:
+                async with self.repository.staging(key) as staging:
+                    note_upstream_request()  # for the audit line of the call that caused it
+                    fetched = await self._endpoint.fetch(key, staging, on_progress=progress.downloading)
+                    recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
+            except RateLimited as limited:
+                # The platform's word holds for every request sharing the limit, within the cap.
+                wait = limited.retry_after_seconds
+                if wait is None:
+                    wait = spacer.interval or 1.0
+                wait = min(wait, self.settings.max_retry_after_seconds)
+                limited.retry_after_seconds = wait
+                await spacer.defer(wait)
+                raise
         logger.info("stored %s (%d bytes)", key, recording.audio.size_bytes)
         return recording
 
 
-def spacing(min_interval: float) -> float:
-    """Start-to-start spacing with a margin: network jitter must not bring two arrivals at CT-e1
-    closer than its minimum (measured on loopback: a request can arrive a few ms later than sent)."""
-    return min_interval + SPACING_MARGIN_SECONDS if min_interval > 0 else 0.0
+class _FlightProgress:
+    """One flight's progress for its callers here and its waiters elsewhere.
+
+    Numbers only grow, across retries too, and every message states the numbers it goes with: an
+    attempt after a failed one counts on from what was already reported, and says so.
+    """
+
+    def __init__(self, emit: Callable[[Progress], Awaitable[None]]) -> None:
+        self._emit = emit
+        self._claim: Claim | None = None
+        self._high = 0.0  # the largest ``done`` reported so far
+        self._base = 0.0  # what earlier attempts (or another process's download) already counted
+
+    def start_attempt(self, claim: Claim) -> None:
+        self._claim = claim
+        self._base = self._high
+
+    def end_attempt(self) -> None:
+        self._claim = None
+
+    async def relay(self, progress: Progress) -> None:
+        """Progress of the download another process is making of this recording."""
+        await self._send(progress, share=False)
+
+    async def waiting(self, seconds: float) -> None:
+        await self._send(
+            Progress(
+                "waiting", self._high, None, f"waiting {seconds:.1f} s for the platform's request spacing"
+            )
+        )
+
+    async def downloading(self, received: int, total: int | None) -> None:
+        done = self._base + received
+        whole = None if total is None else self._base + total
+        if not self._base:
+            message = (
+                f"received {received:,} of {total:,} bytes"
+                if total is not None
+                else f"received {received:,} bytes"
+            )
+        else:
+            of = f" of {whole:,.0f}" if whole is not None else ""
+            message = f"received {done:,.0f}{of} bytes, {self._base:,.0f} of them before this attempt"
+        await self._send(Progress("downloading", done, whole, message))
+
+    async def _send(self, progress: Progress, *, share: bool = True) -> None:
+        self._high = max(self._high, progress.done)
+        await self._emit(progress)
+        if share and self._claim is not None:
+            await self._claim.publish(progress)
 
 
 def _worth_retrying(exc: BaseException) -> bool:
     if not isinstance(exc, UpstreamError) or not exc.retryable:
         return False
     wait = exc.retry_after_seconds
-    return wait is None or wait <= MAX_RETRY_AFTER_SECONDS
+    return wait is None or wait <= RETURN_TO_CALLER_SECONDS
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -1,19 +1,18 @@
-"""Spending the upstream's patience carefully: start-to-start spacing, and one request per key.
+"""Identical concurrent requests inside one process share one execution of the work.
 
-CT-e1 asks for at least 5 seconds between requests (概ねリクエスト間隔は、5秒以上). The
-``RequestSpacer`` enforces that process-wide, first come first served, and tells each waiter how
-long it still has to wait. ``SingleFlight`` makes identical concurrent requests share one upstream
-request, so ten clients asking for the same call cost one request, not ten slots of 5 seconds.
+It is not a limiter: it decides *who* does the work, never *when*. Across processes the same job is
+done by a ``Flights`` backend (see ``coordination.base``); this in-process layer comes first, so a
+process asks its backend once per key however many of its own callers wait.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeAlias, TypeVar
+from typing import Generic, Self, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
@@ -27,89 +26,12 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 E = TypeVar("E")
 
-#: How a waiter hears "still N seconds to go", and how shared work reports progress.
-OnWait: TypeAlias = Callable[[float], Awaitable[None]]
-Emit: TypeAlias = Callable[[E], Awaitable[None]]
+#: How shared work reports an event, and how a caller receives it: one name for one thing.
 OnEvent: TypeAlias = Callable[[E], Awaitable[None]]
 
 
-class Clock(Protocol):
-    """Monotonic time and sleeping, injectable so the spacing can be tested without real waits."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """The real clock: immune to wall-clock jumps, which must never shorten the spacing."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-
-
-class RequestSpacer:
-    """Upstream requests start at least ``interval`` seconds apart, in the order callers arrived.
-
-    Waiters queue as tickets; only the head of the queue may start, and only once ``interval`` has
-    passed since the previous start. A waiter that is cancelled simply leaves the queue: nobody's
-    start is consumed, and the ones behind it move up (no gap is left in the schedule).
-    """
-
-    def __init__(self, interval: float, clock: Clock | None = None, *, notify_every: float = 1.0) -> None:
-        if interval < 0:
-            raise ValueError("interval must be >= 0")
-        if notify_every <= 0:
-            raise ValueError("notify_every must be > 0")
-        self.interval = interval
-        self._clock: Clock = clock or MonotonicClock()
-        self._notify_every = notify_every
-        self._last_start: float | None = None
-        self._not_before: float | None = None
-        self._queue: deque[object] = deque()
-
-    def defer(self, seconds: float) -> None:
-        """Hold every start back for ``seconds`` from now: the platform said so (Retry-After)."""
-        due = self._clock.now() + max(seconds, 0.0)
-        self._not_before = due if self._not_before is None else max(self._not_before, due)
-
-    def deferred_for(self) -> float:
-        """Seconds the platform's last Retry-After still holds every start back (0 if none)."""
-        if self._not_before is None:
-            return 0.0
-        return max(0.0, self._not_before - self._clock.now())
-
-    async def acquire(self, on_wait: OnWait | None = None) -> None:
-        """Return when the caller may start its request; ``on_wait(seconds_left)`` reports the wait.
-
-        ``on_wait`` is called before each sleep, at least every ``notify_every`` seconds, so a
-        client can be shown progress during a long queue. It should be quick: the caller's turn
-        waits for it.
-        """
-        if self.interval == 0 and (self._not_before is None or self._not_before <= self._clock.now()):
-            await anyio.lowlevel.checkpoint()
-            return
-        ticket = object()
-        self._queue.append(ticket)
-        try:
-            while (remaining := self._remaining(ticket)) > 0:
-                if on_wait is not None:
-                    await on_wait(remaining)
-                await self._clock.sleep(min(remaining, self._notify_every))
-            self._last_start = self._clock.now()
-        finally:
-            self._queue.remove(ticket)
-
-    def _remaining(self, ticket: object) -> float:
-        """Seconds until ``ticket`` may start: its place in the queue times the interval, at least."""
-        now = self._clock.now()
-        head_due = now if self._last_start is None else max(now, self._last_start + self.interval)
-        if self._not_before is not None:
-            head_due = max(head_due, self._not_before)
-        return head_due + self._queue.index(ticket) * self.interval - now
+class FlightAbandoned(Cte1Error):
+    """Every caller left while the work could still be given up (it never reaches a caller)."""
 
 
 class _Subscriber(Generic[E]):
@@ -146,15 +68,17 @@ class _Subscriber(Generic[E]):
             self.pending.clear()
 
 
-class _Flight(Generic[T, E]):
-    """One running piece of shared work, its joined callers and, once finished, its outcome."""
+class Flight(Generic[T, E]):
+    """One running piece of shared work, as the work sees it: ``emit`` and ``abandonable``."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_abandon: Callable[[], None]) -> None:
         self.subscribers: list[_Subscriber[E]] = []
         self.finished = False
         self.result: tuple[T] | None = None  # a 1-tuple, so a result of None is told from "no result"
         self.error: BaseException | None = None
         self.traceback: TracebackType | None = None  # the work's own, so every raise starts from it
+        self._abandonable: anyio.CancelScope | None = None
+        self._on_abandon = on_abandon
 
     async def emit(self, event: E) -> None:
         """Queue ``event`` for every caller; never blocks on (or fails because of) any of them."""
@@ -163,6 +87,34 @@ class _Flight(Generic[T, E]):
                 subscriber.pending.append(event)
                 subscriber.wake.set()
         await anyio.lowlevel.checkpoint()
+
+    @contextmanager
+    def abandonable(self) -> Iterator[None]:
+        """Inside this block the work is given up (``FlightAbandoned``) once its last caller has left.
+
+        For the part that only waits (a queue place): work nobody waits for any more must not keep
+        its place ahead of callers who do. Outside it (a download under way) the work goes on, so
+        a caller that gives up does not waste a request already made.
+        """
+        with anyio.CancelScope() as scope:
+            self._abandonable = scope
+            if not self.subscribers:
+                self._abandon(scope)
+            try:
+                yield
+            finally:
+                self._abandonable = None
+        if scope.cancelled_caught:
+            raise FlightAbandoned("Every caller left while the request was still queued.")
+
+    def leave(self, subscriber: _Subscriber[E]) -> None:
+        self.subscribers.remove(subscriber)
+        if not self.subscribers and self._abandonable is not None and not self.finished:
+            self._abandon(self._abandonable)
+
+    def _abandon(self, scope: anyio.CancelScope) -> None:
+        self._on_abandon()  # new callers start afresh instead of joining work that is being dropped
+        scope.cancel()
 
     def finish(self) -> None:
         self.finished = True
@@ -183,7 +135,7 @@ class SingleFlight(Generic[K, T, E]):
     """
 
     def __init__(self) -> None:
-        self._flights: dict[K, _Flight[T, E]] = {}
+        self._flights: dict[K, Flight[T, E]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
@@ -208,18 +160,19 @@ class SingleFlight(Generic[K, T, E]):
         return key in self._flights
 
     async def run(
-        self, key: K, work: Callable[[Emit[E]], Awaitable[T]], *, on_event: OnEvent[E] | None = None
+        self, key: K, work: Callable[[Flight[T, E]], Awaitable[T]], *, on_event: OnEvent[E] | None = None
     ) -> T:
         """The outcome of ``work`` for ``key``: started now, or joined if already running.
 
-        Every caller gets the same result or the same exception. ``work`` receives ``emit``, which
-        passes each event to every joined caller's ``on_event`` (from the moment it joined).
+        Every caller gets the same result or the same exception. ``work`` receives its ``Flight``,
+        whose ``emit`` passes each event to every joined caller's ``on_event`` (from the moment it
+        joined).
         """
         flight = self._flights.get(key)
         if flight is None:
             if self._task_group is None:
                 raise RuntimeError("use SingleFlight inside 'async with'")
-            flight = _Flight()
+            flight = Flight(lambda: self._forget(key, flight))
             self._flights[key] = flight
             self._task_group.start_soon(self._fly, key, flight, work, name=f"single-flight {key}")
         subscriber = _Subscriber(on_event)
@@ -227,15 +180,19 @@ class SingleFlight(Generic[K, T, E]):
         try:
             await subscriber.deliver_until(flight.is_finished)
         finally:
-            flight.subscribers.remove(subscriber)
+            flight.leave(subscriber)
         if flight.error is not None:
             raise flight.error.with_traceback(flight.traceback)
         assert flight.result is not None, "a finished flight has a result or an error"
         return flight.result[0]
 
-    async def _fly(self, key: K, flight: _Flight[T, E], work: Callable[[Emit[E]], Awaitable[T]]) -> None:
+    def _forget(self, key: K, flight: Flight[T, E] | None) -> None:
+        if flight is not None and self._flights.get(key) is flight:
+            del self._flights[key]
+
+    async def _fly(self, key: K, flight: Flight[T, E], work: Callable[[Flight[T, E]], Awaitable[T]]) -> None:
         try:
-            flight.result = (await work(flight.emit),)
+            flight.result = (await work(flight),)
         except Exception as exc:
             flight.error, flight.traceback = exc, exc.__traceback__
         except BaseException:
@@ -244,5 +201,5 @@ class SingleFlight(Generic[K, T, E]):
             )
             raise
         finally:
-            del self._flights[key]
+            self._forget(key, flight)
             flight.finish()
