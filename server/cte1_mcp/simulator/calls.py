@@ -1,8 +1,11 @@
 """The simulator's call catalogue: seeded sample calls plus on-demand benchmark recordings.
 
-Times are offsets before the simulator's *epoch* (the instant its state was created), not before
-"now": moving the simulated clock forward therefore ages every call, which is how the 31-day rule
-and the "not finished yet" rule are exercised. Every sample exists to show one documented case.
+Every recording is a scripted conversation of synthesised speech (see ``conversation.py``): the
+customer on channel 0, the agent on channel 1, or both mixed on a mono call; ``wav_spec().truth()``
+is its ground truth. Times are offsets before the simulator's *epoch* (the instant its state was
+created), not before "now": moving the simulated clock forward therefore ages every call, which is
+how the 31-day rule and the "not finished yet" rule are exercised. Every sample exists to show one
+documented case.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from cte1_mcp.simulator.conversation import Acoustics, Style, scripted
 from cte1_mcp.simulator.wav import Encoding, WavSpec
 from cte1_mcp.units import MiB
 
@@ -52,6 +56,9 @@ class SampleCall:
     encoding: Encoding = "mulaw"
     #: Overrides the seeded WAV length (benchmark calls are sized in bytes, not seconds).
     wav: WavSpec | None = field(default=None, compare=False)
+    #: What the scripted conversation contains (a hold, overtalk) and how the line sounds.
+    style: Style = field(default=Style(), compare=False)
+    acoustics: Acoustics = field(default=Acoustics(), compare=False)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -93,8 +100,10 @@ class SampleCall:
         if self.wav is not None:
             return self.wav
         seconds = (self.duration or timedelta(seconds=30)).total_seconds()
+        seed = call_seed(*self.key)
+        conversation = scripted(seconds, seed, self.style, self.acoustics)
         return WavSpec.for_duration(
-            seconds, channels=self.channels, encoding=self.encoding, seed=call_seed(*self.key)
+            seconds, channels=self.channels, encoding=self.encoding, seed=seed, conversation=conversation
         )
 
     def filename(self) -> str:
@@ -123,6 +132,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         0, "08075082398", "05053698333", "F99971353", "コムデザイン一郎", "着信スキル名1",
         "0368509999@0368939999", "局番スキル名1",
         _ago(hours=2), timedelta(seconds=280.447), 2, "mulaw",
+        style=Style(hold_seconds=45.0, overtalks=2, backchannels=3),
     ),
     SampleCall(
         DOC_TENANT, 942126, 1,
@@ -130,6 +140,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         0, "anonymous", "05053698333", "F99971354", "山田花子", "着信スキル名1",
         "0368509999@0368939999", "局番スキル名1",
         _ago(hours=1, minutes=30), timedelta(seconds=20), 1, "mulaw",
+        style=Style(backchannels=0),
     ),
     SampleCall(
         DOC_TENANT, 942130, 1,
@@ -144,6 +155,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         0, "09012345678", "05053698333", "F99971356", "鈴木美咲", "技術サポートスキル",
         "0368509999@0368939999", "局番スキル名1",
         _ago(minutes=50) - timedelta(seconds=45), timedelta(seconds=120), 2, "mulaw",
+        style=Style(overtalks=4, backchannels=3),
     ),
     SampleCall(
         DOC_TENANT, 942140, 1,
@@ -158,6 +170,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         0, "08075082398", "05053698333", "F99971353", "コムデザイン一郎", "着信スキル名1",
         "0368509999@0368939999", "局番スキル名1",
         _ago(days=1, hours=4), timedelta(seconds=75), 2, "pcm16",
+        acoustics=Acoustics(party_gain_db=(-18.0, 0.0)),
     ),
     SampleCall(
         DOC_METADATA_TENANT, 35087859, 1,
@@ -165,6 +178,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         1, "05058085500", "0312349876", "F99971360", "高橋翔", "発信スキル",
         "0368509999@0368939999", "局番スキル名1",
         _ago(days=3), timedelta(seconds=30), 1, "pcm16",
+        style=Style(english=True, backchannels=0),
     ),
     SampleCall(
         DOC_METADATA_TENANT, 35080001, 1,
@@ -179,6 +193,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         1, "0312345678", "0667778888", "T00000101", "伊藤直樹", "営業発信スキル",
         "0312345678@0312340000", "東京営業",
         _ago(hours=6), timedelta(seconds=60), 2, "mulaw",
+        style=Style(overtalks=1), acoustics=Acoustics(bleed_db=-24.0, noise_dbfs=-50.0),
     ),
     SampleCall(
         OTHER_TENANT, 7002, 1,

@@ -1,23 +1,26 @@
-"""Deterministic, audible 8 kHz telephone WAVs, streamed in chunks of any total size.
+"""Deterministic 8 kHz telephone WAVs of real (synthesised) speech, streamed in chunks of any total size.
 
-A recording is never built in memory: one short "conversation period" (an agent turn, then a
-customer turn, as buzzy voice-like tones with syllable envelopes) is rendered once per seed and
-repeated. Each period starts and ends in silence, so the repetition has no clicks, and a chunk
-is a slice of a pre-repeated buffer, so streaming costs one memcpy per chunk (GB/s) and the
-simulator is never the bottleneck of a throughput benchmark.
+A sample call is a scripted :class:`~cte1_mcp.simulator.conversation.Conversation`, rendered once
+per process and sliced into chunks. A benchmark recording (any size up to 4 GiB) is never built in
+memory: one 60-second scripted conversation is rendered once per seed and repeated; it starts and
+ends in silence, so the repetition has no clicks, and a chunk is a slice of a pre-repeated buffer,
+so streaming costs one memcpy per chunk (GB/s) and the simulator is never the bottleneck of a
+throughput benchmark.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import struct
-import sys
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # numpy and the phrase bank load on the first request, not at import
+    import numpy as np
+    import numpy.typing as npt
+
+    from cte1_mcp.simulator.conversation import Conversation, Interval
 
 SAMPLE_RATE = 8000
 #: WAVE format tags (mmreg.h).
@@ -32,13 +35,18 @@ _RIFF_MAX = 0xFFFFFFFF
 
 @dataclass(frozen=True, slots=True)
 class WavSpec:
-    """What to generate: channel layout (1 = mixed, 2 = agent/customer), encoding, length, seed."""
+    """What to generate: channel layout (1 = mixed, 2 = customer/agent), encoding, length, content.
+
+    With a ``conversation`` the file is that script rendered (it must be ``frames`` long); without
+    one it is the seed's 60-second period repeated (benchmark recordings of any size).
+    """
 
     channels: Literal[1, 2]
     encoding: Encoding
     frames: int
     seed: int = 0
     sample_rate: int = SAMPLE_RATE
+    conversation: Conversation | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 2):
@@ -47,12 +55,20 @@ class WavSpec:
             raise ValueError("frames must be >= 0")
         if self.file_size - 8 > _RIFF_MAX:
             raise ValueError("a RIFF file cannot exceed 4 GiB")
+        if self.conversation is not None and self.conversation.frames != self.frames:
+            raise ValueError("the conversation must be exactly as long as the file")
 
     @classmethod
     def for_duration(
-        cls, seconds: float, *, channels: Literal[1, 2], encoding: Encoding, seed: int = 0
+        cls,
+        seconds: float,
+        *,
+        channels: Literal[1, 2],
+        encoding: Encoding,
+        seed: int = 0,
+        conversation: Conversation | None = None,
     ) -> WavSpec:
-        return cls(channels, encoding, round(seconds * SAMPLE_RATE), seed)
+        return cls(channels, encoding, round(seconds * SAMPLE_RATE), seed, conversation=conversation)
 
     @classmethod
     def for_file_size(
@@ -90,6 +106,23 @@ class WavSpec:
     @property
     def duration_seconds(self) -> float:
         return self.frames / self.sample_rate
+
+    def truth(self) -> tuple[tuple[Interval, ...], ...]:
+        """Per channel, the voiced intervals (seconds) the script placed there: the ground truth."""
+        if self.conversation is not None:
+            return self.conversation.truth(self.channels)
+        period = _period_conversation(self.seed)
+        repeats = -(-self.frames // period.frames)
+        end = self.duration_seconds
+        return tuple(
+            tuple(
+                (start + k * period.seconds, min(stop + k * period.seconds, end))
+                for k in range(repeats)
+                for start, stop in channel
+                if start + k * period.seconds < end
+            )
+            for channel in period.truth(self.channels)
+        )
 
 
 def wav_header(spec: WavSpec) -> bytes:
@@ -138,6 +171,13 @@ def iter_wav(spec: WavSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[by
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     yield wav_header(spec)
+    if spec.conversation is not None:
+        data = _rendered(spec.conversation, spec.channels, spec.encoding)
+        for offset in range(0, len(data), chunk_size):
+            yield data[offset : offset + chunk_size]
+        if spec.data_size & 1:
+            yield b"\x00"
+        return
     period = _period(spec.seed, spec.channels, spec.encoding)
     ring = period * (1 + -(-chunk_size // len(period)))  # any slice [p, p+chunk) with p < period fits
     position, remaining = 0, spec.data_size
@@ -157,47 +197,40 @@ def wav_bytes(spec: WavSpec) -> bytes:
 
 # --- content ------------------------------------------------------------------------------------
 
-
-def _voice_turn(rng: random.Random, pitch: float, seconds: float) -> list[float]:
-    """A talker's turn: syllables of a gliding harmonic tone, each with a sine envelope (0 at both ends)."""
-    out: list[float] = []
-    total = int(seconds * SAMPLE_RATE)
-    while len(out) < total:
-        length = int(rng.uniform(0.12, 0.32) * SAMPLE_RATE)
-        start, end = pitch * rng.uniform(0.85, 1.15), pitch * rng.uniform(0.85, 1.15)
-        loudness = rng.uniform(0.55, 1.0)
-        phase = 0.0
-        for i in range(length):
-            freq = start + (end - start) * i / length
-            phase += 2 * math.pi * freq / SAMPLE_RATE
-            tone = math.sin(phase) + 0.5 * math.sin(2 * phase) + 0.25 * math.sin(3 * phase)
-            out.append(loudness * math.sin(math.pi * i / length) * tone / 1.75)
-        out.extend([0.0] * int(rng.uniform(0.04, 0.14) * SAMPLE_RATE))
-    return out
+#: Length of a benchmark recording's repeated conversation.
+PERIOD_SECONDS = 60.0
 
 
-@lru_cache(maxsize=64)
-def _period(seed: int, channels: int, encoding: Encoding) -> bytes:
-    """One seeded conversation period (agent speaks, pause, customer speaks, pause), encoded."""
-    rng = random.Random(seed)  # noqa: S311 -- reproducible test audio, not secrets
-    agent = _voice_turn(rng, rng.uniform(190.0, 260.0), rng.uniform(1.5, 3.0))
-    customer = _voice_turn(rng, rng.uniform(120.0, 170.0), rng.uniform(1.5, 3.0))
-    gap = [0.0] * int(rng.uniform(0.25, 0.6) * SAMPLE_RATE)
-    silence_a, silence_c = [0.0] * len(agent), [0.0] * len(customer)
-    agent_track = agent + gap + silence_c + gap
-    customer_track = silence_a + gap + customer + gap
-    peak = 0.6 * 32767
-    if channels == 1:
-        samples = [round(peak * (a + c)) for a, c in zip(agent_track, customer_track, strict=True)]
-    else:
-        samples = [round(peak * s) for pair in zip(agent_track, customer_track, strict=True) for s in pair]
+@lru_cache(maxsize=8)
+def _rendered(conversation: Conversation, channels: Literal[1, 2], encoding: Encoding) -> bytes:
+    """A sample call's data chunk (a few MB at most), rendered once per process."""
+    from cte1_mcp.simulator.conversation import render
+
+    return encode(render(conversation, channels), encoding)
+
+
+def _period_conversation(seed: int) -> Conversation:
+    from cte1_mcp.simulator.conversation import Style, scripted
+
+    return scripted(PERIOD_SECONDS, seed, Style(overtalks=1, backchannels=1))
+
+
+@lru_cache(maxsize=4)
+def _period(seed: int, channels: Literal[1, 2], encoding: Encoding) -> bytes:
+    """One seeded 60-second conversation, encoded: what a benchmark recording repeats."""
+    from cte1_mcp.simulator.conversation import render
+
+    return encode(render(_period_conversation(seed), channels), encoding)
+
+
+def encode(samples: npt.NDArray[np.int16], encoding: Encoding) -> bytes:
+    """Interleaved little-endian 16-bit PCM, or one G.711 μ-law byte per sample."""
+    import numpy as np
+
     if encoding == "pcm16":
-        pcm = array("h", samples)
-        if sys.byteorder == "big":
-            pcm.byteswap()
-        return pcm.tobytes()
-    table = _mulaw_table()
-    return bytes(table[s & 0xFFFF] for s in samples)
+        return samples.astype("<i2", copy=False).tobytes()
+    table = np.frombuffer(_mulaw_table(), dtype=np.uint8)
+    return table[samples.view(np.uint16)].tobytes()
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,222 @@
+"""The analytics, timeline and clip use cases, on top of the recording service and its repository.
+
+Each result is computed once per stored version of a recording and kept beside it as a derived
+artefact (private, retained, evicted and size-counted with the recording): a second call costs
+neither an analysis nor an upstream request. The CPU work (decoding, detection, drawing,
+encoding) runs in a worker thread, never on the event loop; one analysis per artefact runs at a
+time in this process, so concurrent callers share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics, analyse
+from cte1_mcp.audio.clips import MIME_TYPES, ClipPlan, ClipRequest, cut, plan
+from cte1_mcp.audio.decode import AudioStream, probe
+from cte1_mcp.errors import RecordingGone
+from cte1_mcp.models import CallKey, Recording
+from cte1_mcp.progress import Progress, ProgressCallback
+from cte1_mcp.service import RecordingService
+
+logger = logging.getLogger(__name__)
+
+
+def clip_uri(key: CallKey, clip: ClipPlan) -> str:
+    """``…/clip?start=&end=&channel=&format=&rate=`` (seconds to the millisecond the artefact is
+    named by; channel mix, 0 or 1), so reading it back names the same clip."""
+    return (
+        f"{key.uri('clip')}?start={_seconds(clip.start_seconds)}&end={_seconds(clip.end_seconds)}"
+        f"&channel={clip.channel_name}&format={clip.format}&rate={clip.sample_rate}"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """A cut, converted clip as stored: its bytes and the facts a result reports."""
+
+    plan: ClipPlan
+    data: bytes
+    sha256: str
+    mime_type: str
+    uri: str
+    #: The artefact's file (local store only; offer it over stdio only).
+    path: Path | None
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.plan.duration_seconds
+
+
+class AnalysisService:
+    """get_call_analytics / get_call_clip and the timeline and analytics resources use this."""
+
+    def __init__(self, recordings: RecordingService) -> None:
+        self.recordings = recordings
+        self.settings = recordings.settings
+        self.repository = recordings.repository
+        self._locks: dict[tuple[CallKey, str, str], anyio.Lock] = {}
+
+    @property
+    def _roles_tag(self) -> str:
+        """Labels are part of a stored analysis: another CTE1_CHANNEL_ROLES means another artefact."""
+        roles = ",".join(self.settings.channel_roles)
+        return f"{zlib.crc32(roles.encode()):08x}"
+
+    async def analytics(
+        self, key: CallKey, on_progress: ProgressCallback | None = None
+    ) -> tuple[Recording, CallAnalytics]:
+        """The complete analysis (every segment); tool results use ``.capped()``."""
+        name = f"analytics-v{ANALYSER_VERSION}-{self._roles_tag}.json"
+
+        def compute(recording: Recording, report: _Reporter) -> bytes:
+            report.start(recording)
+            with self.repository.open_audio(recording) as file:
+                result = analyse(file, self.settings.channel_roles, on_block=report.analysed)
+            report.finish(recording)
+            return result.model_copy(update={"timelineUri": recording.key.uri("timeline")}).to_json()
+
+        recording, data = await self._artifact(key, name, compute, on_progress)
+        return recording, CallAnalytics.model_validate_json(data)
+
+    async def timeline_png(
+        self, key: CallKey, on_progress: ProgressCallback | None = None
+    ) -> tuple[Recording, bytes]:
+        """The timeline picture (PNG) of the analysis."""
+        _, analytics = await self.analytics(key, on_progress)
+        name = f"timeline-v{ANALYSER_VERSION}-{self._roles_tag}.png"
+        title = f"Call {key.tenant_id}/{key.session_id}/{key.record_id}"
+
+        def draw(_: Recording, report: _Reporter) -> bytes:
+            from cte1_mcp.audio.timeline import render_png
+
+            return render_png(analytics, title)
+
+        return await self._artifact(key, name, draw, on_progress)
+
+    async def clip(
+        self, key: CallKey, request: ClipRequest, on_progress: ProgressCallback | None = None
+    ) -> tuple[Recording, Clip]:
+        """A clip cut from the stored recording: InvalidParameter (before any decoding) when the
+        range, channel or length does not fit this recording."""
+        recording = await self.recordings.get(key, on_progress)
+        audio = recording.audio.format
+        duration, channels = audio.duration_seconds, audio.channels
+        if duration is None or channels is None:  # sniffing could not tell: read the header only
+            stream = await anyio.to_thread.run_sync(self._probe, recording)
+            duration, channels = stream.duration_seconds, stream.channels
+        clip = plan(
+            request,
+            duration=duration,
+            channels=channels,
+            roles=self.settings.channel_roles,
+            max_seconds=self.settings.clip_max_seconds,
+        )
+
+        def encode(recording: Recording, report: _Reporter) -> bytes:
+            with self.repository.open_audio(recording) as file:
+                return cut(file, clip)
+
+        recording, data = await self._artifact(key, clip.artifact_name, encode, on_progress)
+        digest = await anyio.to_thread.run_sync(hashlib.sha256, data)  # up to tens of MB
+        return recording, Clip(
+            clip,
+            data,
+            digest.hexdigest(),
+            MIME_TYPES[clip.format],
+            clip_uri(key, clip),
+            self.repository.artifact_path(recording, clip.artifact_name),
+        )
+
+    def _probe(self, recording: Recording) -> AudioStream:
+        with self.repository.open_audio(recording) as file:
+            return probe(file)
+
+    async def _artifact(
+        self,
+        key: CallKey,
+        name: str,
+        compute: Callable[[Recording, _Reporter], bytes],
+        on_progress: ProgressCallback | None,
+    ) -> tuple[Recording, bytes]:
+        """The stored artefact, or compute it once (in a worker thread) and store it. A recording
+        evicted meanwhile is fetched again once."""
+        for attempt in (1, 2):
+            recording = await self.recordings.get(key, on_progress)
+            lock = self._locks.setdefault((key, recording.audio.sha256, name), anyio.Lock())
+            try:
+                async with lock:
+                    stored = await self.repository.read_artifact(recording, name)
+                    if stored is not None:
+                        return recording, stored
+                    reporter = _Reporter(on_progress)
+                    data = await anyio.to_thread.run_sync(compute, recording, reporter)
+                    await self.repository.write_artifact(recording, name, data)
+                    return recording, data
+            except RecordingGone:
+                if attempt == 2:
+                    raise
+                logger.info("%s was evicted during analysis; fetching it again", key)
+            finally:
+                if not lock.locked() and not lock.statistics().tasks_waiting:  # nobody else on it
+                    self._locks.pop((key, recording.audio.sha256, name), None)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Reporter:
+    """Progress from the worker thread, delivered on the event loop."""
+
+    #: Intermediate progress is sent at most this often (fractions of the recording).
+    STEP = 0.1
+
+    def __init__(self, on_progress: ProgressCallback | None) -> None:
+        self._emit = on_progress
+        self._sent = 0.0
+
+    def analysed(self, seconds: float, total: float) -> None:
+        """From the analyser, after each block: every tenth of the recording, not every block."""
+        if total and seconds / total - self._sent >= self.STEP and seconds < total:
+            self._sent = seconds / total
+            self._send(
+                Progress(
+                    "analysing",
+                    round(seconds, 1),
+                    round(total, 1),
+                    f"Analysed {seconds:.0f} of {total:.0f} s",
+                )
+            )
+
+    def start(self, recording: Recording) -> None:
+        seconds = recording.audio.format.duration_seconds
+        length = f"{seconds / 60:.1f} minutes of audio" if seconds else "the recording"
+        self._send(Progress("analysing", 0, seconds, f"Analysing {length}"))
+
+    def finish(self, recording: Recording) -> None:
+        seconds = recording.audio.format.duration_seconds
+        self._send(Progress("analysing", seconds or 1, seconds or 1, "Analysis done"))
+
+    def _send(self, progress: Progress) -> None:
+        emit = self._emit
+        if emit is not None:
+
+            async def deliver() -> None:
+                await emit(progress)
+
+            anyio.from_thread.run(deliver)
