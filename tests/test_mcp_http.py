@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.mcp_harness import EXAMPLE, server_env, structured
+from tests.mcp_harness import CLIP_MAX_SECONDS, EXAMPLE, check_analysis_surface, server_env, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +93,7 @@ async def test_initialize_and_tool_call_over_http(env: dict[str, str], simulator
     with http_server(env) as url:
         async with Client(url) as client:
             tools = await client.list_tools()
-            assert {t.name for t in tools.tools} == {"get_call_metadata", "get_call_audio"}
+            assert {"get_call_metadata", "get_call_audio"} <= {t.name for t in tools.tools}
             result = await client.call_tool("get_call_audio", EXAMPLE)
     audio = structured(result)["audio"]
     assert audio["sizeBytes"] > 0
@@ -138,3 +138,15 @@ async def test_token_is_required_when_configured(env: dict[str, str]) -> None:
             Client(streamable_http_client(url, http_client=authed)) as client,
         ):
             structured(await client.call_tool("get_call_metadata", EXAMPLE))
+
+
+async def test_analytics_clips_and_their_resources_over_http(simulator: Any, tmp_path: Path) -> None:
+    env = server_env(
+        simulator.url,
+        tmp_path / "cache",
+        CTE1_CHANNEL_ROLES="customer,agent",
+        CTE1_CLIP_MAX_SECONDS=str(CLIP_MAX_SECONDS),
+    )
+    with http_server(env) as url:
+        async with Client(url) as client:
+            await check_analysis_surface(client, simulator, local=False)
