@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench simulator serve clean
+.PHONY: demo config test lint typecheck pytest bench simulator serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 ## demo: the server against the embedded CT-e1 simulator, no credentials needed
 demo: $(STAMP)
 	$(BIN)/cte1-mcp demo
+
+## config: print a Claude Desktop configuration with this checkout's absolute command path
+config: $(STAMP)
+	@$(BIN)/cte1-mcp config
 
 ## test: lint, format check, strict type check, and the whole test suite
 test: lint typecheck pytest

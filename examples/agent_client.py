@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from mcp import Client, StdioServerParameters
@@ -60,12 +61,26 @@ async def main(demo: bool, output: Path) -> None:
                 next(c for c in read.contents if isinstance(c, BlobResourceContents)).blob
             )
         assert hashlib.sha256(data).hexdigest() == audio["sha256"]
-        output.mkdir(parents=True, exist_ok=True)
         target = output / f"call-{key['tenantId']}-{key['sessionId']}-{key['recordId']}.wav"
-        target.write_bytes(data)
+        save_privately(target, data)
         print(
             f"saved the longest call's recording ({audio['durationSeconds']} s, {len(data):,} bytes) to {target}"
         )
+
+
+def save_privately(target: Path, data: bytes) -> None:
+    """Recordings are personal data: 0600 in a 0700 directory, written whole or not at all."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        Path(partial).replace(target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.mcp_harness import EXAMPLE
 from tests.test_mcp_http import free_port, wait_for_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -18,12 +23,38 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
     return {**env, "CTE1_CACHE_DIR": str(tmp_path / "cache"), "CTE1_LOG_LEVEL": "WARNING"}
 
 
-def test_client_config_is_valid_and_names_the_command() -> None:
-    config = json.loads((EXAMPLES / "claude_desktop_config.json").read_text())
-    servers = config["mcpServers"]
-    assert servers["cte1"]["command"] == "cte1-mcp"
-    assert {"CTE1_BASE_URL", "CTE1_SOURCE_UUID", "CTE1_API_KEY_FILE"} <= set(servers["cte1"]["env"])
-    assert servers["cte1-demo"]["args"] == ["serve", "--demo"]
+def test_client_config_matches_what_config_prints() -> None:
+    # Before: "command": "cte1-mcp", which a desktop client does not find on its PATH.
+    example = json.loads((EXAMPLES / "claude_desktop_config.json").read_text())["mcpServers"]
+    checkout = str(EXAMPLES.parent)
+    printed = subprocess.run(
+        [sys.executable, "-m", "cte1_mcp", "config"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("CTE1_")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    servers = json.loads(printed.stdout)["mcpServers"]
+    for name in ("cte1", "cte1-demo"):
+        assert example[name]["command"].replace("<checkout>", checkout) == servers[name]["command"]
+        assert example[name]["args"] == servers[name]["args"]
+    assert {"CTE1_BASE_URL", "CTE1_SOURCE_UUID", "CTE1_API_KEY_FILE"} <= set(example["cte1"]["env"])
+    assert set(servers["cte1"]["env"]) == {"CTE1_BASE_URL", "CTE1_SOURCE_UUID", "CTE1_API_KEY_FILE"}
+    assert example["cte1-demo-uvx"]["args"][:3] == ["--from", "<checkout>", "cte1-mcp"]
+
+
+@pytest.mark.anyio
+async def test_example_demo_entry_starts_with_the_checkout_filled_in(tmp_path: Path) -> None:
+    entry = json.loads((EXAMPLES / "claude_desktop_config.json").read_text())["mcpServers"]["cte1-demo"]
+    params = StdioServerParameters(
+        command=entry["command"].replace("<checkout>", str(EXAMPLES.parent)),
+        args=entry["args"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)},
+    )
+    async with Client(params, read_timeout_seconds=60) as client:
+        result = await client.call_tool("get_call_metadata", EXAMPLE)
+    assert not result.is_error
 
 
 def test_agent_client_saves_the_longest_call(tmp_path: Path) -> None:
@@ -40,6 +71,29 @@ def test_agent_client_saves_the_longest_call(tmp_path: Path) -> None:
     assert [p.name for p in saved] == ["call-05053698341-942125-1.wav"]  # 280 s: the longest of the three
     assert saved[0].read_bytes()[:4] == b"RIFF"
     assert "saved the longest call's recording" in done.stdout
+    # Recordings are personal data wherever they are written (before: 0644 from the umask).
+    assert stat.S_IMODE(saved[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(output.stat().st_mode) == 0o700
+    assert [p.name for p in output.iterdir()] == [saved[0].name]  # no partial file left
+
+
+def test_demo_saves_its_wav_privately(tmp_path: Path) -> None:
+    output = tmp_path / "cte1-demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "cte1_mcp", "demo", "--output", str(output)],
+        env={**demo_env(tmp_path), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    saved = sorted(output.iterdir())
+    assert "call-05053698341-942125-1.wav" in [p.name for p in saved]
+    assert not [p for p in saved if p.name.endswith(".part")]  # no partial file left
+    for path in saved:  # the WAV and anything derived from it (the timeline picture)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path  # before: 0644
+    assert stat.S_IMODE(output.stat().st_mode) == 0o700
+    assert "sha256 matches" in done.stdout
 
 
 def test_http_client_with_a_token(tmp_path: Path) -> None:

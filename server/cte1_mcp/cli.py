@@ -1,16 +1,20 @@
-"""The ``cte1-mcp`` command: serve (stdio / HTTP, or against the embedded simulator), simulator, demo.
+"""The ``cte1-mcp`` command: serve (stdio / HTTP, or against the embedded simulator), check, config,
+simulator, demo.
 
 Heavy modules are imported inside each command so start-up stays quick and ``--help`` instant.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import anyio
 import click
@@ -20,12 +24,72 @@ from cte1_mcp.errors import ConfigurationError
 
 T = TypeVar("T")
 
-#: Exit status for bad or missing configuration (the settings error lists every problem).
+#: Exit status for bad or missing configuration (the message lists every problem).
 EXIT_CONFIG = 2
 
+#: Settings ``check`` and ``config`` are about: reaching CT-e1 (the rest only matters when serving).
+UPSTREAM_SETTINGS = (
+    "base_url",
+    "api_version",
+    "source_uuid",
+    "api_key",
+    "api_key_file",
+    "allowed_tenants",
+    "min_interval_seconds",
+    "timeout_seconds",
+    "ca_bundle",
+    "cache_dir",
+    "redis_url",
+)
+#: Settings that are paths: made absolute in a printed configuration (a client starts elsewhere).
+PATH_SETTINGS = ("api_key_file", "cache_dir", "ca_bundle", "audit_log")
 
-@click.group(invoke_without_command=True)
-@click.version_option(__version__, prog_name="cte1-mcp")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class _WithEnvironment(click.Command):
+    """A command whose help ends with the ``CTE1_*`` variables it reads (imported only for help)."""
+
+    def __init__(self, *args: Any, settings: tuple[str, ...] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings_names = settings
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _environment_help(formatter, self.settings_names)
+
+
+class _Group(click.Group):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _environment_help(formatter, None)
+
+
+def _environment_help(formatter: click.HelpFormatter, names: tuple[str, ...] | None) -> None:
+    from cte1_mcp.settings import Settings, default_cache_dir
+
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if names is not None and name not in names:
+            continue
+        if field.is_required():
+            default = "required"
+        elif name == "cache_dir":
+            default = str(default_cache_dir())
+        elif field.default in (None, (), ""):
+            default = "none"
+        elif isinstance(field.default, bool):
+            default = str(field.default).lower()
+        else:
+            default = str(field.default)
+        rows.append((f"CTE1_{name.upper()}", f"{field.description} [{default}]"))
+    if rows:
+        with formatter.section("Environment (every setting is a CTE1_* variable; see the README)"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_Group, invoke_without_command=True, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="cte1-mcp")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """MCP server for CT-e1/SaaS call recordings. With no command: serve MCP over stdio."""
@@ -33,34 +97,97 @@ def main(ctx: click.Context) -> None:
         ctx.invoke(serve)
 
 
-@main.command()
+@main.command(cls=_WithEnvironment, context_settings=CONTEXT)
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP bind address.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="HTTP port.")
 @click.option(
-    "--demo", is_flag=True, help="Serve against the embedded CT-e1 simulator; needs no configuration."
+    "--stateless",
+    is_flag=True,
+    help="HTTP only: keep no per-session state, so any replica behind a load balancer can answer "
+    "any request (or CTE1_HTTP_STATELESS=true).",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Serve against the embedded CT-e1 simulator, with a fresh temporary store; needs no configuration.",
 )
 def serve(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8000,
+    stateless: bool = False,
     demo: bool = False,
 ) -> None:
     """Serve MCP: over stdio (default) or Streamable HTTP at /mcp."""
     from cte1_mcp import runner
     from cte1_mcp.settings import load_settings
 
+    if stateless and transport != "http":
+        raise click.UsageError("--stateless applies to --transport http only")
     with _simulator_settings() if demo else _nothing() as overrides:
         settings = _or_exit(lambda: load_settings(**overrides))
         if transport == "stdio":
             _run(lambda: runner.serve_stdio(settings))
         else:
-            _run(lambda: runner.serve_http(settings, host, port))
+            _run(
+                lambda: runner.serve_http(
+                    settings, host, port, stateless=stateless or settings.http_stateless
+                )
+            )
 
 
-@main.command()
+@main.command(cls=_WithEnvironment, settings=UPSTREAM_SETTINGS, context_settings=CONTEXT)
+@click.option(
+    "--call",
+    "call",
+    default=None,
+    metavar="TENANT/SESSION/RECORD",
+    help="Ask for this call instead of one that surely does not exist (its recording is not downloaded).",
+)
+def check(call: str | None) -> None:
+    """Check the configuration, then make ONE request to CT-e1 and say what its answer means.
+
+    It asks for a call that surely does not exist: the platform's documented answer is an HTTP 200
+    failure, which proves URL, key, IP allow-listing and TLS right. Exit 0 only for an answer the
+    API documents; 1 when the platform (or the way to it) says something is wrong; 2 for a bad
+    configuration. The request waits for the spacing shared with every server using this key.
+    """
+    from cte1_mcp.settings import load_settings
+
+    settings = _or_exit(load_settings)
+    key = _or_exit(lambda: _parse_call(call)) if call else None
+    _run(lambda: _check(settings, key))
+
+
+@main.command(cls=_WithEnvironment, settings=UPSTREAM_SETTINGS, context_settings=CONTEXT)
+@click.option("--demo", is_flag=True, help="Only the entry for `serve --demo` (works as printed).")
+@click.option(
+    "--uvx",
+    is_flag=True,
+    help="Start the server with `uvx --from <this checkout> cte1-mcp` instead of the installed command.",
+)
+def config(demo: bool, uvx: bool) -> None:
+    """Print a Claude Desktop / stdio-client configuration that starts this installation.
+
+    The command is this installation's absolute path (desktop clients do not see your shell's PATH
+    or virtualenv). The "cte1" entry's env holds the CTE1_* variables set now, paths made absolute,
+    placeholders for missing ones, never a secret (give the key as CTE1_API_KEY_FILE); the
+    "cte1-demo" entry runs against the embedded simulator and works as printed.
+    """
+    command = _uvx_command if uvx else _installed_command
+    servers: dict[str, Any] = {}
+    if not demo:
+        servers["cte1"] = {**command([]), "env": _client_env()}
+    servers["cte1-demo"] = command(["serve", "--demo"])
+    click.echo(json.dumps({"mcpServers": servers}, indent=2, ensure_ascii=False))
+
+
+@main.command(context_settings=CONTEXT)
 @click.option("--host", default=None, help="Bind address.  [default: 127.0.0.1]")
-@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port.  [default: 8787]")
+@click.option(
+    "--port", default=None, type=click.IntRange(0, 65535), help="Port; 0 picks a free one.  [default: 8787]"
+)
 @click.option(
     "--api-key",
     envvar="CTE1_SIMULATOR_API_KEY",
@@ -86,47 +213,74 @@ def simulator(
     from cte1_mcp.simulator.server import serve as serve_simulator
 
     config = SimulatorConfig()
-    serve_simulator(
-        SimulatorConfig(
-            host=host or config.host,
-            port=config.port if port is None else port,
-            api_key=api_key or config.api_key,
-            source_uuid=source_uuid or config.source_uuid,
-            min_interval=config.min_interval if min_interval is None else min_interval,
-        )
+    chosen = SimulatorConfig(
+        host=host or config.host,
+        port=config.port if port is None else port,
+        api_key=api_key or config.api_key,
+        source_uuid=source_uuid or config.source_uuid,
+        min_interval=config.min_interval if min_interval is None else min_interval,
     )
+    try:
+        serve_simulator(chosen)
+    except OSError as exc:  # the bind: the port is taken, or the address is not this machine's
+        _fail(f"the simulator cannot listen on {chosen.host}:{chosen.port} ({exc.strerror or exc})")
 
 
-@main.command()
+@main.command(context_settings=CONTEXT)
 @click.option(
     "--output",
     default="cte1-demo",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where the demo saves the WAV it fetches.",
+    help="Where the demo saves the WAV it fetches (private: 0700 directory, 0600 file).",
 )
 def demo(output: Path) -> None:
-    """Walk through the server against the simulator with the official MCP client (under a minute)."""
+    """Walk through the server against the simulator with the official MCP client (about 13 s)."""
     from cte1_mcp.demo import run_demo
 
     _run(lambda: run_demo(output))
 
 
+# --- serve --demo ----------------------------------------------------------------------------
+
+
 @contextmanager
 def _simulator_settings() -> Iterator[dict[str, Any]]:
-    """A simulator on a free loopback port, and the settings that point the server at it."""
-    from cte1_mcp.settings import default_cache_dir
+    """A simulator on a free loopback port, and settings that point the server at it.
+
+    The store is a fresh temporary directory (0700), removed at exit: each simulator starts a new
+    clock, so a store kept from an earlier run would serve that run's calls.
+    """
     from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID, SimulatorConfig
     from cte1_mcp.simulator.server import run_in_thread
 
-    with run_in_thread(SimulatorConfig(port=0)) as running:
+    with (
+        _terminate_cleanly(),
+        run_in_thread(SimulatorConfig(port=0)) as running,
+        tempfile.TemporaryDirectory(prefix="cte1-mcp-demo-") as store,
+    ):
         yield {
             "base_url": running.url,
             "source_uuid": DEFAULT_SOURCE_UUID,
             "api_key": DEFAULT_API_KEY,
             "api_key_file": None,
-            "cache_dir": Path(os.environ.get("CTE1_CACHE_DIR") or default_cache_dir() / "demo"),
+            "cache_dir": Path(store),
         }
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM (how clients and process managers stop a server) unwinds like Ctrl-C instead of
+    killing the process on the spot, so the demo's temporary store is removed."""
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -134,19 +288,159 @@ def _nothing() -> Iterator[dict[str, Any]]:
     yield {}
 
 
+# --- check -----------------------------------------------------------------------------------
+
+
+def _parse_call(call: str) -> Any:
+    from cte1_mcp.models import CallKey
+
+    parts = call.split("/")
+    try:
+        key = CallKey(parts[0], int(parts[1]), int(parts[2])) if len(parts) == 3 else None
+    except ValueError:
+        key = None
+    if key is None:
+        raise ConfigurationError(
+            f"--call {call[:80]!r} is not TENANT/SESSION/RECORD (digits, e.g. 05053698341/942125/1)"
+        )
+    return key
+
+
+async def _check(settings: Any, key: Any) -> None:
+    from cte1_mcp.check import probe_key, run_check
+    from cte1_mcp.coordination import open_coordination
+
+    key = key or probe_key(settings)
+    url = settings.base_url
+    say = _stderr_line
+    say(
+        f"configuration: ok (CT-e1 at {url.host}, API {settings.api_version}, sourceUuid {settings.source_uuid})"
+    )
+    say(f"request: POST {settings.audio_data_url} for call {key}")
+
+    async def waiting(seconds: float) -> None:
+        say(f"  waiting {seconds:.1f} s for the request spacing shared with other servers using this key")
+
+    # The spacing is shared through the cache directory (or Redis), as the servers share it.
+    settings.cache_dir.expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
+    async with open_coordination(settings) as coordination:
+        result = await run_check(settings, coordination.spacer, key=key, on_wait=waiting)
+    say(f"answer: {result.answer}")
+    say(f"verdict: {result.verdict.value}")
+    say(f"Next: {result.next_step}")
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def _installed_command(args: list[str]) -> dict[str, Any]:
+    """This installation's ``cte1-mcp`` by absolute path (never resolving the venv's python link)."""
+    bin_dir = Path(sys.executable).absolute().parent
+    script = bin_dir / "cte1-mcp"
+    if script.is_file() and os.access(script, os.X_OK):
+        return {"command": str(script), "args": args}
+    return {"command": str(Path(sys.executable).absolute()), "args": ["-m", "cte1_mcp", *args]}
+
+
+def _uvx_command(args: list[str]) -> dict[str, Any]:
+    import cte1_mcp
+
+    checkout = Path(cte1_mcp.__file__).resolve().parents[2]
+    if not (checkout / "pyproject.toml").is_file():
+        _fail("this installation is not a checkout: `--uvx` needs the directory holding pyproject.toml")
+    return {"command": "uvx", "args": ["--from", str(checkout), "cte1-mcp", *args]}
+
+
+def _client_env() -> dict[str, str]:
+    """The ``CTE1_*`` variables set now, for a client's config: secrets left out, paths absolute."""
+    from cte1_mcp.settings import Settings
+
+    env: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        variable = f"CTE1_{name.upper()}"
+        value = os.environ.get(variable)
+        if value is None:
+            continue
+        if "SecretStr" in str(field.annotation):  # a key, a token, a URL that may hold a password
+            _stderr_line(
+                f"cte1-mcp: {variable} is set but not copied (a secret does not belong in a client's config "
+                "file)"
+                + (
+                    "; put the key in a file (chmod 600) and set CTE1_API_KEY_FILE."
+                    if name == "api_key"
+                    else "."
+                )
+            )
+            continue
+        env[variable] = str(Path(value).expanduser().absolute()) if name in PATH_SETTINGS else value
+    placeholders = {
+        "CTE1_BASE_URL": "https://your-cte1-domain.example.jp",
+        "CTE1_SOURCE_UUID": "00000000-0000-4000-8000-000000000000",
+        "CTE1_API_KEY_FILE": str(Path.home() / ".config" / "cte1-mcp" / "api-key"),
+    }
+    missing = [variable for variable in placeholders if variable not in env]
+    if "CTE1_API_KEY_FILE" in missing:
+        _stderr_line("cte1-mcp: give the key as CTE1_API_KEY_FILE: the file's first line is the key.")
+    for variable in missing:
+        env[variable] = placeholders[variable]
+    if missing:
+        _stderr_line(f"cte1-mcp: {', '.join(missing)} hold placeholders: put your own in.")
+    return env
+
+
+# --- running and failing ---------------------------------------------------------------------
+
+
 def _or_exit(build: Callable[[], T]) -> T:
     try:
         return build()
     except ConfigurationError as error:
-        click.echo(f"cte1-mcp: {error.message}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _configuration_exit(error)
 
 
 def _run(main_coroutine: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run, and turn a configuration error into one message and exit 2, also when a task group
+    wrapped it in an ExceptionGroup (start-up runs inside task groups)."""
     try:
         anyio.run(main_coroutine)
     except ConfigurationError as error:
-        click.echo(f"cte1-mcp: {error.message}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _configuration_exit(error)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BaseExceptionGroup as group:
+        wrapped = _first(group, ConfigurationError)
+        if wrapped is not None:
+            _configuration_exit(wrapped)
+        if _first(group, KeyboardInterrupt) is not None:
+            sys.exit(130)
+        stop = _first(group, SystemExit)
+        if stop is not None:
+            sys.exit(stop.code)
+        raise
+
+
+def _first(group: BaseExceptionGroup[BaseException], kind: type[T]) -> T | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None
+
+
+def _configuration_exit(error: ConfigurationError) -> NoReturn:
+    _stderr_line(f"cte1-mcp: {error.message}\nNext: {error.next_step}")
+    sys.exit(EXIT_CONFIG)
+
+
+def _fail(message: str) -> NoReturn:
+    _stderr_line(f"cte1-mcp: {message}")
+    sys.exit(EXIT_CONFIG)
+
+
+def _stderr_line(line: str) -> None:
+    click.echo(line, err=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp import Client, StdioServerParameters
-from mcp_types import BlobResourceContents, CallToolResult, TextContent
+from mcp_types import BlobResourceContents, CallToolResult, ImageContent, TextContent
 
 from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID, SimulatorConfig
 from cte1_mcp.simulator.server import run_in_thread
@@ -35,6 +35,7 @@ async def run_demo(output: Path) -> None:
             "CTE1_API_KEY": DEFAULT_API_KEY,  # through the environment, never the command line
             "CTE1_CACHE_DIR": cache,
             "CTE1_LOG_LEVEL": "WARNING",  # keep the walkthrough readable
+            "CTE1_CHANNEL_ROLES": "customer,agent",  # the simulator's channel layout (README, Sample calls)
         }
         params = StdioServerParameters(command=sys.executable, args=["-m", "cte1_mcp"], env=env)
         async with Client(params) as client:
@@ -62,6 +63,9 @@ async def run_demo(output: Path) -> None:
             verdict = "matches" if hashlib.sha256(data).hexdigest() == audio["sha256"] else "DOES NOT match"
             say(f"   saved {len(data):,} bytes to {saved} (sha256 {verdict} the tool's)")
 
+            step("3b. analytics of the example call (computed once on the server; no audio leaves it)")
+            await show_analytics(client, output)
+
             step("4. documented errors, explained to the assistant")
             for arguments in (
                 {**EXAMPLE, "callId": 1},
@@ -72,8 +76,8 @@ async def run_demo(output: Path) -> None:
 
         requests = len(simulator.state.requests)
     step("summary")
-    say(f"platform requests: {requests} for 4 successful and 2 refused tool calls")
-    say(f"the WAV is in {output}/; total time {time.monotonic() - started:.1f} s")
+    say(f"platform requests: {requests} for 5 successful and 2 refused tool calls")
+    say(f"the WAV and its timeline PNG are in {output}/; total time {time.monotonic() - started:.1f} s")
 
 
 async def timed(client: Client, tool: str, arguments: dict[str, Any]) -> CallToolResult:
@@ -93,10 +97,37 @@ async def timed(client: Client, tool: str, arguments: dict[str, Any]) -> CallToo
     return result
 
 
-def save(output: Path, data: bytes) -> Path:
-    output.mkdir(parents=True, exist_ok=True)
-    saved = output / f"call-{EXAMPLE['tenantId']}-{EXAMPLE['sessionId']}-{EXAMPLE['recordId']}.wav"
-    saved.write_bytes(data)
+async def show_analytics(client: Client, output: Path) -> None:
+    """get_call_analytics of the example call: its figures, and its timeline PNG saved beside the WAV."""
+    result = await timed(client, "get_call_analytics", EXAMPLE)
+    analytics = structured(result)["analytics"]
+    say("   " + analytics["summary"])
+    for party in analytics["parties"]:
+        say(
+            f"   {party['label']:>9}: talk {party['talkSeconds']:6.1f} s ({party['talkPercent']:4.1f}%), "
+            f"{party['turns']} turns, longest {party['longestMonologueSeconds']} s, "
+            f"{party['interruptions']} interruptions, level {party['activeLevelDbfs']} dBFS"
+        )
+    png = next((c for c in result.content if isinstance(c, ImageContent)), None)
+    if png is not None:
+        saved = save(output, base64.b64decode(png.data), suffix=".png")
+        say(f"   timeline picture saved to {saved}")
+
+
+def save(output: Path, data: bytes, suffix: str = ".wav") -> Path:
+    """Write the recording privately (0600 in a 0700 directory) and atomically: it is personal data."""
+    output.mkdir(mode=0o700, parents=True, exist_ok=True)
+    saved = output / f"call-{EXAMPLE['tenantId']}-{EXAMPLE['sessionId']}-{EXAMPLE['recordId']}{suffix}"
+    fd, partial = tempfile.mkstemp(dir=output, prefix=".", suffix=".part")  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        Path(partial).replace(saved)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return saved
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+from typing import Any
 
+from cte1_mcp.audit import AuditLog
 from cte1_mcp.errors import ConfigurationError
-from cte1_mcp.mcp_server import Cte1MCPServer
+from cte1_mcp.mcp_server import Cte1MCPServer, Transport
 from cte1_mcp.service import RecordingService
 from cte1_mcp.settings import Settings, is_loopback
 
@@ -26,12 +29,67 @@ def configure_logging(settings: Settings) -> None:
 
 async def serve_stdio(settings: Settings) -> None:
     configure_logging(settings)
+    audit = _audit_log(settings)
     async with RecordingService.open(settings) as service:
-        await Cte1MCPServer(service, "stdio").run_stdio_async()
+        announce(settings, "stdio")
+        await mcp_server(service, "stdio", audit).run_stdio_async()
 
 
-async def serve_http(settings: Settings, host: str, port: int) -> None:
-    """Streamable HTTP at ``/mcp``; DNS-rebinding protection always on; a token off loopback."""
+def mcp_server(
+    service: RecordingService, transport: Transport, audit: AuditLog | None, **kwargs: Any
+) -> Cte1MCPServer:
+    """The MCP server, with an audit line per tool call and resource read when CTE1_AUDIT_LOG is set."""
+    if audit is None:
+        return Cte1MCPServer(service, transport, **kwargs)
+    from cte1_mcp.audited_server import AuditedMCPServer
+
+    return AuditedMCPServer(service, transport, audit=audit, **kwargs)
+
+
+def _audit_log(settings: Settings) -> AuditLog | None:
+    # Opened before anything else starts: a bad path is a configuration error (exit 2).
+    return AuditLog(settings.audit_log) if settings.audit_log is not None else None
+
+
+def announce(settings: Settings, transport: str) -> None:
+    """One line on stderr once the server is ready, so a person at a terminal knows it did not hang.
+
+    It names the upstream by host only (the path holds the sourceUuid), never the key.
+    """
+    url = settings.base_url
+    upstream = f"{url.host}:{url.port}" if url.port not in (None, 443, 80) else url.host
+    print(
+        f"cte1-mcp: ready on {transport}; CT-e1 at {upstream}, recordings stored in {settings.cache_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def http_problems(settings: Settings, host: str) -> list[str]:
+    """What binding ``host`` still needs, every problem at once (as the settings check lists them)."""
+    if is_loopback(host):
+        return []
+    problems = []
+    if settings.http_token is None:
+        problems.append(
+            f"  - CTE1_HTTP_TOKEN: is required to serve on {host} (not loopback): "
+            "a bearer token MCP clients must send"
+        )
+    if not settings.http_allowed_hosts:
+        problems.append(
+            f"  - CTE1_HTTP_ALLOWED_HOSTS: is required to serve on {host}: the Host header values "
+            "clients use (e.g. mcp.example.internal:8000), checked against DNS rebinding"
+        )
+    return problems
+
+
+async def serve_http(settings: Settings, host: str, port: int, *, stateless: bool = False) -> None:
+    """Streamable HTTP at ``/mcp``; DNS-rebinding protection always on; a token off loopback.
+
+    ``stateless``: no session is kept in the process (each request carries all it needs), so
+    replicas behind a load balancer can answer any request. Progress still reaches the caller:
+    it travels on the SSE stream of the very POST that asked.
+    """
     # Imported here: stdio never needs them, and start-up time is what a stdio client waits for.
     import uvicorn
     from mcp.server.auth.settings import AuthSettings
@@ -40,37 +98,60 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
     from cte1_mcp.http_auth import StaticTokenVerifier
 
     configure_logging(settings)
-    loopback = is_loopback(host)
-    if not loopback and settings.http_token is None:
-        raise ConfigurationError(
-            f"serving on {host} (not loopback) requires CTE1_HTTP_TOKEN: a bearer token MCP clients must send"
-        )
+    problems = http_problems(settings, host)
+    if problems:
+        raise ConfigurationError("invalid configuration:\n" + "\n".join(problems))
+    audit = _audit_log(settings)
     allowed_hosts = list(settings.http_allowed_hosts)
-    if loopback:
+    if is_loopback(host):
         allowed_hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-    elif not allowed_hosts:
-        raise ConfigurationError(
-            f"serving on {host} requires CTE1_HTTP_ALLOWED_HOSTS: the Host header values clients use "
-            "(e.g. mcp.example.internal:8000), checked against DNS rebinding"
-        )
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=allowed_hosts,
         allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
     )
     async with RecordingService.open(settings) as service:
-        token = settings.http_token
-        server = Cte1MCPServer(
+        token = settings.http_token  # never blank: Settings refuses an empty one
+        server = mcp_server(
             service,
             "http",
-            token_verifier=StaticTokenVerifier(token) if token else None,
+            audit,
+            token_verifier=StaticTokenVerifier(token) if token is not None else None,
             # Nominal issuer (a static token, no OAuth server); fixed, so an IPv6 bind address
             # never has to be turned into a URL.
-            auth=AuthSettings(issuer_url="http://localhost", resource_server_url=None) if token else None,
+            auth=(
+                AuthSettings(issuer_url="http://localhost", resource_server_url=None)
+                if token is not None
+                else None
+            ),
         )
-        app = server.streamable_http_app(transport_security=security, host=host)
+        app = server.streamable_http_app(transport_security=security, host=host, stateless_http=stateless)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
         http = uvicorn.Server(config)
-        shown = f"[{host}]" if ":" in host else host
-        print(f"cte1-mcp: Streamable HTTP on http://{shown}:{port}/mcp", file=sys.stderr, flush=True)
-        await http.serve()
+        # Listening before the line is printed: whoever reads it can connect at once (and port 0
+        # shows the port chosen).
+        with _listening_socket(host, port) as sock:
+            shown = f"[{host}]" if ":" in host else host
+            mode = " (stateless)" if stateless else ""
+            print(
+                f"cte1-mcp: Streamable HTTP{mode} on http://{shown}:{sock.getsockname()[1]}/mcp",
+                file=sys.stderr,
+                flush=True,
+            )
+            await http.serve(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+            next_step="Choose another --port (or stop what uses it), or a --host this machine has.",
+        ) from None
+    return sock

@@ -1,0 +1,190 @@
+"""``CTE1_AUDIT_LOG``: one JSON line per tool call and resource read, so operators can say who
+fetched which recording (recordings are personal data).
+
+Each line is appended with one ``write(2)`` on a file opened ``O_APPEND``: on a local filesystem
+the kernel positions and writes it whole, so several server processes may share one file and
+their lines never interleave (not on NFS, whose appends are not atomic). The file is opened for
+every line, so a rotated log (renamed, then re-created) is picked up at once; it is created 0600
+and refused if anyone else may read it, or if it is a symbolic link.
+
+The service says when it really sent a request to CT-e1 through :func:`note_upstream_request`;
+what a line records is read from the request and its result only (no token, no recording data).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from cte1_mcp.errors import ConfigurationError, StorageError
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Longest client-given text (a URI, a tool name) copied into a line.
+MAX_FIELD_CHARS = 200
+_CALL_URI = re.compile(r"cte1://calls/([0-9]{1,32})/([0-9]{1,19})/([0-9]{1,19})/")
+
+
+@dataclass(slots=True)
+class UpstreamUse:
+    """Set by the service when this call (or resource read) really sent a request to CT-e1."""
+
+    requested: bool = False
+
+
+_upstream: ContextVar[UpstreamUse | None] = ContextVar("cte1_audit_upstream", default=None)
+
+
+def note_upstream_request() -> None:
+    """The service is about to send a request to CT-e1 on behalf of the current call.
+
+    The marker is a mutable object in a context variable, so a download running in another task
+    (single-flight copies the first caller's context) still marks the call that started it.
+    Callers that joined a download already under way are not marked: they caused no request.
+    """
+    use = _upstream.get()
+    if use is not None:
+        use.requested = True
+
+
+@contextmanager
+def watching_upstream() -> Iterator[UpstreamUse]:
+    use = UpstreamUse()
+    token = _upstream.set(use)
+    try:
+        yield use
+    finally:
+        _upstream.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What one line says; ``to_json`` is its one serialisation."""
+
+    operation: str  # "tools/call" or "resources/read"
+    transport: str
+    identity: str | None  # the HTTP token's fingerprint; None over stdio (the local user runs it)
+    client_name: str | None  # what the client calls itself (self-declared, for reading the log)
+    tool: str | None
+    resource: str | None
+    call: str | None  # tenantId/sessionId/recordId
+    outcome: str  # "ok" or the error's [code]
+    bytes_served: int
+    upstream_request: bool
+
+    def to_json(self, now: datetime | None = None) -> str:
+        moment = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line = {
+            "time": moment,
+            "operation": self.operation,
+            "transport": self.transport,
+            "identity": self.identity,
+            "clientName": self.client_name,
+            "tool": self.tool,
+            "resource": self.resource,
+            "call": self.call,
+            "outcome": self.outcome,
+            "bytesServed": self.bytes_served,
+            "upstreamRequest": self.upstream_request,
+            "server": {"host": _HOST, "pid": os.getpid()},
+        }
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+_HOST = socket.gethostname()
+
+
+class AuditLog:
+    """Appends entries to ``path``; checked once at start-up so a bad path stops the server there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.expanduser().absolute()
+        os.close(self._open())  # refuse a bad file now, with exit 2, not at the first call
+
+    async def append(self, entry: AuditEntry) -> None:
+        """``write`` from the event loop: in a worker thread (open, stat and write may wait on the
+        disk), and shielded, so a call the client cancels is still recorded."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.write, entry)
+
+    def write(self, entry: AuditEntry) -> None:
+        """One line, one write. Raises StorageError if it cannot be written: the caller then
+        serves nothing, since an access that cannot be recorded must not happen."""
+        data = (entry.to_json() + "\n").encode()
+        try:
+            fd = self._open()
+        except ConfigurationError as exc:
+            raise StorageError(exc.message, next_step=_NEXT) from None
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            raise StorageError(
+                f"The audit log could not be written ({exc.strerror}).", next_step=_NEXT
+            ) from None
+        finally:
+            os.close(fd)
+        if written != len(data):  # only on a full disk; the partial line ends where it stopped
+            raise StorageError("The audit log is full (a line was cut short).", next_step=_NEXT)
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, _FLAGS, 0o600)
+        except OSError as exc:
+            why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
+            raise ConfigurationError(
+                f"CTE1_AUDIT_LOG {self.path} {why}.",
+                next_step="Point CTE1_AUDIT_LOG at a file this user may create or append to, in an existing directory.",
+            ) from None
+        info = os.fstat(fd)
+        problem: str | None = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = "is not a regular file"
+        elif info.st_uid != os.geteuid():
+            problem = "belongs to another user"
+        elif info.st_mode & 0o077:
+            problem = f"may be read by other users (mode {stat.S_IMODE(info.st_mode):04o})"
+        if problem is not None:
+            os.close(fd)
+            raise ConfigurationError(
+                f"CTE1_AUDIT_LOG {self.path} {problem}; it records who fetched which recording.",
+                next_step=f"Run `chmod 600 {self.path}` if it is yours, or choose another path.",
+            )
+        return fd
+
+
+_NEXT = "Ask the operator to check CTE1_AUDIT_LOG (space, permissions); nothing is served until it can be written."
+
+
+def call_of_arguments(arguments: dict[str, Any]) -> str | None:
+    """``tenantId/sessionId/recordId`` when the arguments name a call plainly, else None."""
+    tenant, session, record = (arguments.get(name) for name in ("tenantId", "sessionId", "recordId"))
+    ids = (session, record)
+    if (
+        isinstance(tenant, str)
+        and re.fullmatch(r"[0-9]{1,32}", tenant)
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**63 for v in ids)
+    ):
+        return f"{tenant}/{session}/{record}"
+    return None
+
+
+def call_of_uri(uri: str) -> str | None:
+    match = _CALL_URI.match(uri)
+    return "/".join(match.groups()) if match else None
+
+
+def bounded(text: str) -> str:
+    return text if len(text) <= MAX_FIELD_CHARS else text[:MAX_FIELD_CHARS] + "…"

@@ -1,0 +1,197 @@
+"""``cte1-mcp check``: one real request that tells apart the ways a first set-up goes wrong.
+
+The MCP tools map every failure to a code an assistant can act on; an operator setting the
+server up needs the finer diagnosis instead: was it TLS, the key, the IP allow-list or the path?
+So this sends exactly one documented request, for a call that surely does not exist, and reads
+the answer at the HTTP level. The platform's documented answer to it is the "200 失敗" (HTTP 200,
+JSON ``{"status": "error", ...}``): that, or a recording, proves URL, key, allow-list and TLS
+right. The request goes through the spacing shared with every server using the same key.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from cte1_mcp.coordination.base import Spacer
+from cte1_mcp.cte1.answers import interpret
+from cte1_mcp.cte1.client import retry_after_seconds
+from cte1_mcp.cte1.redaction import Redactor
+from cte1_mcp.models import CallKey
+from cte1_mcp.settings import Settings
+
+#: A session id no tenant reaches (the largest the platform's integer can hold).
+PROBE_SESSION_ID = 2**31 - 1
+
+
+class Verdict(enum.Enum):
+    """What the one answer says about the set-up; ``ok`` only for an answer the API documents."""
+
+    ok = "ok"
+    key_refused = "key_refused"
+    not_found = "not_found"
+    rate_limited = "rate_limited"
+    tls = "tls"
+    unreachable = "unreachable"
+    unexpected = "unexpected"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    verdict: Verdict
+    #: What the platform answered, in a line (the platform's words verbatim, the key redacted).
+    answer: str
+    #: What to do about it.
+    next_step: str
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict is Verdict.ok else 1
+
+
+def probe_key(settings: Settings) -> CallKey:
+    """A call that surely does not exist, of a tenant the operator named if they named any."""
+    tenant = settings.allowed_tenants[0] if settings.allowed_tenants else "0"
+    return CallKey(tenant, PROBE_SESSION_ID, 1)
+
+
+async def run_check(
+    settings: Settings,
+    spacer: Spacer,
+    *,
+    key: CallKey | None = None,
+    on_wait: Callable[[float], Awaitable[None]] | None = None,
+) -> CheckResult:
+    """Send the one request (after the shared spacing) and judge its answer."""
+    key = key or probe_key(settings)
+    redactor = Redactor(settings)
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else True
+    )
+    await spacer.acquire(on_wait)
+    try:
+        async with (
+            httpx.AsyncClient(
+                timeout=settings.timeout_seconds,
+                verify=verify,
+                follow_redirects=False,
+                headers={"Accept-Encoding": "identity"},
+            ) as http,
+            http.stream(
+                "POST",
+                settings.audio_data_url,
+                json=key.request_body(),
+                headers={"Authorization": settings.authorization},
+            ) as response,
+        ):
+            # A recording is not read: its headers are answer enough.
+            body = b"" if _is_multipart(response) else await _head_of_body(response)
+    except httpx.HTTPError as exc:
+        return _transport_failure(exc, redactor)
+    if response.status_code == 429:
+        # Read as the server reads it (seconds or an HTTP date, capped), for everyone sharing the spacing.
+        wait = retry_after_seconds(response.headers.get("retry-after"), cap=settings.max_retry_after_seconds)
+        if wait is not None:
+            await spacer.defer(wait)
+    return judge(response.status_code, response.headers.get("content-type"), body, redactor)
+
+
+def judge(status: int, content_type: str | None, body: bytes, redactor: Redactor) -> CheckResult:
+    """The verdict for one HTTP answer to the probe."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if status == 200 and media_type.startswith("multipart/"):
+        return CheckResult(Verdict.ok, "HTTP 200 with a recording (multipart)", "Nothing to do.")
+    said = interpret(body, content_type, redactor)
+    words = f": {said.platform_message}" if said.platform_message else said.detail
+    if status == 200 and said.rate_limited:
+        return CheckResult(
+            Verdict.rate_limited,
+            f"HTTP 200 failure saying the rate limit was hit{words}",
+            "Another client with this key made a request just before; run the check again in a few seconds.",
+        )
+    if status == 200 and media_type.endswith("json"):  # the "200 失敗", whatever its fields
+        return CheckResult(
+            Verdict.ok,
+            f"HTTP 200 failure{words} (the documented answer for a call that does not exist)",
+            "Nothing to do: URL, key, IP allow-listing and TLS are right.",
+        )
+    if status in (401, 402, 403):
+        return CheckResult(
+            Verdict.key_refused,
+            f"HTTP {status}: the key was refused",
+            "Check CTE1_API_KEY / CTE1_API_KEY_FILE (the General API secret key, sent as "
+            "'Authorization: Bearer <key>'); ask the platform's administrator whether it is still valid.",
+        )
+    if status == 404:
+        return CheckResult(
+            Verdict.not_found,
+            "HTTP 404: CT-e1 answers this when the caller's IP address is not allow-listed, "
+            "and also when the path is wrong",
+            "Compare CTE1_SOURCE_UUID and CTE1_API_VERSION with the General API application form "
+            "(汎用API申込書); if they match, ask the administrator to allow-list this machine's "
+            "outgoing IP address (allow-listing is mandatory for retrieval APIs).",
+        )
+    if status == 429:
+        return CheckResult(
+            Verdict.rate_limited,
+            "HTTP 429: too many requests with this key",
+            "Another client with this key made a request just before; run the check again later.",
+        )
+    return CheckResult(
+        Verdict.unexpected,
+        f"HTTP {status} {media_type or 'without a Content-Type'}{words}",
+        "This is not an answer the General API documents: check CTE1_BASE_URL (a proxy or another "
+        "service may be answering).",
+    )
+
+
+def _transport_failure(exc: httpx.HTTPError, redactor: Redactor) -> CheckResult:
+    cause = _tls_cause(exc)
+    if cause is not None:
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        return CheckResult(
+            Verdict.tls,
+            f"TLS failed ({reason})",
+            "WRONG_VERSION_NUMBER or 'record layer failure' means the port does not speak TLS: check "
+            "the scheme and port of CTE1_BASE_URL. A certificate error means the server's certificate "
+            "is not trusted here: give the CA with CTE1_CA_BUNDLE.",
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return CheckResult(
+            Verdict.unreachable,
+            f"no answer within {type(exc).__name__} (CTE1_TIMEOUT_SECONDS)",
+            "Check CTE1_BASE_URL and that this machine may reach it (firewall, proxy).",
+        )
+    return CheckResult(
+        Verdict.unreachable,
+        f"could not connect ({redactor.secrets(str(exc)) or type(exc).__name__})",
+        "Check the host and port of CTE1_BASE_URL and that this machine may reach it.",
+    )
+
+
+def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _is_multipart(response: httpx.Response) -> bool:
+    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return response.status_code == 200 and media_type.startswith("multipart/")
+
+
+async def _head_of_body(response: httpx.Response, limit: int = 64 * 1024) -> bytes:
+    """Enough of a failure's body to read the platform's words; never a whole recording."""
+    head = b""
+    async for chunk in response.aiter_raw():
+        head += chunk
+        if len(head) >= limit:
+            break
+    return head[:limit]
