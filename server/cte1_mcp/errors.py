@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+#: A wait longer than this (a year) is no advice a caller can act on; it is never printed.
+MAX_RENDERED_WAIT_SECONDS = 366 * 24 * 3600.0
+
 
 class Cte1Error(Exception):
     """Base of every failure a client may be told about."""
@@ -37,8 +40,9 @@ class Cte1Error(Exception):
         if self.platform_message:
             parts.append(f"Platform said: {self.platform_message}")
         next_step = self.next_step
-        if self.retry_after_seconds is not None:
-            next_step = f"Retry after {math.ceil(self.retry_after_seconds)} s. {next_step}"
+        wait = self.retry_after_seconds
+        if wait is not None and math.isfinite(wait) and 0 <= wait < MAX_RENDERED_WAIT_SECONDS:
+            next_step = f"Retry after {math.ceil(wait)} s. {next_step}"
         parts.append(f"Next: {next_step}")
         return "\n".join(parts)
 
@@ -62,6 +66,11 @@ class UnknownParameter(InputError):
 
 class InvalidParameter(InputError):
     code = "invalid_parameter"
+
+
+class UnknownTool(InputError):
+    code = "unknown_tool"
+    default_next_step = "Call tools/list and use one of the tools it names."
 
 
 class TenantNotAllowed(InputError):
@@ -124,6 +133,28 @@ class UpstreamUnavailable(UpstreamError):
     default_next_step = "CT-e1 could not be reached or failed; try again in a little while."
 
 
+class DownloadTimedOut(UpstreamUnavailable):
+    """The answer took longer than CTE1_DOWNLOAD_TIMEOUT_SECONDS: abandoned, and not retried at once
+    (the same slow path would most likely hold the callers as long again)."""
+
+    retryable = False
+    default_next_step = (
+        "CT-e1 sent the recording too slowly; nothing was stored. Try again later, or ask the operator "
+        "to raise CTE1_DOWNLOAD_TIMEOUT_SECONDS."
+    )
+
+
+class UpstreamTlsError(UpstreamError):
+    """The connection did not speak what CTE1_BASE_URL promises (TLS to a plain port, an untrusted
+    or mismatched certificate, HTTP to a TLS port): configuration, so it is not retried."""
+
+    code = "upstream_tls_error"
+    default_next_step = (
+        "Ask the operator to check CTE1_BASE_URL (https:// and the port of CT-e1's TLS endpoint) and, "
+        "behind a TLS-inspecting proxy or a private CA, CTE1_CA_BUNDLE."
+    )
+
+
 class UpstreamBadResponse(UpstreamError):
     """Malformed: the same request would most likely get the same answer, so it is not retried."""
 
@@ -162,6 +193,36 @@ class StorageError(Cte1Error):
 
     code = "storage_error"
     default_next_step = "Ask the operator to check the cache directory (CTE1_CACHE_DIR): space, permissions."
+
+
+# --- coordination (the shared rate limit and single-flight) ---------------------------------
+
+
+class CoordinationUnavailable(Cte1Error):
+    """The shared limiter (Redis) cannot be reached: an upstream request could exceed the platform's limit."""
+
+    code = "coordination_unavailable"
+    default_next_step = (
+        "Recordings already stored are still served; fetching a new one needs the shared rate limiter. "
+        "Ask the operator to check the Redis server (CTE1_REDIS_URL), then call again."
+    )
+
+
+class RecordingGone(StorageError):
+    """The stored recording asked for was evicted or replaced before it could be read."""
+
+    default_next_step = "Call again: the recording will be fetched again."
+
+
+# --- audio analysis (issue 8) ----------------------------------------------------------------
+
+
+class UnsupportedAudio(Cte1Error):
+    """The stored recording cannot be analysed or cut: not a format libsndfile decodes, or a rate or
+    channel layout the analyser does not take (it takes 8 or 16 kHz, mono or two-channel)."""
+
+    code = "unsupported_audio"
+    default_next_step = "Fetch the recording with get_call_audio and inspect it instead."
 
 
 # --- configuration ---------------------------------------------------------------------------

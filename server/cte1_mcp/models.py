@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -21,6 +21,21 @@ def _parse_instant(value: str) -> datetime:
     return parsed
 
 
+#: The one tenant-id rule (CallKey, tool arguments, resource URIs, CTE1_ALLOWED_TENANTS): the tenant's
+#: representative number, ASCII digits only (``[0-9]``, unlike ``\d``), so safe in paths and URIs.
+TENANT_ID_PATTERN = re.compile(r"[0-9]{1,32}")
+#: Largest sessionId/recordId: the platform's integer ids fit a signed 64-bit integer.
+MAX_ID = 2**63 - 1
+
+
+def is_tenant_id(value: str) -> bool:
+    return TENANT_ID_PATTERN.fullmatch(value) is not None
+
+
+def is_call_id(value: int) -> bool:
+    return 1 <= value <= MAX_ID
+
+
 @dataclass(frozen=True, slots=True)
 class CallKey:
     """One recording: ids already validated (digits / positive integers), so safe in paths and URIs."""
@@ -30,10 +45,10 @@ class CallKey:
     record_id: int
 
     def __post_init__(self) -> None:
-        if not (self.tenant_id.isascii() and self.tenant_id.isdigit()):
-            raise ValueError("tenant_id must be ASCII digits")
-        if self.session_id < 1 or self.record_id < 1:
-            raise ValueError("session_id and record_id must be >= 1")
+        if not is_tenant_id(self.tenant_id):
+            raise ValueError("tenant_id must be 1 to 32 ASCII digits")
+        if not (is_call_id(self.session_id) and is_call_id(self.record_id)):
+            raise ValueError(f"session_id and record_id must be from 1 to {MAX_ID}")
 
     def request_body(self) -> dict[str, Any]:
         """The documented JSON body of ``call/audio_data``."""
@@ -43,8 +58,14 @@ class CallKey:
     def path_parts(self) -> tuple[str, str, str]:
         return (self.tenant_id, str(self.session_id), str(self.record_id))
 
-    def uri(self, kind: Literal["audio", "metadata"]) -> str:
+    def uri(self, kind: Literal["audio", "metadata", "timeline", "analytics", "clip"]) -> str:
+        """The call's resource URIs (a clip's adds its query: analysis.clip_uri)."""
         return f"cte1://calls/{self.tenant_id}/{self.session_id}/{self.record_id}/{kind}"
+
+    @property
+    def name(self) -> str:
+        """``call-<tenant>-<session>-<record>``: the name of its resource links and saved files."""
+        return f"call-{self.tenant_id}-{self.session_id}-{self.record_id}"
 
     def __str__(self) -> str:
         return f"{self.tenant_id}/{self.session_id}/{self.record_id}"
@@ -59,22 +80,23 @@ class CallMetadata(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    status: str
+    # Descriptions from the API page; they reach clients in the tools' output schemas.
+    status: str = Field(description='"complete" for a finished call')
     tenantId: str
     sessionId: int
     recordId: int
-    direction: int | None = None
-    ani: str | None = None
-    dnis: str | None = None
-    agentId: str | None = None
+    direction: int | None = Field(None, description="0 inbound (着信), 1 outbound (発信)")
+    ani: str | None = Field(None, description='Caller number; "anonymous" when withheld')
+    dnis: str | None = Field(None, description="Called number")
+    agentId: str | None = Field(None, description="The agent who handled the recording")
     agentName: str | None = None
-    skillName: str | None = None
-    groupId: str | None = None
+    skillName: str | None = Field(None, description="The skill (routing queue)")
+    groupId: str | None = Field(None, description="The number group (局番), like number@number")
     groupName: str | None = None
     # Kept as the platform's strings (e.g. "2023-01-04T11:22:33.123Z") so they are passed on exactly;
     # validated as ISO 8601 with a zone, and read as datetimes through the properties below.
-    connectTime: str | None = None
-    disconnectTime: str | None = None
+    connectTime: str | None = Field(None, description="ISO 8601 UTC with milliseconds")
+    disconnectTime: str | None = Field(None, description="ISO 8601 UTC with milliseconds")
 
     @field_validator("connectTime", "disconnectTime")
     @classmethod
@@ -149,16 +171,16 @@ class AudioInfo(BaseModel):
 
 
 class Recording(BaseModel):
-    """A recording fully downloaded and committed to the store."""
+    """A recording fully downloaded and committed to a repository (where it lives is the
+    repository's business: a local path is something the local store may offer)."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True)
 
     tenant_id: str
     session_id: int
     record_id: int
     metadata: CallMetadata
     audio: AudioInfo
-    path: Path
     fetched_at: AwareDatetime
 
     @property

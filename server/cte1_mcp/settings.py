@@ -6,6 +6,8 @@ The API key is held as a ``SecretStr`` and never appears in a message, a log lin
 from __future__ import annotations
 
 import ipaddress
+import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -23,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cte1_mcp.errors import ConfigurationError
+from cte1_mcp.models import is_tenant_id
 from cte1_mcp.units import MiB
 
 
@@ -35,8 +38,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CTE1_", extra="ignore", frozen=True)
 
+    # --- CT-e1 access, the store, logging and HTTP access ---
     base_url: AnyHttpUrl = Field(description="https://<domain> given in the 汎用API申込書")
-    api_version: str = Field("v1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    api_version: str = Field(
+        "v1", pattern=r"^[A-Za-z0-9._-]{1,32}$", description="The {apiVersion} path segment"
+    )
     source_uuid: UUID = Field(description="アクセス元UUID assigned to this caller")
     api_key: SecretStr | None = Field(None, description="The General API secret key")
     api_key_file: Path | None = Field(
@@ -45,22 +51,84 @@ class Settings(BaseSettings):
     allowed_tenants: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Comma-separated tenant ids this server may read; empty means any"
     )
-    min_interval_seconds: float = Field(5.0, ge=0, le=3600)
-    cache_dir: Path = Field(default_factory=default_cache_dir)
-    max_audio_bytes: int = Field(512 * MiB, ge=1)
-    timeout_seconds: float = Field(30.0, gt=0, le=3600)
-    inline_audio_max_bytes: int = Field(512 * 1024, ge=0)
+    min_interval_seconds: float = Field(
+        5.0, ge=0, le=3600, description="Start-to-start spacing of upstream requests (0 turns it off)"
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="Where recordings are stored (a private directory)"
+    )
+    max_audio_bytes: int = Field(512 * MiB, ge=1, description="Largest recording accepted from CT-e1")
+    timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Connect / per-read timeout towards CT-e1"
+    )
+    inline_audio_max_bytes: int = Field(
+        512 * 1024, ge=0, description="Largest recording get_call_audio returns inline"
+    )
     resource_max_bytes: int = Field(
         64 * MiB, ge=1, description="Largest recording returned as a resource blob (one JSON-RPC message)"
     )
-    retention_hours: float = Field(24.0, gt=0, le=31 * 24)
-    cache_max_bytes: int = Field(2048 * MiB, ge=1)
+    retention_hours: float = Field(
+        24.0, gt=0, le=31 * 24, description="Hours a stored recording is kept after it was fetched"
+    )
+    cache_max_bytes: int = Field(
+        2048 * MiB, ge=1, description="Total size of the store; least recently used recordings go first"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Server log level (logs go to stderr; stdout belongs to MCP over stdio)"
     )
     http_token: SecretStr | None = Field(None, description="Bearer token MCP clients must send over HTTP")
     http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Host header values accepted over HTTP besides loopback (DNS-rebinding protection)"
+    )
+    # --- stateless HTTP for replicas, and the audit trail ---
+    http_stateless: bool = Field(
+        False, description="Keep no per-session state over HTTP, so any replica can answer (like --stateless)"
+    )
+    audit_log: Path | None = Field(
+        None, description="JSON-lines file with one line per tool call and resource read (who fetched what)"
+    )
+    # --- what MCP clients are shown ---
+    mask_numbers: bool = Field(
+        False, description="Mask ani/dnis (all but the last four digits) in everything sent to MCP clients"
+    )
+    # --- coordination: the platform's limit shared across processes and machines ---
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis://, rediss:// or unix:// URL of the Redis/Valkey that shares the rate limit "
+        "and single-flight between machines; unset: processes sharing CTE1_CACHE_DIR coordinate through it",
+    )
+    # --- audio analytics and clips ---
+    channel_roles: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated role of each channel of a two-channel recording, channel 0 first "
+        "(e.g. customer,agent); unset: analytics label them 'channel 0' / 'channel 1' (roles are never guessed)",
+    )
+    clip_max_seconds: float = Field(
+        600.0, gt=0, le=4 * 3600, description="Longest clip get_call_clip cuts (seconds)"
+    )
+
+    @field_validator("channel_roles")
+    @classmethod
+    def _two_distinct_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value and (len(value) != 2 or value[0].casefold() == value[1].casefold()):
+            raise ValueError("give two different role names, channel 0 first (e.g. customer,agent)")
+        if any(role.casefold() in ("mix", "mixed", "0", "1") for role in value):
+            raise ValueError("role names cannot be mix, mixed, 0 or 1 (those name channels already)")
+        return value
+
+    # --- CT-e1 client: waits, deadlines and trusted CAs ---
+    max_retry_after_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="Longest platform-requested wait (Retry-After) honoured; longer ones are cut to it",
+    )
+    download_timeout_seconds: float = Field(
+        900.0, gt=0, le=86400, description="Deadline of one whole download (CTE1_TIMEOUT_SECONDS is per read)"
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description="PEM file of the CA certificates trusted for the CT-e1 connection (instead of the defaults)",
     )
 
     @field_validator("base_url")
@@ -71,16 +139,54 @@ class Settings(BaseSettings):
             raise ValueError("must be https:// (plain http:// is allowed only for a loopback simulator)")
         return value
 
-    @field_validator("api_key")
+    @field_validator("ca_bundle")
     @classmethod
-    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("is empty")
+    def _ca_bundle_loads(cls, value: Path | None) -> Path | None:
+        # Checked at start-up: a bad bundle would otherwise fail every download with a TLS error.
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except FileNotFoundError:
+                raise ValueError(f"{value} does not exist") from None
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"{value} is not a readable PEM file of CA certificates ({exc})") from None
         return value
 
-    @field_validator("allowed_tenants", "http_allowed_hosts", mode="before")
+    @field_validator("base_url")
     @classmethod
-    def _split_tenants(cls, value: Any) -> Any:
+    def _origin_only(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        # A path here would be doubled by the one the server builds and answer 404, which the
+        # platform uses for "IP not allow-listed": the wrong cause would be reported.
+        if (value.path or "/") != "/" or value.query or value.fragment or value.username or value.password:
+            raise ValueError(
+                "must be only https://<domain>[:port]: the path (/general/<version>/<sourceUuid>/...) "
+                "is built by the server from CTE1_API_VERSION and CTE1_SOURCE_UUID"
+            )
+        return value
+
+    @field_validator("api_key", "http_token")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty HTTP token would otherwise switch authentication off, an empty key send "Bearer ".
+        if value is not None:
+            problem = _secret_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked at start-up; the URL is a secret (it may hold a password) and is never echoed.
+        if value is not None:
+            scheme = value.get_secret_value().strip().partition("://")[0].lower()
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("allowed_tenants", "http_allowed_hosts", "channel_roles", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
@@ -88,9 +194,9 @@ class Settings(BaseSettings):
     @field_validator("allowed_tenants")
     @classmethod
     def _tenants_are_digits(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [t for t in value if not (t.isascii() and t.isdigit())]
+        bad = [t for t in value if not is_tenant_id(t)]
         if bad:
-            raise ValueError(f"tenant ids must be digits only; not: {', '.join(bad)}")
+            raise ValueError(f"tenant ids must be 1 to 32 digits (0-9); not: {', '.join(bad)}")
         return value
 
     @field_validator("api_key_file")
@@ -104,8 +210,10 @@ class Settings(BaseSettings):
             if "api_key" in info.data:
                 raise ValueError("CTE1_API_KEY or CTE1_API_KEY_FILE is required")
             return value  # CTE1_API_KEY was given but invalid: already reported
-        if value is not None and not _read_key_file(value):
-            raise ValueError("CTE1_API_KEY_FILE is empty")
+        if value is not None:
+            problem = _secret_problem(_read_key_file(value))
+            if problem:
+                raise ValueError(f"CTE1_API_KEY_FILE {problem}")
         return value
 
     @model_validator(mode="after")
@@ -136,6 +244,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+#: What an HTTP header value may hold (RFC 9110 field-value, ASCII only): printable characters,
+#: with single spaces or tabs between them. A key outside it could not be sent (or would be
+#: echoed by the HTTP library in its error), so it is refused at start-up.
+HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
+
+
+def _secret_problem(secret: str) -> str | None:
+    """Why a key or token is unusable, in words that never quote it; None when it is fine."""
+    stripped = secret.strip()
+    if not stripped:
+        return "is empty"
+    if not HEADER_VALUE.fullmatch(stripped):
+        return "holds characters an HTTP header cannot carry (a line break, a control or non-ASCII character)"
+    return None
 
 
 def _read_key_file(path: Path) -> str:
