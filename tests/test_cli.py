@@ -269,11 +269,24 @@ def test_printed_config_never_holds_the_key(env: dict[str, str]) -> None:
     assert "CTE1_API_KEY_FILE" in done.stderr  # says how to give the key instead
 
 
-def test_uvx_variant_names_the_checkout(env: dict[str, str]) -> None:
-    done = run([*CLI, "config", "--uvx"], env)
+@pytest.mark.parametrize("uv_installed", [True, False])
+def test_uvx_variant_names_the_checkout(env: dict[str, str], tmp_path: Path, uv_installed: bool) -> None:
+    """uvx is named by the absolute path this shell finds (a desktop client has no PATH of the
+    user's: before, a bare "uvx" failed there exactly as a bare "cte1-mcp" did)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if uv_installed:
+        uvx = bin_dir / "uvx"
+        uvx.write_text("#!/bin/sh\n")
+        uvx.chmod(0o755)
+    done = run([*CLI, "config", "--uvx"], {**env, "PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)["mcpServers"]["cte1"]
-    assert config["command"] == "uvx"
+    if uv_installed:
+        assert config["command"] == str(bin_dir / "uvx")
+    else:
+        assert config["command"] == "uvx"
+        assert "uvx is not on this PATH" in done.stderr
     checkout = Path(config["args"][1])
     assert config["args"][0] == "--from"
     assert (checkout / "pyproject.toml").is_file()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -350,7 +351,16 @@ def _uvx_command(args: list[str]) -> dict[str, Any]:
     checkout = Path(cte1_mcp.__file__).resolve().parents[2]
     if not (checkout / "pyproject.toml").is_file():
         _fail("this installation is not a checkout: `--uvx` needs the directory holding pyproject.toml")
-    return {"command": "uvx", "args": ["--from", str(checkout), "cte1-mcp", *args]}
+    # By absolute path where this shell finds it: a desktop client starts servers without the
+    # user's PATH (uv installs into ~/.local/bin), the very trap the absolute command avoids.
+    found = shutil.which("uvx")
+    if found is None:
+        click.echo(
+            'cte1-mcp: uvx is not on this PATH; install uv, or replace "uvx" with its absolute path.',
+            err=True,
+        )
+    command = str(Path(found).absolute()) if found else "uvx"
+    return {"command": command, "args": ["--from", str(checkout), "cte1-mcp", *args]}
 
 
 def _client_env() -> dict[str, str]:
