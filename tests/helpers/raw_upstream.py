@@ -86,7 +86,8 @@ class Reply:
     pause: float = 0.0
     #: Drop the connection before the response's head has been sent completely.
     cut_head: bool = False
-    #: Raw bytes sent instead of an HTTP response (say, a TLS alert).
+    #: Raw bytes sent instead of an HTTP response (say, a TLS alert, or a hand-made response),
+    #: in ``chunks`` pieces ``pause`` seconds apart.
     raw: bytes | None = None
 
 
@@ -162,8 +163,10 @@ class RawServer:
     ) -> None:
         reply = self.replies.popleft()
         if reply.raw is not None:
-            writer.write(reply.raw)
-            await writer.drain()
+            for piece in pieces(reply.raw, reply.chunks):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(reply.pause)
             await reader.read(65536)
             return
         head = await reader.readuntil(b"\r\n\r\n")
