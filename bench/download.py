@@ -20,7 +20,7 @@ import anyio
 
 from bench.interleave import interleaved
 from bench.mcpstdio import Upstream, serve, server_env, structured, timed_call
-from bench.procs import ROOT, vm_hwm_bytes
+from bench.procs import ROOT, reset_peak_rss, vm_hwm_bytes
 from bench.simproc import BENCHMARK_TENANT, audio_data_url, benchmark_key
 from bench.stats import Summary, mb_per_s, ratios
 from bench.tls_simulator import tls_simulator_process
@@ -139,15 +139,17 @@ class Download:
         cache = self.workdir / f"cache-{mib}-{rep}"
         trust = {"CTE1_CA_BUNDLE": str(self.ca_bundle)} if self.ca_bundle else {}
         env = server_env(self.upstream, cache, **trust)
-        await self.settle()
         try:
             async with serve(env, self.errlog) as served:
                 # Untimed, a cold call of another recording first: what a process does once (load
                 # the CA store, import and compile on first use, here and in the client, which
                 # compiles the tool's output schema on its first call) is not download time.
-                await timed_call(
+                _, warm_up = await timed_call(
                     served.client, "get_call_audio", {**benchmark_key(self.warm_up_mib), "inline": False}
                 )
+                structured(warm_up)  # a failed warm-up would leave that work in the timed call
+                await self.settle()
+                reset_peak_rss(served.pid)  # the peak measured is the timed call's, not the warm-up's
                 baseline = vm_hwm_bytes(served.pid)
                 cpu = cpu_seconds(served.pid)
                 seconds, result = await timed_call(

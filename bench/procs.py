@@ -55,6 +55,11 @@ def vm_hwm_bytes(pid: int) -> int:
     return proc_status_kib(pid, "VmHWM") * 1024
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Start the process's peak RSS (VmHWM) afresh from its current RSS (Linux ``clear_refs``)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def vm_rss_bytes(pid: int) -> int:
     return proc_status_kib(pid, "VmRSS") * 1024
 

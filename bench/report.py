@@ -229,11 +229,11 @@ def render(
             "## 1. Download path (cold, simulator on 127.0.0.1 in its own process, HTTP and HTTPS)",
             "",
             "(a) curl writing the whole response to a file (its own `time_total`); (b) a cold "
-            "`get_call_audio` over stdio, empty store, server started and tools listed before timing, "
-            "from tools/call to its result, after one untimed cold call of another, small recording "
-            "so that the process's one-time work (the CA store loaded, first-use imports, the "
-            "client compiling the tool's output schema: ~50 ms together) is not counted as download "
-            "time, sha256 of the stored file "
+            "`get_call_audio` over stdio, from tools/call to its result: a fresh server and store, "
+            "tools listed, then one untimed cold call of another, small recording, so that the "
+            "process's one-time work (the CA store loaded, first-use imports, the client compiling "
+            "the tool's output schema) is not counted as download time; the server's peak RSS is "
+            "reset after it, so peak and growth are the timed call's; sha256 of the stored file "
             "verified; (c) httpx reading the body into memory, "
             "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it). "
             "HTTPS: the same simulator behind TLS, its certificate issued by a test CA made at run "

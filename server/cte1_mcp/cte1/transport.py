@@ -144,11 +144,14 @@ class _HeadBoundedStream(httpcore.NetworkStream, abc.ABC):
         with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
             return self._take_held(limit) or self._receive(limit, timeout)
 
-    def head_read(self) -> bool:
-        """Called once httpcore has the final response head; whether h11 was handed exactly that
-        head (so it holds no body byte, and the body may be read with :meth:`read_body`)."""
+    def end_head(self) -> bool:
+        """Called once httpcore has the final response head: reads are no longer cut. Whether h11
+        was handed exactly that head (so it holds no body byte, and the body may be read with
+        :meth:`read_body`); never again for a later answer on the same connection, which is not
+        reused here, but whose head would no longer be cut."""
+        exact = self._in_head and self._at_head_end
         self._in_head = False
-        return self._at_head_end
+        return exact
 
     def _take_held(self, limit: int | None) -> bytes:
         data = self._held
@@ -263,7 +266,7 @@ class _TlsStream(_HeadBoundedStream):
         if len(self._buffer) < limit:
             self._buffer = bytearray(limit)
         self._set_timeout(timeout)
-        with memoryview(self._buffer)[:limit] as view:
+        with memoryview(self._buffer) as whole, whole[:limit] as view:
             try:
                 filled: int = self._exchange(lambda: self._tls.read(limit, view))
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -455,7 +458,7 @@ class _Body(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         with _as_httpx(self._request):
-            yield from self._stream if self._straight is None else self._straight
+            yield from (self._stream if self._straight is None else self._straight)
 
     def close(self) -> None:
         # Also after a straight read: h11 then still expects the body, so httpcore closes the
@@ -526,10 +529,12 @@ class DownloadTransport(httpx.BaseTransport):
         assert isinstance(response.stream, Iterable)
         straight: Iterator[bytes] | None = None
         stream = response.extensions.get("network_stream")
-        if isinstance(stream, _HeadBoundedStream) and stream.head_read():
+        if isinstance(stream, _HeadBoundedStream) and stream.end_head():
             length = _framed_by_length_alone(request, response)
             if length is not None:
-                timeout = request.extensions.get("timeout", {}).get("read")
+                # The same per-read timeout httpcore gives h11's reads. A failure mid-body is
+                # raised to the reader, whose ``http.stream`` block then closes the connection.
+                timeout: float | None = request.extensions.get("timeout", {}).get("read")
                 straight = _straight_body(stream, length, timeout)
         return httpx.Response(
             status_code=response.status,
