@@ -38,6 +38,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from cte1_mcp.cpu import give_way
 from cte1_mcp.units import MiB
 
 #: Bytes asked of the network per read.
@@ -136,13 +137,18 @@ class _HeadBoundedStream(httpcore.NetworkStream, abc.ABC):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
-            data = self._take_held(None) or self._receive(max(max_bytes, READ_BYTES), timeout)
+            data = self._take_held(None) or self._receive_fairly(max(max_bytes, READ_BYTES), timeout)
         return self._cut_at_head_end(data) if self._in_head else data
 
     def read_body(self, limit: int, timeout: float | None) -> bytes:
         """At most ``limit`` bytes that follow the head (b"" once the connection has ended)."""
         with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
-            return self._take_held(limit) or self._receive(limit, timeout)
+            return self._take_held(limit) or self._receive_fairly(limit, timeout)
+
+    def _receive_fairly(self, limit: int, timeout: float | None) -> bytes:
+        """``_receive``, once any thread waiting for this core has had it (:mod:`cte1_mcp.cpu`)."""
+        give_way()
+        return self._receive(limit, timeout)
 
     def end_head(self) -> bool:
         """Called once httpcore has the final response head: reads are no longer cut. Whether h11
