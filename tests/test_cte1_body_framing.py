@@ -14,7 +14,6 @@ import httpcore
 import httpx
 import pytest
 
-from cte1_mcp.cte1 import transport
 from cte1_mcp.cte1.transport import _END_OF_HEAD, Wire, _framed_by_length_alone, _straight_body, _Stream
 from cte1_mcp.errors import UpstreamTruncated
 from tests.helpers.raw_upstream import (
@@ -196,19 +195,6 @@ def test_only_a_successful_body_framed_by_its_length_alone_is_read_straight(
 
 
 # --- end to end, through httpx and h11, against a real server ------------------------------------
-
-
-@pytest.fixture
-def straight_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The lengths of the bodies the transport read straight, past h11."""
-    lengths: list[int] = []
-
-    def counted(stream: transport._HeadBoundedStream, length: int, timeout: float | None) -> Iterator[bytes]:
-        lengths.append(length)
-        return _straight_body(stream, length, timeout)
-
-    monkeypatch.setattr(transport, "_straight_body", counted)
-    return lengths
 
 
 @pytest.mark.parametrize("name", list(HEADS))

@@ -18,7 +18,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from cte1_mcp.cte1 import transport
 from cte1_mcp.cte1.audio_data import AudioDataEndpoint
 from cte1_mcp.errors import (
     AudioTooLarge,
@@ -326,20 +325,12 @@ async def test_over_tls_the_recording_arrives_byte_exact(
 
 
 async def test_over_tls_the_body_is_read_straight_past_h11(
-    https: RunningSimulator, certificates: TestCa, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    https: RunningSimulator, certificates: TestCa, tmp_path: Path, straight_reads: list[int]
 ) -> None:
-    lengths: list[int] = []
-    straight = transport._straight_body
-
-    def counted(stream: transport._HeadBoundedStream, length: int, timeout: float | None) -> Iterator[bytes]:
-        lengths.append(length)
-        return straight(stream, length, timeout)
-
-    monkeypatch.setattr(transport, "_straight_body", counted)
     run = await fetch_from(simulator_settings(https, tmp_path, ca_bundle=certificates.ca_bundle), SAMPLE)
     assert run.error is None and run.result is not None, run.error
     assert (hashlib.sha256(run.sink.data).hexdigest(), len(run.sink.data)) == expected_recording(SAMPLE)
-    assert len(lengths) == 1 and lengths[0] > len(run.sink.data)  # the whole multipart body
+    assert len(straight_reads) == 1 and straight_reads[0] > len(run.sink.data)  # the whole multipart body
 
 
 async def test_over_tls_records_already_received_are_gathered_into_one_read(
