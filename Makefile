@@ -1,17 +1,28 @@
-# Every target sets itself up: a fresh machine needs only Python 3.11+.
+# Every target sets itself up: a fresh machine needs only Python 3.11+ and make.
+# What gets installed is requirements/lock.txt (every package pinned, with its hashes), so a
+# machine set up next month runs what today's tests passed with. See docs/development.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
+LATEST := .venv-latest
+# uv uses the Python that made the venv and never downloads one of its own.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo config test lint typecheck pytest bench simulator serve clean
+.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator serve lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# uv (pinned, hash-checked) is the one package pip installs; uv installs the rest from the lock
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/uv.txt
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## setup: create .venv from the lock (every other target does this first)
+setup: $(STAMP)
 
 ## demo: the server against the embedded CT-e1 simulator, no credentials needed
 demo: $(STAMP)
@@ -34,6 +45,25 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+## test-latest: the same checks against the newest versions pyproject.toml allows (a scratch venv)
+test-latest: $(STAMP)
+	rm -rf $(LATEST)
+	$(BIN)/uv venv --quiet --python $(BIN)/python $(LATEST)
+	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]'
+	$(BIN)/uv pip list --python $(LATEST)/bin/python --format freeze > $(LATEST)/versions.txt
+	@echo "newest allowed versions that differ from the lock:"
+	@$(BIN)/python scripts/lock_diff.py $(LOCK) $(LATEST)/versions.txt
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/ruff format --check .
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/pytest
+
+## lock: re-resolve the newest versions pyproject.toml allows into the lock (then run make test)
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --upgrade \
+		--extra dev pyproject.toml requirements/setup.in -o $(LOCK)
+	$(BIN)/python scripts/lock_diff.py --extract uv $(LOCK) > requirements/uv.txt
+
 ## bench: the side-by-side benchmark; writes bench/results/latest.md
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -42,4 +72,4 @@ simulator: $(STAMP)
 	$(BIN)/cte1-mcp simulator
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache cte1-demo
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache cte1-demo

@@ -290,7 +290,7 @@ class RedisFlights:
                 anyio.move_on_after(SOCKET_TIMEOUT_SECONDS),
                 suppress(redis.exceptions.RedisError, OSError),
             ):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _listen(self, pubsub: PubSub, seconds: float, on_progress: ProgressCallback | None) -> None:
         deadline = time.monotonic() + seconds
