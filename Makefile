@@ -14,6 +14,8 @@ export UV_PYTHON_DOWNLOADS := never
 
 $(STAMP): $(LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(BIN)/python || $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
+		{ echo "$(PYTHON) has no venv/ensurepip: on Debian or Ubuntu, apt-get install python3-venv"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# uv (pinned, hash-checked) is the one package pip installs; uv installs the rest from the lock
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/uv.txt
