@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cte1_mcp.errors import Cte1Error
 from cte1_mcp.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,33 @@ def test_no_page_names_a_setting_that_does_not_exist() -> None:
     for page in markdown_files():
         unknown = set(re.findall(r"\bCTE1_[A-Z0-9_]*[A-Z0-9]", page.read_text(encoding="utf-8"))) - known
         assert not unknown, f"{page.name} names settings the server does not read: {sorted(unknown)}"
+
+
+def error_codes() -> set[str]:
+    def walk(cls: type[Cte1Error]) -> Iterator[type[Cte1Error]]:
+        yield cls
+        for sub in cls.__subclasses__():
+            yield from walk(sub)
+
+    return {cls.code for cls in walk(Cte1Error)}
+
+
+def table_codes(text: str) -> set[str]:
+    """The `code` names in the first cell of a table row."""
+    codes: set[str] = set()
+    for row in re.findall(r"^\|([^|\n]*)\|", text, re.MULTILINE):
+        codes.update(re.findall(r"`([a-z_]+)`", row))
+    return codes
+
+
+def test_every_error_code_is_in_both_error_tables() -> None:
+    codes = error_codes()
+    assert {"internal_error", "invalid_parameter"} <= codes  # the derivation itself
+    short = table_codes(section(README.read_text(encoding="utf-8"), "Errors"))
+    full = table_codes((DOCS / "errors.md").read_text(encoding="utf-8"))
+    assert not codes - short, f"error codes missing from the README's table: {sorted(codes - short)}"
+    assert not codes - full, f"error codes missing from docs/errors.md: {sorted(codes - full)}"
+    assert not (short | full) - codes, f"tables name codes the server lacks: {sorted((short | full) - codes)}"
 
 
 def makefile_targets() -> set[str]:
