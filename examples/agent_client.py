@@ -1,7 +1,7 @@
 """An agent-style flow with the official MCP SDK: metadata of a few calls, the audio of one, saved.
 
-    python examples/agent_client.py --demo            # against the embedded simulator
-    python examples/agent_client.py                   # against CT-e1, configured by CTE1_* variables
+    .venv/bin/python examples/agent_client.py --demo   # against the embedded simulator
+    .venv/bin/python examples/agent_client.py          # against CT-e1, configured by CTE1_* variables
 
 The server runs as a subprocess over stdio, as an assistant's MCP client would run it.
 """

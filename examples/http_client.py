@@ -2,11 +2,11 @@
 
 Start a server first, for example against the embedded simulator:
 
-    CTE1_HTTP_TOKEN=change-me cte1-mcp serve --demo --transport http --port 8000
+    CTE1_HTTP_TOKEN=change-me .venv/bin/cte1-mcp serve --demo --transport http --port 8000
 
 then:
 
-    CTE1_HTTP_TOKEN=change-me python examples/http_client.py http://127.0.0.1:8000/mcp
+    CTE1_HTTP_TOKEN=change-me .venv/bin/python examples/http_client.py http://127.0.0.1:8000/mcp
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The per-call conversation metrics, as interval arithmetic on each party's talk.
 
 Written once and applied both to what the analyser detected and to a call's ground truth (the
-intervals its script placed), so the definitions cannot drift apart. Definitions (README,
-"Call analytics"):
+intervals its script placed), so the definitions cannot drift apart. Definitions (docs/tools.md,
+"get_call_analytics"):
 
 - talk: a party's speech with pauses shorter than ``BRIDGE_SECONDS`` closed; a **turn** is a
   maximal run of it, **longestMonologue** the longest turn;

@@ -24,7 +24,7 @@ GATE_DB = 9.0
 NOISE_PERCENTILE = 2
 #: Share of a frame's energy a delayed copy of the louder channel must explain to be crosstalk.
 #: Both thresholds sit mid-way in the range where the corpus stays within target (gate 7-12 dB,
-#: rho^2 0.35-0.65: README, "Choosing the voice-activity detector"), not at its optimum.
+#: rho^2 0.35-0.65: docs/analytics.md, "Choosing the voice-activity detector"), not its optimum.
 LEAK_RHO2 = 0.5
 
 

@@ -2,7 +2,7 @@
 
 Each detector keeps its own state for one channel and turns int16 samples into a speech
 probability per hop of its own length (WebRTC 10 ms, Silero 32 ms, TEN 16 ms); the analyser maps
-those onto its 10 ms frame grid. ``webrtc`` is the one the analyser uses (README, "Choosing the
+those onto its 10 ms frame grid. ``webrtc`` is the one the analyser uses (docs/analytics.md, "Choosing the
 voice-activity detector"); the others stay for the benchmark's comparison and are imported only
 when asked for.
 """

@@ -2,7 +2,7 @@
 
 WebRTC's detector (a GMM on band energies) calls almost any harmonic sound speech: measured on a
 synthetic hold melody it flags 98% of it, Silero 0%. A hold with music would count as a minute
-of the agent's talk. Running Silero on the whole call costs 6x WebRTC's time (README), so it only
+of the agent's talk. Running Silero on the whole call costs 6x WebRTC's time (docs/analytics.md), so it only
 re-hears turns of at least ``VETO_MIN_SECONDS`` (a hold is long; most turns are not) in stretches
 of ``VETO_STRETCH_SECONDS``: a stretch in which it hears speech in less than ``VETO_SPEECH_SHARE`` of
 its windows is removed from that party's talk.
