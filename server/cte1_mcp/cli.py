@@ -113,12 +113,20 @@ def main(ctx: click.Context) -> None:
     is_flag=True,
     help="Serve against the embedded CT-e1 simulator, with a fresh temporary store; needs no configuration.",
 )
+@click.option(
+    "--simulator",
+    "simulator_url",
+    default=None,
+    hidden=True,  # for the `demo` walkthrough, which runs the simulator itself to count its requests
+    help="With --demo: use the simulator already listening at this URL instead of starting one.",
+)
 def serve(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8000,
     stateless: bool = False,
     demo: bool = False,
+    simulator_url: str | None = None,
 ) -> None:
     """Serve MCP: over stdio (default) or Streamable HTTP at /mcp."""
     from cte1_mcp import runner
@@ -126,14 +134,16 @@ def serve(
 
     if stateless and transport != "http":
         raise click.UsageError("--stateless applies to --transport http only")
-    with _simulator_settings() if demo else _nothing() as overrides:
+    if simulator_url is not None and not demo:
+        raise click.UsageError("--simulator applies to --demo only")
+    with _demo_settings(simulator_url) if demo else _nothing() as overrides:
         settings = _or_exit(lambda: load_settings(**overrides))
         if transport == "stdio":
-            _run(lambda: runner.serve_stdio(settings))
+            _run(lambda: runner.serve_stdio(settings, demo=demo))
         else:
             _run(
                 lambda: runner.serve_http(
-                    settings, host, port, stateless=stateless or settings.http_stateless
+                    settings, host, port, stateless=stateless or settings.http_stateless, demo=demo
                 )
             )
 
@@ -246,27 +256,33 @@ def demo(output: Path) -> None:
 
 
 @contextmanager
-def _simulator_settings() -> Iterator[dict[str, Any]]:
-    """A simulator on a free loopback port, and settings that point the server at it.
+def _demo_settings(simulator_url: str | None) -> Iterator[dict[str, Any]]:
+    """A simulator on a free loopback port (or the one at ``simulator_url``), and the demo's
+    settings (``demo_mode.demo_settings``) pointing the server at it.
 
     The store is a fresh temporary directory (0700), removed at exit: each simulator starts a new
     clock, so a store kept from an earlier run would serve that run's calls.
     """
-    from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID, SimulatorConfig
-    from cte1_mcp.simulator.server import run_in_thread
+    from cte1_mcp.demo_mode import demo_settings
 
     with (
         _terminate_cleanly(),
-        run_in_thread(SimulatorConfig(port=0)) as running,
+        _simulator(simulator_url) as url,
         tempfile.TemporaryDirectory(prefix="cte1-mcp-demo-") as store,
     ):
-        yield {
-            "base_url": running.url,
-            "source_uuid": DEFAULT_SOURCE_UUID,
-            "api_key": DEFAULT_API_KEY,
-            "api_key_file": None,
-            "cache_dir": Path(store),
-        }
+        yield demo_settings(url, Path(store))
+
+
+@contextmanager
+def _simulator(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    from cte1_mcp.simulator import SimulatorConfig
+    from cte1_mcp.simulator.server import run_in_thread
+
+    with run_in_thread(SimulatorConfig(port=0)) as running:
+        yield running.url
 
 
 @contextmanager

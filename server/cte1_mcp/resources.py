@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListResourcesResult
+from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 
 from cte1_mcp.errors import Cte1Error, InputError, InvalidParameter, UnknownParameter
@@ -69,6 +70,8 @@ class CallResources:
     service: RecordingService
     #: Built on first use (see Cte1MCPServer.analysis).
     analysis: Callable[[], AnalysisService]
+    #: Listed on the first page besides the stored recordings (demo mode: the sample calls).
+    samples: tuple[MCPResource, ...] = ()
     pages: ResourcePages = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,7 +124,13 @@ class CallResources:
             page = await self.pages.page(cursor)
         except Cte1Error as error:
             raise protocol_error(error) from None
-        return ListResourcesResult(resources=page.resources, next_cursor=page.next_cursor)
+        resources = page.resources
+        if cursor is None and self.samples:
+            # On the first page only; a stored sample is listed by the store (with its audio). A demo
+            # store is a few recordings: those past the first page (500) would be named twice.
+            listed = {str(resource.uri) for resource in resources}
+            resources = [sample for sample in self.samples if str(sample.uri) not in listed] + resources
+        return ListResourcesResult(resources=resources, next_cursor=page.next_cursor)
 
     async def read(self, uri: str, progress: ProgressCallback | None) -> list[ReadResourceContents]:
         try:
