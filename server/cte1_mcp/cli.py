@@ -186,11 +186,15 @@ def config(demo: bool, uvx: bool) -> None:
     placeholders for missing ones, never a secret (give the key as CTE1_API_KEY_FILE); the
     "cte1-demo" entry runs against the embedded simulator and works as printed.
     """
-    command = _uvx_command if uvx else _installed_command
+    command, prefix = _uvx_launcher() if uvx else _installed_launcher()  # once: it may warn
+
+    def entry(args: list[str]) -> dict[str, Any]:
+        return {"command": command, "args": [*prefix, *args]}
+
     servers: dict[str, Any] = {}
     if not demo:
-        servers["cte1"] = {**command([]), "env": _client_env()}
-    servers["cte1-demo"] = command(["serve", "--demo"])
+        servers["cte1"] = {**entry([]), "env": _client_env()}
+    servers["cte1-demo"] = entry(["serve", "--demo"])
     click.echo(json.dumps({"mcpServers": servers}, indent=2, ensure_ascii=False))
 
 
@@ -352,16 +356,17 @@ async def _check(settings: Any, key: Any) -> None:
 # --- config ----------------------------------------------------------------------------------
 
 
-def _installed_command(args: list[str]) -> dict[str, Any]:
-    """This installation's ``cte1-mcp`` by absolute path (never resolving the venv's python link)."""
+def _installed_launcher() -> tuple[str, list[str]]:
+    """This installation's ``cte1-mcp`` by absolute path (never resolving the venv's python link),
+    and the arguments before the command's own."""
     bin_dir = Path(sys.executable).absolute().parent
     script = bin_dir / "cte1-mcp"
     if script.is_file() and os.access(script, os.X_OK):
-        return {"command": str(script), "args": args}
-    return {"command": str(Path(sys.executable).absolute()), "args": ["-m", "cte1_mcp", *args]}
+        return str(script), []
+    return str(Path(sys.executable).absolute()), ["-m", "cte1_mcp"]
 
 
-def _uvx_command(args: list[str]) -> dict[str, Any]:
+def _uvx_launcher() -> tuple[str, list[str]]:
     import cte1_mcp
 
     checkout = Path(cte1_mcp.__file__).resolve().parents[2]
@@ -376,7 +381,7 @@ def _uvx_command(args: list[str]) -> dict[str, Any]:
             err=True,
         )
     command = str(Path(found).absolute()) if found else "uvx"
-    return {"command": command, "args": ["--from", str(checkout), "cte1-mcp", *args]}
+    return command, ["--from", str(checkout), "cte1-mcp"]
 
 
 def _client_env() -> dict[str, str]:
