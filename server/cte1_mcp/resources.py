@@ -99,7 +99,7 @@ class CallResources:
                 name="call-timeline",
                 title="Call timeline picture",
                 description="PNG: one lane per party with its talk, long silences and overtalk marked, "
-                "time in minutes, the key figures in a caption (analysed on demand, then stored).",
+                "time as m:ss, the key figures in a caption (analysed on demand, then stored).",
                 mime_type="image/png",
             ),
             MCPResourceTemplate(

@@ -1,4 +1,4 @@
-"""The timeline picture: one lane per channel, long silences and overtalk marked, a minute axis.
+"""The timeline picture: one lane per channel, long silences and overtalk marked, an m:ss axis.
 
 Drawn with Pillow (imported on first use, so start-up does not pay for it) in a 16-colour palette,
 so a 30-minute call stays a few tens of KB while remaining legible at 1200 px wide. Everything is
@@ -100,10 +100,15 @@ def render_png(analytics: CallAnalytics, title: str = "Call timeline") -> bytes:
 
 
 def _ticks(duration: float) -> list[float]:
-    """Minute marks every 1, 2, 5, 10 … minutes: at most about 15 labels."""
+    """Marks every 15 s, 30 s, 1, 2, 5, 10 … minutes: at most about 15 labels."""
     minutes = duration / 60
     step = next((s for s in (0.25, 0.5, 1, 2, 5, 10, 15, 30, 60) if minutes / s <= 15), 120)
     return [k * step * 60 for k in range(math.floor(minutes / step) + 1)]
+
+
+def tick_labels(duration: float) -> list[tuple[float, str]]:
+    """The axis marks (seconds) with their labels in m:ss, as the caption and summary name moments."""
+    return [(seconds, clock(seconds)) for seconds in _ticks(duration)]
 
 
 def _axis(
@@ -114,12 +119,10 @@ def _axis(
     y: int,
 ) -> None:
     draw.line((_LEFT, y, WIDTH - _RIGHT, y), fill=_INK, width=1)
-    for seconds in _ticks(duration):
+    for seconds, label in tick_labels(duration):
         draw.line((x(seconds), y, x(seconds), y + 5), fill=_INK, width=1)
-        minutes = seconds / 60
-        label = f"{minutes:g}" if minutes != int(minutes) else f"{int(minutes)}"
         draw.text((x(seconds), y + 8), label, fill=_INK, font=font, anchor="ma")
-    draw.text((WIDTH - _RIGHT, y + 22), "minutes", fill=_INK, font=font, anchor="ra")
+    draw.text((WIDTH - _RIGHT, y + 22), "time (m:ss)", fill=_INK, font=font, anchor="ra")
 
 
 def _caption(a: CallAnalytics) -> tuple[str, str]:
