@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cte1_mcp.audio import metrics
-from cte1_mcp.audio.analytics import CallAnalytics, clock
+from cte1_mcp.audio.analytics import CallAnalytics, clock, counted, times
 
 if TYPE_CHECKING:
     from PIL import ImageDraw, ImageFont
@@ -90,9 +90,9 @@ def render_png(analytics: CallAnalytics, title: str = "Call timeline") -> bytes:
             if marked:  # the counted overlaps also show across the lanes
                 draw.line((x0, top, x0, lanes_bottom), fill=_OVERTALK, width=1)
     _axis(draw, small, duration, x, axis_y)
-    caption = _caption(analytics)
-    draw.text((12, axis_y + 36), caption[0], fill=_INK, font=font)
-    draw.text((12, axis_y + 58), caption[1], fill=_INK, font=font)
+    caption_lines = caption(analytics)
+    draw.text((12, axis_y + 36), caption_lines[0], fill=_INK, font=font)
+    draw.text((12, axis_y + 58), caption_lines[1], fill=_INK, font=font)
     palette = image.quantize(colors=16, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = io.BytesIO()
     palette.save(out, format="PNG", optimize=True)
@@ -125,7 +125,7 @@ def _axis(
     draw.text((WIDTH - _RIGHT, y + 22), "time (m:ss)", fill=_INK, font=font, anchor="ra")
 
 
-def _caption(a: CallAnalytics) -> tuple[str, str]:
+def caption(a: CallAnalytics) -> tuple[str, str]:
     shares = " · ".join(f"{p.label} {p.talkPercent:.0f}%" for p in a.parties)
     first = f"Talk: {shares} · non-talk {a.nonTalkPercent:.0f}% ({a.nonTalkSeconds:.0f} s)"
     silence = a.longestSilence
@@ -134,12 +134,12 @@ def _caption(a: CallAnalytics) -> tuple[str, str]:
         if silence
         else "no silence"
     )
-    second = f"{longest} · {a.longSilences.count} silence(s) of {a.longSilences.thresholdSeconds:g} s or more"
+    second = f"{longest} · {counted(a.longSilences.count, 'silence')} of {a.longSilences.thresholdSeconds:g} s or more"
     if a.overtalkCount is None:
         second += " · overtalk not measurable (mono)"
     else:
         second += (
-            f" · overtalk {a.overtalkCount} time{'' if a.overtalkCount == 1 else 's'} for {metrics.OVERLAP_SECONDS:g} s or more "
+            f" · overtalk {times(a.overtalkCount)} for {metrics.OVERLAP_SECONDS:g} s or more "
             f"({a.overtalkSeconds:.1f} s in all)"
         )
     return first, second
