@@ -234,7 +234,7 @@ def summarise(a: CallAnalytics) -> str:
     long_ones = counted(a.longSilences.count, "silence")
     silence += f", and {long_ones} lasted {a.longSilences.thresholdSeconds:g} s or more."
     parts.append(silence)
-    if a.overtalkSeconds is None:
+    if a.overtalkSeconds is None or a.overtalkCount is None:  # both None together (mono)
         parts.append(
             "Overtalk and interruptions cannot be measured on a mono recording (both parties share one channel)."
         )
