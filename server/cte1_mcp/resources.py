@@ -49,6 +49,9 @@ CLIP_QUERY = {
     "format": "format",
     "rate": "sampleRate",
 }
+#: The audio and clip templates' mimeType: their matches' formats vary (the platform's, or the
+#: clip's ``format``), and a template's mimeType must hold for all of them.
+GENERIC_MIME = "application/octet-stream"
 _TEMPLATES_HINT = "cte1://calls/{tenantId}/{sessionId}/{recordId}/audio (or /metadata, /timeline, /analytics, /clip?start=&end=&channel=&format=&rate=)"
 #: Longer URIs are refused before any parsing (none of ours comes near it).
 MAX_URI_CHARS = 2048
@@ -85,7 +88,11 @@ class CallResources:
                 uri_template=AUDIO_TEMPLATE,
                 name="call-audio",
                 title="Call recording",
-                description="The recording of a call as a blob with its real mimeType (fetched on demand).",
+                description="The recording of a call as a blob (fetched on demand). Its format is the "
+                "platform's (WAV or MP3): each read and listed resource carries its real mimeType "
+                "(audio/wav, audio/mpeg).",
+                # The one type true of every match: "audio/*" is a range, not a media type.
+                mime_type=GENERIC_MIME,
             ),
             MCPResourceTemplate(
                 uri_template=METADATA_TEMPLATE,
@@ -114,7 +121,9 @@ class CallResources:
                 name="call-clip",
                 title="Call clip",
                 description="A clip as get_call_clip cuts it: start and end in seconds (defaults: 0 and "
-                "the end), channel mix|0|1|<role>, format wav|mp3|flac|ogg, rate 8000|16000.",
+                "the end), channel mix|0|1|<role>, format wav|mp3|flac|ogg, rate 8000|16000. Each read "
+                "carries its format's mimeType (audio/wav by default, audio/mpeg, audio/flac, audio/ogg).",
+                mime_type=GENERIC_MIME,
             ),
         ]
 
