@@ -162,13 +162,17 @@ class Cte1MCPServer(MCPServer):
 
 
 def _progress_reporter(ctx: Context[Any, Any]) -> ProgressCallback:
-    """Progress notifications must increase strictly; waiting ticks count up, then bytes take over."""
-    last = 0.0
+    """Progress notifications must increase strictly; waiting ticks count up, then bytes, then
+    seconds of audio analysed. An event's ``total`` (bytes, or seconds of audio, as its message
+    says) is sent only while its own ``done`` is the value sent: when analysis follows a download
+    in the same request, its seconds cannot go on from the bytes, so it counts up without a total."""
+    last: float | None = None
 
     async def report(event: Progress) -> None:
         nonlocal last
-        value = max(last + 1, event.done)
+        value = event.done if last is None or event.done > last else last + 1
         last = value
-        await ctx.report_progress(value, event.total if event.stage == "downloading" else None, event.message)
+        total = event.total if value == event.done else None
+        await ctx.report_progress(value, total, event.message)
 
     return report
