@@ -162,7 +162,7 @@ def check(call: str | None) -> None:
     It asks for a call that surely does not exist: the platform's documented answer is an HTTP 200
     failure, which proves URL, key, IP allow-listing and TLS right. Exit 0 only for an answer the
     API documents; 1 when the platform (or the way to it) says something is wrong; 2 for a bad
-    configuration. The request waits for the spacing shared with every server using this key.
+    configuration. The request keeps the platform's spacing between requests, as the server does.
     """
     from cte1_mcp.settings import load_settings
 
@@ -339,8 +339,16 @@ async def _check(settings: Any, key: Any) -> None:
     )
     say(f"request: POST {settings.audio_data_url} for call {key}")
 
+    waited = False
+
     async def waiting(seconds: float) -> None:
-        say(f"  waiting {seconds:.1f} s for the request spacing shared with other servers using this key")
+        nonlocal waited
+        if not waited:  # called every second of the wait: one line is enough
+            waited = True
+            say(
+                f"  waiting {seconds:.1f} s first: the platform takes one request every "
+                f"{settings.min_interval_seconds:g} s (CTE1_MIN_INTERVAL_SECONDS)"
+            )
 
     # The spacing is shared through the cache directory (or Redis), as the servers share it.
     settings.cache_dir.expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
