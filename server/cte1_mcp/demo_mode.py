@@ -84,8 +84,10 @@ def demo_instructions() -> str:
     lines = "\n".join(call.line() for call in demo_calls())
     return (
         "DEMO MODE: this server talks to an embedded CT-e1 simulator, not a real contact centre; its "
-        "calls are synthesised conversations (customer on channel 0, agent on channel 1). The sample "
-        "calls (the first one is the documentation's example; its metadata resources are listed):\n" + lines
+        "calls are synthesised conversations (customer on channel 0, agent on channel 1). Its sample "
+        "calls follow; resources/list offers the metadata of those that can be fetched all session. "
+        "To analyse one, call get_call_analytics with its three ids (the first is the documentation's "
+        "example).\n" + lines
     )
 
 
