@@ -55,7 +55,7 @@ def test_the_example_call_shows_its_hold_and_overtalk() -> None:
     assert all(-23 < p.activeLevelDbfs < -17 for p in analytics.parties if p.activeLevelDbfs is not None)
     total = sum(p.talkSeconds for p in analytics.parties) - (analytics.overtalkSeconds or 0)
     assert total + analytics.nonTalkSeconds == pytest.approx(analytics.durationSeconds, abs=0.05)
-    for phrase in ("customer talked", "45.0 s", "2 time(s)", "interruptions"):
+    for phrase in ("customer talked", "45.0 s", "2 times", "interruptions"):
         assert phrase.replace("talked", "took") in analytics.summary
     assert "webrtc" in analytics.method and "crosstalk" in analytics.method and "0.5 s" in analytics.method
 
@@ -193,3 +193,30 @@ def test_an_empty_or_silent_recording_has_no_talk() -> None:
         assert [p.talkSeconds for p in analytics.parties] == [0, 0]
         assert analytics.segments == [] and analytics.overtalkCount == 0
         assert analytics.nonTalkSeconds == analytics.durationSeconds
+
+
+@pytest.mark.parametrize(
+    ("count", "silences", "overtalk"),
+    [(0, "no silences", "never"), (1, "1 silence", "once"), (2, "2 silences", "2 times")],
+)
+def test_counts_read_as_words_in_the_summary_and_the_caption(
+    count: int, silences: str, overtalk: str
+) -> None:
+    # Before: "0 silence(s) lasted" and "2 time(s) for 0.5 s or more".
+    from cte1_mcp.audio.analytics import summarise
+    from cte1_mcp.audio.timeline import caption
+
+    measured = example()
+    changed = measured.model_copy(
+        update={
+            "longSilences": measured.longSilences.model_copy(update={"count": count}),
+            "overtalkCount": count,
+        }
+    )
+    summary = summarise(changed)
+    assert f", and {silences} lasted 5 s or more." in summary
+    assert f"(1.0%), {overtalk} for 0.5 s or more;" in summary
+    second_line = caption(changed)[1]
+    assert f" · {silences} of 5 s or more · " in second_line
+    assert f" · overtalk {overtalk} for 0.5 s or more " in second_line
+    assert "(s)" not in summary + second_line

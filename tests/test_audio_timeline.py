@@ -9,7 +9,7 @@ import sys
 from PIL import Image
 
 from cte1_mcp.audio.analytics import CallAnalytics, analyse
-from cte1_mcp.audio.timeline import WIDTH, render_png
+from cte1_mcp.audio.timeline import WIDTH, render_png, tick_labels
 from cte1_mcp.simulator.calls import SampleCall, benchmark_call, find_call
 from cte1_mcp.simulator.wav import wav_bytes
 
@@ -56,3 +56,12 @@ def test_importing_the_server_does_not_import_the_imaging_library() -> None:
     code = "import sys, cte1_mcp.mcp_server, cte1_mcp.analysis; print('PIL' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_axis_ticks_are_labelled_in_m_ss_like_the_caption() -> None:
+    # Before: decimal minutes ("0.5", "1", "1.5") under a caption that names moments as m:ss.
+    assert [label for _, label in tick_labels(280.447)] == [
+        "0:00", "0:30", "1:00", "1:30", "2:00", "2:30", "3:00", "3:30", "4:00", "4:30",
+    ]  # fmt: skip
+    assert tick_labels(20.0) == [(0.0, "0:00"), (15.0, "0:15")]
+    assert [label for _, label in tick_labels(55 * 60)][-3:] == ["45:00", "50:00", "55:00"]

@@ -64,6 +64,19 @@ def test_a_wrong_key(env: dict[str, str]) -> None:
     assert "not-the-key" not in done.stderr
 
 
+def test_a_wrong_key_is_said_refused_with_what_to_do(env: dict[str, str]) -> None:
+    # Before: the second check's wait spoke of "the request spacing shared with other servers
+    # using this key" (a key the platform had just refused), once per second.
+    wrong = {**env, "CTE1_API_KEY": "not-the-key", "CTE1_MIN_INTERVAL_SECONDS": "5"}
+    check(wrong)
+    done = check(wrong)  # well within 5 s of the first: it waits
+    assert verdict(done) == "key_refused"
+    assert "the platform refused the API key" in done.stderr
+    assert "CTE1_API_KEY_FILE" in done.stderr and "run `cte1-mcp check` again" in done.stderr
+    assert "shared" not in done.stderr and "other servers" not in done.stderr
+    assert done.stderr.count("waiting") == 1, done.stderr
+
+
 def test_a_wrong_source_uuid_is_a_404_naming_both_causes(env: dict[str, str]) -> None:
     done = check({**env, "CTE1_SOURCE_UUID": "00000000-0000-4000-8000-000000000000"})
     assert done.returncode == 1

@@ -46,6 +46,19 @@ async def test_templates_list_and_metadata_read(simulator: Any, tmp_path: Path) 
         assert call_uri(EXAMPLE, "metadata") in listed
 
 
+async def test_every_template_has_a_mime_type_and_reads_the_real_one(simulator: Any, tmp_path: Path) -> None:
+    # Before: the audio and clip templates had mimeType null.
+    async with in_process(simulator.url, tmp_path) as client:
+        templates = {t.name: t for t in (await client.list_resource_templates()).resource_templates}
+        audio = (await client.read_resource(call_uri(EXAMPLE))).contents[0]
+        mp3 = (await client.read_resource(call_uri(EXAMPLE, "clip") + "?end=2&format=mp3")).contents[0]
+    assert all(template.mime_type for template in templates.values()), templates
+    # Their formats vary, so the generic type (true of all) and the real one on each read:
+    assert templates["call-audio"].mime_type == templates["call-clip"].mime_type == "application/octet-stream"
+    assert (audio.mime_type, mp3.mime_type) == ("audio/wav", "audio/mpeg")
+    assert templates["call-timeline"].mime_type == "image/png"
+
+
 async def test_audio_read_is_the_stored_bytes_for_one_request(simulator: Any, tmp_path: Path) -> None:
     async with in_process(simulator.url, tmp_path) as client:
         audio = structured(await client.call_tool("get_call_audio", EXAMPLE))["audio"]

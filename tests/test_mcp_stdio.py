@@ -80,6 +80,39 @@ async def test_progress_while_waiting_for_spacing_and_downloading(simulator: Any
     assert len(set(values)) == len(values)  # strictly increasing, as the protocol requires
 
 
+async def test_analysis_progress_totals_the_seconds_its_messages_count(
+    simulator: Any, tmp_path: Path
+) -> None:
+    # Before: analysis progress had total null while its message said "Analysed 32 of 280 s".
+    events: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        events.append((progress, total, message))
+
+    async with stdio_server(server_env(simulator.url, tmp_path)) as client:
+        structured(await client.call_tool("get_call_metadata", EXAMPLE))  # stored: analysis alone
+        structured(await client.call_tool("get_call_analytics", EXAMPLE, progress_callback=progress))
+        analysed_alone = list(events)
+        events.clear()
+        # Downloaded and analysed in one request: seconds cannot go on from the bytes.
+        structured(await client.call_tool("get_call_analytics", PCM_STEREO, progress_callback=progress))
+    counted = [e for e in analysed_alone if e[2] and e[2].startswith("Analysed ")]
+    assert counted, analysed_alone
+    for done, total, message in counted:
+        assert message == f"Analysed {done:.0f} of {total:.0f} s"
+    assert all(total == pytest.approx(280.447, abs=0.1) for _, total, _ in analysed_alone), analysed_alone
+    assert analysed_alone[-1][0] == analysed_alone[-1][1]  # "Analysis done": all of it
+    values = [e[0] for e in analysed_alone]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    received = [e for e in events if e[2] and e[2].startswith("received")]
+    analysing = [e for e in events if e[2] and e[2].startswith("Analys")]
+    assert received and analysing, events
+    assert all(total is not None and done <= total for done, total, _ in received)
+    assert all(total is None for _, total, _ in analysing)  # no total a byte count would contradict
+    values = [e[0] for e in events]
+    assert values == sorted(values) and len(set(values)) == len(values)
+
+
 async def test_the_process_log_masks_numbers_and_bounds_client_input(simulator: Any, tmp_path: Path) -> None:
     """Everything the process writes to stderr at DEBUG (ours, the SDK's, httpx's): no full phone
     number when CTE1_MASK_NUMBERS is on, and no line holding a 1 MB URI or argument name."""

@@ -139,6 +139,15 @@ def test_base_url_with_a_path_is_refused(url: str) -> None:
     assert "CTE1_BASE_URL" in caught.value.message
 
 
+def test_a_plain_http_url_with_a_path_reports_both_problems() -> None:
+    # Before: only "must be https://"; fixing that then revealed the path.
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(base_url="http://cte1.example.jp/general/v1", source_uuid=UUID, api_key=SECRET)
+    (line,) = [line for line in caught.value.message.splitlines() if "CTE1_BASE_URL" in line]
+    assert "must be https://" in line
+    assert "built by the server" in line
+
+
 @pytest.mark.parametrize(
     "url", ["https://cte1.example.jp", "https://cte1.example.jp/", "https://cte1.example.jp:8443"]
 )

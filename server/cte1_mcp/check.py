@@ -5,7 +5,8 @@ server up needs the finer diagnosis instead: was it TLS, the key, the IP allow-l
 So this sends exactly one documented request, for a call that surely does not exist, and reads
 the answer at the HTTP level. The platform's documented answer to it is the "200 失敗" (HTTP 200,
 JSON ``{"status": "error", ...}``): that, or a recording, proves URL, key, allow-list and TLS
-right. The request goes through the spacing shared with every server using the same key.
+right. The request keeps the spacing between requests the servers keep (shared through the
+cache directory or Redis).
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ def judge(status: int, content_type: str | None, body: bytes, redactor: Redactor
     if status in (401, 402, 403):
         return CheckResult(
             Verdict.key_refused,
-            f"HTTP {status}: the key was refused",
-            "Check CTE1_API_KEY / CTE1_API_KEY_FILE (the General API secret key, sent as "
-            "'Authorization: Bearer <key>'); ask the platform's administrator whether it is still valid.",
+            f"HTTP {status}: the platform refused the API key",
+            "Give the General API secret key of this sourceUuid as CTE1_API_KEY_FILE (a file whose "
+            "first line is the key) or CTE1_API_KEY, then run `cte1-mcp check` again; if it is the "
+            "key you were given, ask the platform's administrator whether it is still valid.",
         )
     if status == 404:
         return CheckResult(

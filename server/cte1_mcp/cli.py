@@ -113,12 +113,20 @@ def main(ctx: click.Context) -> None:
     is_flag=True,
     help="Serve against the embedded CT-e1 simulator, with a fresh temporary store; needs no configuration.",
 )
+@click.option(
+    "--simulator",
+    "simulator_url",
+    default=None,
+    hidden=True,  # for the `demo` walkthrough, which runs the simulator itself to count its requests
+    help="With --demo: use the simulator already listening at this URL instead of starting one.",
+)
 def serve(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8000,
     stateless: bool = False,
     demo: bool = False,
+    simulator_url: str | None = None,
 ) -> None:
     """Serve MCP: over stdio (default) or Streamable HTTP at /mcp."""
     from cte1_mcp import runner
@@ -126,14 +134,16 @@ def serve(
 
     if stateless and transport != "http":
         raise click.UsageError("--stateless applies to --transport http only")
-    with _simulator_settings() if demo else _nothing() as overrides:
+    if simulator_url is not None and not demo:
+        raise click.UsageError("--simulator applies to --demo only")
+    with _demo_settings(simulator_url) if demo else _nothing() as overrides:
         settings = _or_exit(lambda: load_settings(**overrides))
         if transport == "stdio":
-            _run(lambda: runner.serve_stdio(settings))
+            _run(lambda: runner.serve_stdio(settings, demo=demo))
         else:
             _run(
                 lambda: runner.serve_http(
-                    settings, host, port, stateless=stateless or settings.http_stateless
+                    settings, host, port, stateless=stateless or settings.http_stateless, demo=demo
                 )
             )
 
@@ -152,7 +162,7 @@ def check(call: str | None) -> None:
     It asks for a call that surely does not exist: the platform's documented answer is an HTTP 200
     failure, which proves URL, key, IP allow-listing and TLS right. Exit 0 only for an answer the
     API documents; 1 when the platform (or the way to it) says something is wrong; 2 for a bad
-    configuration. The request waits for the spacing shared with every server using this key.
+    configuration. The request keeps the platform's spacing between requests, as the server does.
     """
     from cte1_mcp.settings import load_settings
 
@@ -176,11 +186,15 @@ def config(demo: bool, uvx: bool) -> None:
     placeholders for missing ones, never a secret (give the key as CTE1_API_KEY_FILE); the
     "cte1-demo" entry runs against the embedded simulator and works as printed.
     """
-    command = _uvx_command if uvx else _installed_command
+    command, prefix = _uvx_launcher() if uvx else _installed_launcher()  # once: it may warn
+
+    def entry(args: list[str]) -> dict[str, Any]:
+        return {"command": command, "args": [*prefix, *args]}
+
     servers: dict[str, Any] = {}
     if not demo:
-        servers["cte1"] = {**command([]), "env": _client_env()}
-    servers["cte1-demo"] = command(["serve", "--demo"])
+        servers["cte1"] = {**entry([]), "env": _client_env()}
+    servers["cte1-demo"] = entry(["serve", "--demo"])
     click.echo(json.dumps({"mcpServers": servers}, indent=2, ensure_ascii=False))
 
 
@@ -246,27 +260,33 @@ def demo(output: Path) -> None:
 
 
 @contextmanager
-def _simulator_settings() -> Iterator[dict[str, Any]]:
-    """A simulator on a free loopback port, and settings that point the server at it.
+def _demo_settings(simulator_url: str | None) -> Iterator[dict[str, Any]]:
+    """A simulator on a free loopback port (or the one at ``simulator_url``), and the demo's
+    settings (``demo_mode.demo_settings``) pointing the server at it.
 
     The store is a fresh temporary directory (0700), removed at exit: each simulator starts a new
     clock, so a store kept from an earlier run would serve that run's calls.
     """
-    from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID, SimulatorConfig
-    from cte1_mcp.simulator.server import run_in_thread
+    from cte1_mcp.demo_mode import demo_settings
 
     with (
         _terminate_cleanly(),
-        run_in_thread(SimulatorConfig(port=0)) as running,
+        _simulator(simulator_url) as url,
         tempfile.TemporaryDirectory(prefix="cte1-mcp-demo-") as store,
     ):
-        yield {
-            "base_url": running.url,
-            "source_uuid": DEFAULT_SOURCE_UUID,
-            "api_key": DEFAULT_API_KEY,
-            "api_key_file": None,
-            "cache_dir": Path(store),
-        }
+        yield demo_settings(url, Path(store))
+
+
+@contextmanager
+def _simulator(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    from cte1_mcp.simulator import SimulatorConfig
+    from cte1_mcp.simulator.server import run_in_thread
+
+    with run_in_thread(SimulatorConfig(port=0)) as running:
+        yield running.url
 
 
 @contextmanager
@@ -319,8 +339,16 @@ async def _check(settings: Any, key: Any) -> None:
     )
     say(f"request: POST {settings.audio_data_url} for call {key}")
 
+    waited = False
+
     async def waiting(seconds: float) -> None:
-        say(f"  waiting {seconds:.1f} s for the request spacing shared with other servers using this key")
+        nonlocal waited
+        if not waited:  # called every second of the wait: one line is enough
+            waited = True
+            say(
+                f"  waiting {seconds:.1f} s first: the platform takes one request every "
+                f"{settings.min_interval_seconds:g} s (CTE1_MIN_INTERVAL_SECONDS)"
+            )
 
     # The spacing is shared through the cache directory (or Redis), as the servers share it.
     settings.cache_dir.expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -336,16 +364,17 @@ async def _check(settings: Any, key: Any) -> None:
 # --- config ----------------------------------------------------------------------------------
 
 
-def _installed_command(args: list[str]) -> dict[str, Any]:
-    """This installation's ``cte1-mcp`` by absolute path (never resolving the venv's python link)."""
+def _installed_launcher() -> tuple[str, list[str]]:
+    """This installation's ``cte1-mcp`` by absolute path (never resolving the venv's python link),
+    and the arguments before the command's own."""
     bin_dir = Path(sys.executable).absolute().parent
     script = bin_dir / "cte1-mcp"
     if script.is_file() and os.access(script, os.X_OK):
-        return {"command": str(script), "args": args}
-    return {"command": str(Path(sys.executable).absolute()), "args": ["-m", "cte1_mcp", *args]}
+        return str(script), []
+    return str(Path(sys.executable).absolute()), ["-m", "cte1_mcp"]
 
 
-def _uvx_command(args: list[str]) -> dict[str, Any]:
+def _uvx_launcher() -> tuple[str, list[str]]:
     import cte1_mcp
 
     checkout = Path(cte1_mcp.__file__).resolve().parents[2]
@@ -360,7 +389,7 @@ def _uvx_command(args: list[str]) -> dict[str, Any]:
             err=True,
         )
     command = str(Path(found).absolute()) if found else "uvx"
-    return {"command": command, "args": ["--from", str(checkout), "cte1-mcp", *args]}
+    return command, ["--from", str(checkout), "cte1-mcp"]
 
 
 def _client_env() -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 from mcp import Client, StdioServerParameters
 from mcp_types import BlobResourceContents, CallToolResult, ImageContent, TextContent
 
-from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID, SimulatorConfig
+from cte1_mcp.simulator import SimulatorConfig
 from cte1_mcp.simulator.server import run_in_thread
 
 EXAMPLE = {"tenantId": "05053698341", "sessionId": 942125, "recordId": 1}
@@ -26,18 +26,19 @@ EXAMPLE = {"tenantId": "05053698341", "sessionId": 942125, "recordId": 1}
 
 async def run_demo(output: Path) -> None:
     started = time.monotonic()
-    with run_in_thread(SimulatorConfig(port=0)) as simulator, tempfile.TemporaryDirectory() as cache:
+    with run_in_thread(SimulatorConfig(port=0)) as simulator:
         say(f"CT-e1 simulator on {simulator.url} (5-second request spacing, like the platform)")
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CTE1_")},
-            "CTE1_BASE_URL": simulator.url,
-            "CTE1_SOURCE_UUID": DEFAULT_SOURCE_UUID,
-            "CTE1_API_KEY": DEFAULT_API_KEY,  # through the environment, never the command line
-            "CTE1_CACHE_DIR": cache,
             "CTE1_LOG_LEVEL": "WARNING",  # keep the walkthrough readable
-            "CTE1_CHANNEL_ROLES": "customer,agent",  # the simulator's channel layout (README, Sample calls)
         }
-        params = StdioServerParameters(command=sys.executable, args=["-m", "cte1_mcp"], env=env)
+        # `serve --demo`, as `config --demo` prints it, with its settings (demo_mode.demo_settings);
+        # only the simulator is this one, whose requests the summary counts.
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "cte1_mcp", "serve", "--demo", "--simulator", simulator.url],
+            env=env,
+        )
         async with Client(params) as client:
             info = client.server_info
             say(f"connected to {info.name if info else 'server'} over stdio")

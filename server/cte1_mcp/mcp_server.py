@@ -17,6 +17,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, ListResourcesResult, PaginatedRequestParams
+from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl
@@ -64,11 +65,21 @@ class Cte1MCPServer(MCPServer):
         *,
         token_verifier: TokenVerifier | None = None,
         auth: AuthSettings | None = None,
+        demo: bool = False,
     ) -> None:
+        """``demo``: served against the embedded simulator (``serve --demo``): the instructions name
+        its sample calls and resources/list offers them, so an assistant needs no README."""
+        instructions = INSTRUCTIONS
+        samples: tuple[MCPResource, ...] = ()
+        if demo:  # imported only here: the simulator's catalogue is no concern of a real server
+            from cte1_mcp.demo_mode import demo_instructions, demo_resources
+
+            instructions += "\n\n" + demo_instructions()
+            samples = demo_resources()
         super().__init__(
             name="cte1-mcp",
             title="CT-e1 call recordings",
-            instructions=INSTRUCTIONS,
+            instructions=instructions,
             version=__version__,
             token_verifier=token_verifier,
             auth=auth,
@@ -77,7 +88,7 @@ class Cte1MCPServer(MCPServer):
         self.service = service
         self.transport = transport
         self.tools = discover()
-        self.resources = CallResources(service, self.analysis)
+        self.resources = CallResources(service, self.analysis, samples)
         self._analysis: AnalysisService | None = None
         self._drop_prompts()
         self._paginate_resources()
@@ -151,13 +162,17 @@ class Cte1MCPServer(MCPServer):
 
 
 def _progress_reporter(ctx: Context[Any, Any]) -> ProgressCallback:
-    """Progress notifications must increase strictly; waiting ticks count up, then bytes take over."""
-    last = 0.0
+    """Progress notifications must increase strictly; waiting ticks count up, then bytes, then
+    seconds of audio analysed. An event's ``total`` (bytes, or seconds of audio, as its message
+    says) is sent only while its own ``done`` is the value sent: when analysis follows a download
+    in the same request, its seconds cannot go on from the bytes, so it counts up without a total."""
+    last: float | None = None
 
     async def report(event: Progress) -> None:
         nonlocal last
-        value = max(last + 1, event.done)
+        value = event.done if last is None or event.done > last else last + 1
         last = value
-        await ctx.report_progress(value, event.total if event.stage == "downloading" else None, event.message)
+        total = event.total if value == event.done else None
+        await ctx.report_progress(value, total, event.message)
 
     return report

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ListResourcesResult
+from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 
 from cte1_mcp.errors import Cte1Error, InputError, InvalidParameter, UnknownParameter
@@ -48,6 +49,9 @@ CLIP_QUERY = {
     "format": "format",
     "rate": "sampleRate",
 }
+#: The audio and clip templates' mimeType: their matches' formats vary (the platform's, or the
+#: clip's ``format``), and a template's mimeType must hold for all of them.
+GENERIC_MIME = "application/octet-stream"
 _TEMPLATES_HINT = "cte1://calls/{tenantId}/{sessionId}/{recordId}/audio (or /metadata, /timeline, /analytics, /clip?start=&end=&channel=&format=&rate=)"
 #: Longer URIs are refused before any parsing (none of ours comes near it).
 MAX_URI_CHARS = 2048
@@ -69,6 +73,8 @@ class CallResources:
     service: RecordingService
     #: Built on first use (see Cte1MCPServer.analysis).
     analysis: Callable[[], AnalysisService]
+    #: Listed on the first page besides the stored recordings (demo mode: the sample calls).
+    samples: tuple[MCPResource, ...] = ()
     pages: ResourcePages = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +88,11 @@ class CallResources:
                 uri_template=AUDIO_TEMPLATE,
                 name="call-audio",
                 title="Call recording",
-                description="The recording of a call as a blob with its real mimeType (fetched on demand).",
+                description="The recording of a call as a blob (fetched on demand). Its format is the "
+                "platform's (WAV or MP3): each read and listed resource carries its real mimeType "
+                "(audio/wav, audio/mpeg).",
+                # The one type true of every match: "audio/*" is a range, not a media type.
+                mime_type=GENERIC_MIME,
             ),
             MCPResourceTemplate(
                 uri_template=METADATA_TEMPLATE,
@@ -96,7 +106,7 @@ class CallResources:
                 name="call-timeline",
                 title="Call timeline picture",
                 description="PNG: one lane per party with its talk, long silences and overtalk marked, "
-                "time in minutes, the key figures in a caption (analysed on demand, then stored).",
+                "time as m:ss, the key figures in a caption (analysed on demand, then stored).",
                 mime_type="image/png",
             ),
             MCPResourceTemplate(
@@ -111,7 +121,9 @@ class CallResources:
                 name="call-clip",
                 title="Call clip",
                 description="A clip as get_call_clip cuts it: start and end in seconds (defaults: 0 and "
-                "the end), channel mix|0|1|<role>, format wav|mp3|flac|ogg, rate 8000|16000.",
+                "the end), channel mix|0|1|<role>, format wav|mp3|flac|ogg, rate 8000|16000. Each read "
+                "carries its format's mimeType (audio/wav by default, audio/mpeg, audio/flac, audio/ogg).",
+                mime_type=GENERIC_MIME,
             ),
         ]
 
@@ -121,7 +133,13 @@ class CallResources:
             page = await self.pages.page(cursor)
         except Cte1Error as error:
             raise protocol_error(error) from None
-        return ListResourcesResult(resources=page.resources, next_cursor=page.next_cursor)
+        resources = page.resources
+        if cursor is None and self.samples:
+            # On the first page only; a stored sample is listed by the store (with its audio). A demo
+            # store is a few recordings: those past the first page (500) would be named twice.
+            listed = {str(resource.uri) for resource in resources}
+            resources = [sample for sample in self.samples if str(sample.uri) not in listed] + resources
+        return ListResourcesResult(resources=resources, next_cursor=page.next_cursor)
 
     async def read(self, uri: str, progress: ProgressCallback | None) -> list[ReadResourceContents]:
         try:

@@ -27,12 +27,12 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
 
-async def serve_stdio(settings: Settings) -> None:
+async def serve_stdio(settings: Settings, *, demo: bool = False) -> None:
     configure_logging(settings)
     audit = _audit_log(settings)
     async with RecordingService.open(settings) as service:
         announce(settings, "stdio")
-        await mcp_server(service, "stdio", audit).run_stdio_async()
+        await mcp_server(service, "stdio", audit, demo=demo).run_stdio_async()
 
 
 def mcp_server(
@@ -83,12 +83,14 @@ def http_problems(settings: Settings, host: str) -> list[str]:
     return problems
 
 
-async def serve_http(settings: Settings, host: str, port: int, *, stateless: bool = False) -> None:
+async def serve_http(
+    settings: Settings, host: str, port: int, *, stateless: bool = False, demo: bool = False
+) -> None:
     """Streamable HTTP at ``/mcp``; DNS-rebinding protection always on; a token off loopback.
 
     ``stateless``: no session is kept in the process (each request carries all it needs), so
     replicas behind a load balancer can answer any request. Progress still reaches the caller:
-    it travels on the SSE stream of the very POST that asked.
+    it travels on the SSE stream of the very POST that asked. ``demo``: see ``Cte1MCPServer``.
     """
     # Imported here: stdio never needs them, and start-up time is what a stdio client waits for.
     import uvicorn
@@ -116,6 +118,7 @@ async def serve_http(settings: Settings, host: str, port: int, *, stateless: boo
             service,
             "http",
             audit,
+            demo=demo,
             token_verifier=StaticTokenVerifier(token) if token is not None else None,
             # Nominal issuer (a static token, no OAuth server); fixed, so an IPv6 bind address
             # never has to be turned into a URL.

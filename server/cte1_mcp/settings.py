@@ -133,10 +133,22 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _https_off_loopback(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+    def _https_origin(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        """Both rules in one validator, so a URL breaking both reports both (a field stops at its
+        first failing validator)."""
+        problems = []
         # The one General API key would otherwise travel in clear text.
         if value.scheme != "https" and not is_loopback(value.host or ""):
-            raise ValueError("must be https:// (plain http:// is allowed only for a loopback simulator)")
+            problems.append("must be https:// (plain http:// is allowed only for a loopback simulator)")
+        # A path here would be doubled by the one the server builds and answer 404, which the
+        # platform uses for "IP not allow-listed": the wrong cause would be reported.
+        if (value.path or "/") != "/" or value.query or value.fragment or value.username or value.password:
+            problems.append(
+                "must be only https://<domain>[:port]: the path (/general/<version>/<sourceUuid>/...) "
+                "is built by the server from CTE1_API_VERSION and CTE1_SOURCE_UUID"
+            )
+        if problems:
+            raise ValueError("; and it ".join(problems))
         return value
 
     @field_validator("ca_bundle")
@@ -150,18 +162,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value} does not exist") from None
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError(f"{value} is not a readable PEM file of CA certificates ({exc})") from None
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _origin_only(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        # A path here would be doubled by the one the server builds and answer 404, which the
-        # platform uses for "IP not allow-listed": the wrong cause would be reported.
-        if (value.path or "/") != "/" or value.query or value.fragment or value.username or value.password:
-            raise ValueError(
-                "must be only https://<domain>[:port]: the path (/general/<version>/<sourceUuid>/...) "
-                "is built by the server from CTE1_API_VERSION and CTE1_SOURCE_UUID"
-            )
         return value
 
     @field_validator("api_key", "http_token")

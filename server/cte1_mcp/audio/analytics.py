@@ -231,11 +231,10 @@ def summarise(a: CallAnalytics) -> str:
     if a.longestSilence is not None:
         s = a.longestSilence
         silence += f"; the longest silence was {s.durationSeconds:.1f} s (from {clock(s.startSeconds)} to {clock(s.endSeconds)})"
-    silence += (
-        f", and {a.longSilences.count} silence(s) lasted {a.longSilences.thresholdSeconds:g} s or more."
-    )
+    long_ones = counted(a.longSilences.count, "silence")
+    silence += f", and {long_ones} lasted {a.longSilences.thresholdSeconds:g} s or more."
     parts.append(silence)
-    if a.overtalkSeconds is None:
+    if a.overtalkSeconds is None or a.overtalkCount is None:  # both None together (mono)
         parts.append(
             "Overtalk and interruptions cannot be measured on a mono recording (both parties share one channel)."
         )
@@ -243,9 +242,21 @@ def summarise(a: CallAnalytics) -> str:
         interrupted = ", ".join(f"{p.label} {p.interruptions}" for p in a.parties)
         parts.append(
             f"They talked over each other for {a.overtalkSeconds:.1f} s ({a.overtalkPercent:.1f}%), "
-            f"{a.overtalkCount} time(s) for {metrics.OVERLAP_SECONDS:g} s or more; interruptions: {interrupted}."
+            f"{times(a.overtalkCount)} for {metrics.OVERLAP_SECONDS:g} s or more; interruptions: {interrupted}."
         )
     return " ".join(parts)
+
+
+def counted(count: int, noun: str) -> str:
+    """``no silences``, ``1 silence``, ``2 silences`` (regular plurals: the nouns are ours)."""
+    if count == 0:
+        return f"no {noun}s"
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def times(count: int) -> str:
+    """``never``, ``once``, ``2 times``."""
+    return "never" if count == 0 else "once" if count == 1 else f"{count} times"
 
 
 def clock(seconds: float) -> str:

@@ -1,4 +1,4 @@
-"""The timeline picture: one lane per channel, long silences and overtalk marked, a minute axis.
+"""The timeline picture: one lane per channel, long silences and overtalk marked, an m:ss axis.
 
 Drawn with Pillow (imported on first use, so start-up does not pay for it) in a 16-colour palette,
 so a 30-minute call stays a few tens of KB while remaining legible at 1200 px wide. Everything is
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cte1_mcp.audio import metrics
-from cte1_mcp.audio.analytics import CallAnalytics, clock
+from cte1_mcp.audio.analytics import CallAnalytics, clock, counted, times
 
 if TYPE_CHECKING:
     from PIL import ImageDraw, ImageFont
@@ -90,9 +90,9 @@ def render_png(analytics: CallAnalytics, title: str = "Call timeline") -> bytes:
             if marked:  # the counted overlaps also show across the lanes
                 draw.line((x0, top, x0, lanes_bottom), fill=_OVERTALK, width=1)
     _axis(draw, small, duration, x, axis_y)
-    caption = _caption(analytics)
-    draw.text((12, axis_y + 36), caption[0], fill=_INK, font=font)
-    draw.text((12, axis_y + 58), caption[1], fill=_INK, font=font)
+    caption_lines = caption(analytics)
+    draw.text((12, axis_y + 36), caption_lines[0], fill=_INK, font=font)
+    draw.text((12, axis_y + 58), caption_lines[1], fill=_INK, font=font)
     palette = image.quantize(colors=16, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = io.BytesIO()
     palette.save(out, format="PNG", optimize=True)
@@ -100,10 +100,15 @@ def render_png(analytics: CallAnalytics, title: str = "Call timeline") -> bytes:
 
 
 def _ticks(duration: float) -> list[float]:
-    """Minute marks every 1, 2, 5, 10 … minutes: at most about 15 labels."""
+    """Marks every 15 s, 30 s, 1, 2, 5, 10 … minutes: at most about 15 labels."""
     minutes = duration / 60
     step = next((s for s in (0.25, 0.5, 1, 2, 5, 10, 15, 30, 60) if minutes / s <= 15), 120)
     return [k * step * 60 for k in range(math.floor(minutes / step) + 1)]
+
+
+def tick_labels(duration: float) -> list[tuple[float, str]]:
+    """The axis marks (seconds) with their labels in m:ss, as the caption and summary name moments."""
+    return [(seconds, clock(seconds)) for seconds in _ticks(duration)]
 
 
 def _axis(
@@ -114,15 +119,13 @@ def _axis(
     y: int,
 ) -> None:
     draw.line((_LEFT, y, WIDTH - _RIGHT, y), fill=_INK, width=1)
-    for seconds in _ticks(duration):
+    for seconds, label in tick_labels(duration):
         draw.line((x(seconds), y, x(seconds), y + 5), fill=_INK, width=1)
-        minutes = seconds / 60
-        label = f"{minutes:g}" if minutes != int(minutes) else f"{int(minutes)}"
         draw.text((x(seconds), y + 8), label, fill=_INK, font=font, anchor="ma")
-    draw.text((WIDTH - _RIGHT, y + 22), "minutes", fill=_INK, font=font, anchor="ra")
+    draw.text((WIDTH - _RIGHT, y + 22), "time (m:ss)", fill=_INK, font=font, anchor="ra")
 
 
-def _caption(a: CallAnalytics) -> tuple[str, str]:
+def caption(a: CallAnalytics) -> tuple[str, str]:
     shares = " · ".join(f"{p.label} {p.talkPercent:.0f}%" for p in a.parties)
     first = f"Talk: {shares} · non-talk {a.nonTalkPercent:.0f}% ({a.nonTalkSeconds:.0f} s)"
     silence = a.longestSilence
@@ -131,12 +134,12 @@ def _caption(a: CallAnalytics) -> tuple[str, str]:
         if silence
         else "no silence"
     )
-    second = f"{longest} · {a.longSilences.count} silence(s) of {a.longSilences.thresholdSeconds:g} s or more"
+    second = f"{longest} · {counted(a.longSilences.count, 'silence')} of {a.longSilences.thresholdSeconds:g} s or more"
     if a.overtalkCount is None:
         second += " · overtalk not measurable (mono)"
     else:
         second += (
-            f" · overtalk {a.overtalkCount} time{'' if a.overtalkCount == 1 else 's'} for {metrics.OVERLAP_SECONDS:g} s or more "
+            f" · overtalk {times(a.overtalkCount)} for {metrics.OVERLAP_SECONDS:g} s or more "
             f"({a.overtalkSeconds:.1f} s in all)"
         )
     return first, second
