@@ -1,0 +1,59 @@
+"""The seam between the transcript pipeline and a speech-recognition engine.
+
+An engine hears one piece of one party's speech at a time (16 kHz float32 mono, at most
+``MAX_PIECE_SECONDS``) and answers with the sentences it recognised, timed from the piece's start.
+Everything call-shaped (which channel, where the piece sits, the guards against an engine's known
+failure modes, the speaker labels) is the pipeline's, so a new engine is one module here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+#: Engines take 16 kHz audio (Whisper and the Japanese transducers alike); 8 kHz calls are upsampled.
+ENGINE_SAMPLE_RATE = 16_000
+#: Whisper hears 30-s windows; ReazonSpeech-k2 is trained on utterances up to 30 s. Pieces stay under.
+MAX_PIECE_SECONDS = 28.0
+
+
+class EngineInfo(BaseModel):
+    """Which engine and model made a transcript: part of what a stored transcript is bound to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    model: str
+    #: The model file's sha256, or a sha256 over every file of the model (name and digest), when the
+    #: model is several files.
+    modelSha256: str | None
+    device: str | None = None
+    computeType: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recognised:
+    """One sentence (or phrase) an engine heard, seconds from the start of the piece it was given."""
+
+    start: float
+    end: float
+    text: str
+
+
+class Transcriber(Protocol):
+    """A loaded model. ``transcribe`` is called from a worker thread, one piece at a time."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
+        """Sentences heard in ``audio`` (16 kHz mono float32 in [-1, 1]); deterministic."""
+        ...
+
+    def close(self) -> None:
+        """Free the model's memory (and threads); the transcriber is not used afterwards."""
+        ...
