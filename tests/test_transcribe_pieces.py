@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cte1_mcp.transcribe.pieces import Piece, plan_pieces
@@ -54,3 +56,18 @@ def test_padded_pieces_still_fit_the_window() -> None:
 def test_empty_and_reversed_segments_give_no_piece() -> None:
     assert plan_pieces([], 10.0) == []
     assert plan_pieces([(0, 3.0, 3.0), (1, 5.0, 4.0)], 10.0) == []
+
+
+def test_a_model_fingerprint_changes_with_any_file_and_ignores_nothing(tmp_path: Path) -> None:
+    from cte1_mcp.transcribe.base import fingerprint
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.bin").write_bytes(b"a")
+    (tmp_path / "sub" / "b.txt").write_bytes(b"b")
+    first = fingerprint(tmp_path)
+    assert first == fingerprint(tmp_path)
+    (tmp_path / "sub" / "b.txt").write_bytes(b"B")
+    assert fingerprint(tmp_path) != first
+    (tmp_path / "sub" / "b.txt").write_bytes(b"b")
+    (tmp_path / "sub" / "b.txt").rename(tmp_path / "sub" / "c.txt")
+    assert fingerprint(tmp_path) != first

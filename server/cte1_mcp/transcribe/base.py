@@ -8,7 +8,9 @@ failure modes, the speaker labels) is the pipeline's, so a new engine is one mod
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +21,11 @@ from pydantic import BaseModel, ConfigDict
 ENGINE_SAMPLE_RATE = 16_000
 #: Whisper hears 30-s windows; ReazonSpeech-k2 is trained on utterances up to 30 s. Pieces stay under.
 MAX_PIECE_SECONDS = 28.0
+
+
+class ModelUnusable(Exception):
+    """A model directory an engine cannot use (files missing, a file that does not load, the engine's
+    package not installed): the reason, in words a user can act on, never a traceback."""
 
 
 class EngineInfo(BaseModel):
@@ -57,3 +64,16 @@ class Transcriber(Protocol):
     def close(self) -> None:
         """Free the model's memory (and threads); the transcriber is not used afterwards."""
         ...
+
+
+def fingerprint(model_dir: Path) -> str:
+    """sha256 over every regular file of a model (relative name and content), in name order: one
+    value that changes when any file does, for models made of several files."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+        file_digest = hashlib.sha256()
+        with path.open("rb") as file:
+            while block := file.read(1 << 20):
+                file_digest.update(block)
+        digest.update(f"{path.relative_to(model_dir).as_posix()}\0{file_digest.hexdigest()}\n".encode())
+    return digest.hexdigest()
