@@ -67,3 +67,25 @@ async def test_an_honest_header_carries_no_warning(simulator: Any, tmp_path: Pat
         audio = structured(await client.call_tool("get_call_audio", SMALL))
     assert audio["audio"]["durationSeconds"] == SECONDS
     assert audio["audio"]["warnings"] == [] and "Warning" not in audio["summary"]
+
+
+async def test_a_float_recording_with_nan_and_infinities_is_analysed_and_says_so(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Regression (issue 14, item 10): a few NaN/Inf samples in a float WAV made the analysis say
+    nobody talked for the whole call, without a word about why."""
+    samples = render(scripted(float(SECONDS), 301), 2).astype(np.float32) / 32767
+    samples[[8000, 8000 * 30], 0] = np.nan
+    samples[8000 * 45, 1] = np.inf
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 2, 8000, 8000 * 8, 8, 32)  # IEEE float, 2 channels
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
+    serve_once(simulator, b"RIFF" + struct.pack("<I", len(body)) + body)
+    async with in_process(simulator.url, tmp_path) as client:
+        analytics = structured(await client.call_tool("get_call_analytics", SMALL))["analytics"]
+    assert analytics["nonFiniteSamples"] == 3
+    assert "Warning: 3 sample(s) of the recording are not numbers" in analytics["summary"]
+    assert all(party["talkSeconds"] > 10 for party in analytics["parties"])
+    assert analytics["nonTalkSeconds"] < SECONDS / 2
