@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cte1_mcp.simulator import Fault
-from cte1_mcp.simulator.conversation import render, scripted
+from cte1_mcp.simulator.conversation import hold_music, render, scripted
 from tests.mcp_harness import SMALL, in_process, platform_answer, structured, text, with_audio
 
 pytestmark = pytest.mark.anyio
@@ -89,3 +89,19 @@ async def test_a_float_recording_with_nan_and_infinities_is_analysed_and_says_so
     assert "Warning: 3 sample(s) of the recording are not numbers" in analytics["summary"]
     assert all(party["talkSeconds"] > 10 for party in analytics["parties"])
     assert analytics["nonTalkSeconds"] < SECONDS / 2
+
+
+async def test_a_channel_of_hold_music_alone_has_no_talk_and_no_overtalk(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Regression (issue 14, item 11): the agent's channel carries only a melody in short phrases
+    (the agent never speaks); it was counted as ~40 s of the agent's talk and 14 s of overtalk."""
+    customer = render(scripted(float(SECONDS), 201), 2)[:, 0]
+    t = np.arange(SECONDS * 8000) / 8000
+    melody = 10 ** (-26 / 20) * hold_music(SECONDS * 8000, 7) * ((t % 4.0) < 3.2)  # 3.2 s phrases
+    serve_once(simulator, pcm_wav(np.stack([customer, np.rint(melody * 32767)], axis=1)))
+    async with in_process(simulator.url, tmp_path, channel_roles=("customer", "agent")) as client:
+        analytics = structured(await client.call_tool("get_call_analytics", SMALL))["analytics"]
+    customer_party, agent = analytics["parties"]
+    assert agent["talkSeconds"] < 1.0 and customer_party["talkSeconds"] > 15
+    assert analytics["overtalkCount"] == 0 and analytics["overtalkSeconds"] < 0.5
