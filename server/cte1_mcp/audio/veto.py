@@ -2,8 +2,8 @@
 
 WebRTC's detector (a GMM on band energies) calls almost any harmonic sound speech: measured on a
 synthetic hold melody it flags 98% of it, Silero 0%. A hold with music would count as a minute
-of the agent's talk. Running Silero on the whole call costs 6x WebRTC's time (README), and loading it
-a third of the analysis's memory, so it only re-hears a channel's **long stretches** (runs of its
+of the agent's talk. Running Silero on the whole call costs 6x WebRTC's time (README), and merely
+loading it quadruples the analysis's memory (+32 MiB on a 5-minute call), so it only re-hears a channel's **long stretches** (runs of its
 turns with pauses under ``RUN_GAP_SECONDS`` spanning at least ``VETO_MIN_SECONDS``: a hold is
 long) that either hold a turn of ``VETO_MIN_SECONDS`` or are **steady**: the median change of
 level from one 10 ms frame of talk to the next is under ``STEADY_DB``. Notes are held and fade
