@@ -246,7 +246,7 @@ def _accuracy(
         for label, rule, music_veto in rules:
             speech = [intervals(m) for m in speech_frames(frames, rule)]
             if music_veto:
-                speech, _ = veto_non_speech(io.BytesIO(data), frames.stream, speech)
+                speech, _ = veto_non_speech(io.BytesIO(data), frames.stream, speech, frames.level_db)
             scored[label].append((call.name, metrics.compute(speech, call.spec.duration_seconds), want))
     return [
         _score(f"{engine} {label}", results, channel_seconds / processing)
@@ -411,7 +411,9 @@ def analysis_section(r: AnalysisResult) -> list[str]:
         "Accuracy against the corpus's ground truth (errors: talk time relative, per party; non-talk "
         "and longest silence absolute, seconds; overtalk: calls whose count is exact). Raw = the "
         "detector alone per channel, no noise gate or crosstalk rule; the music veto is Silero re-hearing "
-        "turns of 8 s or more (audio/veto.py); the detectors are compared on "
+        "stretches of a channel's talk (pauses under 2 s) spanning 8 s or more that hold an 8 s turn or "
+        "are steady in level (audio/veto.py); the "
+        "detectors are compared on "
         f"the hard entries ({', '.join(HARD)}).",
         "",
         "| configuration | calls | worst talk error | mean talk error | worst non-talk error s | worst longest-silence error s | overtalk exact |",

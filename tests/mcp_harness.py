@@ -129,6 +129,14 @@ def with_other_samples(content_type: str, body: bytes) -> bytes:
     return body[: end - 64] + bytes(b ^ 0x55 for b in body[end - 64 : end]) + body[end:]
 
 
+def with_audio(content_type: str, body: bytes, audio: bytes) -> bytes:
+    """``body`` with its audio part's bytes replaced by ``audio`` (its part headers kept)."""
+    boundary = content_type.split("boundary=", 1)[1].encode()
+    start = body.index(b"\r\n\r\n", body.rindex(b"\r\n--" + boundary + b"\r\n")) + 4
+    end = body.rindex(b"\r\n--" + boundary + b"--")
+    return body[:start] + audio + body[end:]
+
+
 def metadata_of(body: bytes) -> dict[str, Any]:
     part = body.split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0]
     parsed: dict[str, Any] = json.loads(part)

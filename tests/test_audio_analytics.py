@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_the_json_has_exactly_the_issue_8_shape() -> None:
     assert list(document) == [
         "summary", "method", "durationSeconds", "channels", "parties", "nonTalkSeconds", "nonTalkPercent",
         "longestSilence", "longSilences", "overtalkSeconds", "overtalkPercent", "overtalkCount",
-        "segments", "segmentsTruncated", "timelineUri",
+        "segments", "segmentsTruncated", "nonFiniteSamples", "warnings", "timelineUri",
     ]  # fmt: skip
     assert list(document["parties"][0]) == [
         "channel", "label", "talkSeconds", "talkPercent", "turns", "longestMonologueSeconds",
@@ -44,6 +45,7 @@ def test_the_json_has_exactly_the_issue_8_shape() -> None:
     assert list(document["segments"][0]) == ["channel", "startSeconds", "endSeconds"]
     assert document["durationSeconds"] == 280.45 and document["channels"] == 2
     assert [p["label"] for p in document["parties"]] == ["customer", "agent"]
+    assert (document["nonFiniteSamples"], document["warnings"]) == (0, [])
     assert CallAnalytics.model_validate_json(json.dumps(document)) == example()
 
 
@@ -141,6 +143,38 @@ def test_corrupt_data_past_a_valid_header_is_a_stable_error() -> None:
     data = out.getvalue()
     with pytest.raises(UnsupportedAudio, match="lost sync"):
         analyse(io.BytesIO(data[:3000] + rng.bytes(len(data) - 3000)))
+
+
+def float_wav(samples: np.ndarray) -> io.BytesIO:
+    """A 32-bit IEEE float WAV written byte by byte (format tag 3), NaN and infinities as they are."""
+    data = samples.astype("<f4").tobytes()
+    channels = samples.shape[1]
+    fmt = struct.pack("<HHIIHH", 3, channels, 8000, 8000 * 4 * channels, 4 * channels, 32)
+    body = (
+        b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    )
+    return io.BytesIO(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def test_a_float_wav_is_analysed_like_its_pcm_and_non_finite_samples_are_silence() -> None:
+    """Regression (issue 14, item 10): libsndfile gave the int16 reader a float file's samples
+    unscaled (1.0 became 1) and NaN/Inf as they were, so the analysis said nobody talked."""
+    spec = EXAMPLE.wav_spec()
+    assert spec.conversation is not None
+    pcm = render(spec.conversation, 2)
+    clean = pcm.astype(np.float32) / 32767
+    broken = clean.copy()
+    broken[[800, 8000 * 20, 8000 * 60], 0] = [np.nan, np.inf, -np.inf]
+    broken[[8000 * 90, 8000 * 200], 1] = [np.nan, np.nan]
+    reference = analyse(io.BytesIO(wav_bytes(spec)), ("customer", "agent"))
+    for samples, bad in ((clean, 0), (broken, 5)):
+        analytics = analyse(float_wav(samples), ("customer", "agent"))
+        for party, expected in zip(analytics.parties, reference.parties, strict=True):
+            assert party.talkSeconds == pytest.approx(expected.talkSeconds, rel=0.02)
+        assert analytics.overtalkCount == reference.overtalkCount
+        assert analytics.nonFiniteSamples == bad
+        assert (f"Warning: {bad:,} sample(s)" in analytics.summary) == bool(bad)
+        assert len(analytics.warnings) == (1 if bad else 0)
 
 
 def test_a_stream_shorter_than_its_header_says_is_analysed_as_it_is() -> None:

@@ -8,6 +8,7 @@ import struct
 import wave
 
 import pytest
+import soundfile
 
 from cte1_mcp.audio.sniff import sniff_format
 from cte1_mcp.models import AudioFormat
@@ -82,6 +83,7 @@ def test_wav_pcm_from_the_stdlib_writer(
         "channels": channels,
         "bits_per_sample": width * 8,
         "duration_seconds": duration,
+        "warnings": (),  # a header that agrees with itself is not remarked on
     }
 
 
@@ -105,6 +107,39 @@ def test_wav_extensible_uses_the_subformat(subformat: int, encoding: str) -> Non
         16,
         1.0,
     )
+
+
+def lying_fmt(channels: int, rate: int, bits: int, *, byte_rate: int, block_align: int) -> bytes:
+    """A PCM fmt chunk whose byte rate and block align are whatever the writer claimed."""
+    return chunk(b"fmt ", struct.pack("<HHIIHH", 1, channels, rate, byte_rate, block_align, bits))
+
+
+@pytest.mark.parametrize(
+    ("byte_rate", "block_align", "claimed"),
+    [(1, 4, "1,920,000.000 s"), (10**9, 4, "0.002 s"), (32000, 1, None), (0, 0, "no length")],
+)
+def test_wav_a_header_that_lies_about_its_byte_rate_gets_the_length_of_its_data(
+    byte_rate: int, block_align: int, claimed: str | None
+) -> None:
+    """Regression (issue 14, item 9): the length was data bytes / the header's byte rate, so a
+    60 s call was reported 1,920,000 s or 0.002 s long while the decoder read 60 s."""
+    samples = b"\x01\x00" * 2 * 8000 * 60  # 60 s of 16-bit stereo at 8 kHz
+    data = riff(lying_fmt(2, 8000, 16, byte_rate=byte_rate, block_align=block_align), chunk(b"data", samples))
+    found = sniff(data)
+    assert found.duration_seconds == 60.0
+    (warning,) = found.warnings
+    assert "counted from the audio data" in warning and "1,920,000 bytes" in warning
+    assert (claimed in warning) if claimed else "byte rate" not in warning
+    assert soundfile.info(io.BytesIO(data)).frames == 8000 * 60  # what the analyser will read
+
+
+def test_wav_compressed_formats_still_take_the_header_byte_rate() -> None:
+    """For a tag whose frame size the format does not fix (here MPEG in WAV) only the header knows."""
+    data = riff(
+        chunk(b"fmt ", struct.pack("<HHIIHH", 0x55, 1, 8000, 2000, 1, 0)), chunk(b"data", b"\xff" * 6000)
+    )
+    found = sniff(data)
+    assert (found.duration_seconds, found.warnings) == (3.0, ())
 
 
 def test_wav_extensible_with_a_foreign_guid_is_not_taken_for_pcm() -> None:
@@ -171,6 +206,7 @@ def test_wav_truncated_header_leaves_everything_unknown(cut: int) -> None:
         "channels": None,
         "bits_per_sample": None,
         "duration_seconds": None,
+        "warnings": (),
     }
 
 
@@ -234,6 +270,7 @@ def test_mp3_cbr_without_id3() -> None:
         "channels": 2,
         "bits_per_sample": None,
         "duration_seconds": round(417 * 300 * 8 / 128000, 3),
+        "warnings": (),
     }
 
 
@@ -315,6 +352,7 @@ def test_unknown_bytes_are_served_with_a_safe_content_type(content_type: str | N
         "channels": None,
         "bits_per_sample": None,
         "duration_seconds": None,
+        "warnings": (),
     }
 
 

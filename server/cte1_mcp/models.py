@@ -158,6 +158,8 @@ class AudioFormat(BaseModel):
     channels: int | None = None
     bits_per_sample: int | None = None
     duration_seconds: float | None = None
+    #: Where the header disagreed with the bytes and what was trusted instead (shown to clients).
+    warnings: tuple[str, ...] = ()
 
 
 class AudioInfo(BaseModel):

@@ -245,6 +245,10 @@ class AudioView(BaseModel):
     sampleRate: int | None
     channels: int | None
     durationSeconds: float | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Where the file's header disagreed with its audio data, and what was trusted",
+    )
     path: str | None = Field(
         None, description="Absolute local file; present only when the server runs over stdio"
     )
@@ -274,6 +278,7 @@ def audio_view(recording: Recording, *, path: str | None, inlined: bool, inline_
         sampleRate=fmt.sample_rate,
         channels=fmt.channels,
         durationSeconds=fmt.duration_seconds,
+        warnings=list(fmt.warnings),
         path=path,
         inlined=inlined,
         inlineAvailable=audio.size_bytes <= inline_max_bytes,
@@ -326,6 +331,7 @@ def audio_summary(recording: Recording, view: AudioView, *, asked_inline: bool, 
         f"Recording of call {recording.key}: {length}, {describe_format(recording.audio.format)}, "
         f"{view.sizeBytes:,} bytes (sha256 {view.sha256[:16]}…)."
     )
+    first = " ".join([first, *(f"Warning: {warning}" for warning in view.warnings)])
     return _summary(first, view, what="audio", asked_inline=asked_inline, inline_max_bytes=inline_max_bytes)
 
 

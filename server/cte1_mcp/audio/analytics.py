@@ -22,7 +22,7 @@ from cte1_mcp.audio.veto import veto_non_speech
 #: Segments in a tool result; the analytics resource has them all.
 SEGMENTS_CAP = 500
 #: Bumped whenever a change would alter stored analyses (it names the artefact).
-ANALYSER_VERSION = 1
+ANALYSER_VERSION = 2
 
 
 class _Model(BaseModel):
@@ -76,6 +76,10 @@ class CallAnalytics(_Model):
     overtalkCount: int | None
     segments: list[Segment]
     segmentsTruncated: bool
+    #: NaN or infinite samples (a broken floating-point file), analysed as silence.
+    nonFiniteSamples: int = 0
+    #: What the analyser had to mend or could not trust, in words (also in ``summary``).
+    warnings: list[str] = []
     timelineUri: str | None = None
 
     def capped(self, limit: int = SEGMENTS_CAP) -> CallAnalytics:
@@ -125,7 +129,7 @@ def detect(
     frames = measure(file, engine, on_block)
     speech = [intervals(channel) for channel in speech_frames(frames, rule)]
     if music_veto:
-        speech, _ = veto_non_speech(file, frames.stream, speech)
+        speech, _ = veto_non_speech(file, frames.stream, speech, frames.level_db)
     return frames, speech
 
 
@@ -188,8 +192,20 @@ def build(
         overtalkCount=result.overtalk_count,
         segments=segments,
         segmentsTruncated=False,
+        nonFiniteSamples=frames.non_finite_samples,
+        warnings=_warnings(frames),
     )
     return analytics.model_copy(update={"summary": summarise(analytics)})
+
+
+def _warnings(frames: CallFrames) -> list[str]:
+    bad = frames.non_finite_samples
+    if not bad:
+        return []
+    return [
+        f"{bad:,} sample(s) of the recording are not numbers (NaN or infinite, a broken "
+        "floating-point file); they were analysed as silence."
+    ]
 
 
 def _active_level(frames: CallFrames, channel: int, talk: tuple[metrics.Interval, ...]) -> float | None:
@@ -244,6 +260,7 @@ def summarise(a: CallAnalytics) -> str:
             f"They talked over each other for {a.overtalkSeconds:.1f} s ({a.overtalkPercent:.1f}%), "
             f"{times(a.overtalkCount)} for {metrics.OVERLAP_SECONDS:g} s or more; interruptions: {interrupted}."
         )
+    parts += [f"Warning: {warning}" for warning in a.warnings]
     return " ".join(parts)
 
 

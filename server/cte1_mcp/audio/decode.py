@@ -2,6 +2,9 @@
 
 The analyser never holds a whole call: it reads fixed-size blocks of int16 samples (libsndfile
 expands G.711 to 16-bit itself), so a 30-minute call costs the same memory as a 30-second one.
+Floating-point files are the exception: libsndfile hands their samples to an int16 reader
+unscaled (a full-scale 1.0 becomes 1, i.e. silence), and passes NaN and infinities on, so they
+are read as float32 and converted here, non-finite samples as silence and counted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from cte1_mcp.errors import UnsupportedAudio
 SUPPORTED_RATES = (8000, 16000)
 #: Four seconds at 8 kHz: large enough for numpy to be efficient, small enough to stay flat.
 BLOCK_FRAMES = 32_000
+#: libsndfile's subtypes whose samples are floating point (read as float32, repaired, scaled).
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+
+@dataclass(slots=True)
+class Repairs:
+    """What decoding had to mend, counted as it goes (the caller reports it)."""
+
+    #: NaN or infinite samples (floating-point files only), decoded as silence.
+    non_finite_samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +57,48 @@ def probe(file: BinaryIO) -> AudioStream:
 
 
 def iter_blocks(
-    file: BinaryIO, block_frames: int = BLOCK_FRAMES, *, start: int = 0, stop: int | None = None
+    file: BinaryIO,
+    block_frames: int = BLOCK_FRAMES,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    repairs: Repairs | None = None,
 ) -> Iterator[npt.NDArray[np.int16]]:
     """int16 blocks of shape (frames, channels) from ``start`` to ``stop`` (frame indexes); fewer
-    frames than the header announced when the data ends early (an MP3's length is an estimate)."""
+    frames than the header announced when the data ends early (an MP3's length is an estimate).
+    What had to be mended is added to ``repairs``."""
     with _open(file) as sound:
         stream = _describe(sound)
         end = stream.frames if stop is None else min(stop, stream.frames)
+        floating = stream.subtype in FLOAT_SUBTYPES
         position = start
         if 0 < start < end:
             with _decoding():
                 sound.seek(start)
         while position < end:
+            count = min(block_frames, end - position)
             with _decoding():  # a valid header does not promise valid (or enough) data
-                block = sound.read(min(block_frames, end - position), dtype="int16", always_2d=True)
+                if floating:
+                    block = _from_float(sound.read(count, dtype="float32", always_2d=True), repairs)
+                else:
+                    block = sound.read(count, dtype="int16", always_2d=True)
             if not len(block):
                 break
             position += len(block)
             yield block
+
+
+def _from_float(samples: npt.NDArray[np.float32], repairs: Repairs | None) -> npt.NDArray[np.int16]:
+    """Full scale ±1.0 to int16; NaN and infinities (a broken writer) as silence, overs clipped."""
+    finite = np.isfinite(samples)
+    if not finite.all():
+        if repairs is not None:
+            repairs.non_finite_samples += int(finite.size - np.count_nonzero(finite))
+        samples = np.where(finite, samples, np.float32(0.0))
+    scaled: npt.NDArray[np.int16] = np.rint(np.clip(samples, -1.0, 1.0) * np.float32(32767.0)).astype(
+        np.int16
+    )
+    return scaled
 
 
 def _open(file: BinaryIO) -> soundfile.SoundFile:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from cte1_mcp.audio.decode import AudioStream, iter_blocks, probe
+from cte1_mcp.audio.decode import AudioStream, Repairs, iter_blocks, probe
 from cte1_mcp.audio.vad import EngineName, make_detector
 
 FRAME_SECONDS = 0.01
@@ -44,6 +44,8 @@ class CallFrames:
     #: ρ² of each channel against the other (0 where not measured, and for mono).
     leak: Floats
     clipped_samples: tuple[int, ...]
+    #: NaN or infinite samples decoded as silence (a floating-point file from a broken writer).
+    non_finite_samples: int = 0
 
     @property
     def frames(self) -> int:
@@ -67,6 +69,7 @@ def measure(file: BinaryIO, engine: EngineName, on_block: BlockCallback | None =
     pending = np.zeros((lag, channels), dtype=np.int16)
     offset = -lag
     next_frame = 0
+    repairs = Repairs()
 
     def frames_up_to(available_end: int, flush: bool) -> None:
         nonlocal pending, offset, next_frame
@@ -86,7 +89,7 @@ def measure(file: BinaryIO, engine: EngineName, on_block: BlockCallback | None =
         offset += drop
         next_frame = last
 
-    for block in iter_blocks(file):
+    for block in iter_blocks(file, repairs=repairs):
         for channel in range(channels):
             column = np.ascontiguousarray(block[:, channel])
             probabilities[channel].append(detectors[channel].feed(column))
@@ -110,7 +113,9 @@ def measure(file: BinaryIO, engine: EngineName, on_block: BlockCallback | None =
         index = ((np.arange(total) * hop + hop // 2) // detector.hop_samples).clip(0, max(len(hops) - 1, 0))
         if len(hops):
             speech[channel] = hops[index]
-    return CallFrames(stream, engine, detectors[0].version, level, speech, leak, tuple(clipped))
+    return CallFrames(
+        stream, engine, detectors[0].version, level, speech, leak, tuple(clipped), repairs.non_finite_samples
+    )
 
 
 def _leak(

@@ -18,6 +18,9 @@ FALLBACK_MIME = "application/octet-stream"
 
 #: WAVE format tags (mmreg.h) this project names; others are WAV with an "unknown" encoding.
 _WAV_ENCODINGS: dict[int, Encoding] = {0x0001: "pcm", 0x0006: "alaw", 0x0007: "mulaw"}
+#: Tags whose frame size is channels x whole bytes per sample (PCM, IEEE float, A-law, μ-law): for
+#: these the frame count follows from the data size alone, as libsndfile (the analyser) counts it.
+_FIXED_FRAME_TAGS = (0x0001, 0x0003, 0x0006, 0x0007)
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 #: Bytes 2..16 of every KSDATAFORMAT_SUBTYPE_* GUID whose first two bytes are a format tag.
 _KSDATAFORMAT_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
@@ -65,7 +68,10 @@ class _WavFmt:
     channels: int
     sample_rate: int
     byte_rate: int
+    block_align: int
     bits_per_sample: int
+    #: channels x bytes per sample where the tag fixes it, else None (compressed: trust byte_rate).
+    frame_bytes: int | None
 
 
 def _sniff_wav(head: bytes, total_size: int) -> AudioFormat:
@@ -86,6 +92,7 @@ def _sniff_wav(head: bytes, total_size: int) -> AudioFormat:
         pos = body + size + (size & 1)
     if fmt is None:
         return AudioFormat(mime_type=WAV_MIME, container="wav")
+    duration, warnings = _wav_duration(fmt, data, total_size)
     return AudioFormat(
         mime_type=WAV_MIME,
         container="wav",
@@ -93,33 +100,61 @@ def _sniff_wav(head: bytes, total_size: int) -> AudioFormat:
         sample_rate=fmt.sample_rate,
         channels=fmt.channels,
         bits_per_sample=fmt.bits_per_sample,
-        duration_seconds=_wav_duration(fmt, data, total_size),
+        duration_seconds=duration,
+        warnings=warnings,
     )
 
 
 def _parse_fmt(chunk: bytes) -> _WavFmt | None:
     if len(chunk) < 16:
         return None
-    tag, channels, sample_rate, byte_rate, _block_align, bits = struct.unpack_from("<HHIIHH", chunk)
+    tag, channels, sample_rate, byte_rate, block_align, bits = struct.unpack_from("<HHIIHH", chunk)
     if tag == _WAVE_FORMAT_EXTENSIBLE:
         # cbSize(2) validBits(2) channelMask(4) then the 16-byte SubFormat GUID at offset 24.
         sub = chunk[24:40]
         tag = int.from_bytes(sub[:2], "little") if len(sub) == 16 and sub[2:] == _KSDATAFORMAT_TAIL else -1
     if channels == 0 or sample_rate == 0:
         return None
-    return _WavFmt(_WAV_ENCODINGS.get(tag, "unknown"), channels, sample_rate, byte_rate, bits)
+    frame_bytes = channels * ((bits + 7) // 8) if tag in _FIXED_FRAME_TAGS and bits else None
+    return _WavFmt(
+        _WAV_ENCODINGS.get(tag, "unknown"), channels, sample_rate, byte_rate, block_align, bits, frame_bytes
+    )
 
 
-def _wav_duration(fmt: _WavFmt, data: tuple[int, int] | None, total_size: int) -> float | None:
-    """Data bytes over byte rate; the data size is what was really sent, whatever the header claims."""
-    if data is None or fmt.byte_rate == 0:
-        return None
+def _wav_duration(
+    fmt: _WavFmt, data: tuple[int, int] | None, total_size: int
+) -> tuple[float | None, tuple[str, ...]]:
+    """The frames really present (data bytes sent over the frame size) at the sample rate.
+
+    The header's byte rate and block align are only trusted for encodings whose frame size the
+    format does not fix: a writer that got them wrong would otherwise make a 60 s call 0 s or
+    days long, while the decoder (which counts frames the same way as here) reads 60 s.
+    """
+    if data is None:
+        return None, ()
     offset, declared = data
     available = total_size - offset
     if available < 0:
-        return None
+        return None, ()
     size = available if declared in _UNKNOWN_DATA_SIZES else min(declared, available)
-    return round(size / fmt.byte_rate, 3)
+    if fmt.frame_bytes is None:
+        return (round(size / fmt.byte_rate, 3) if fmt.byte_rate else None), ()
+    seconds = size // fmt.frame_bytes / fmt.sample_rate
+    expected_rate = fmt.sample_rate * fmt.frame_bytes
+    if fmt.byte_rate == expected_rate and fmt.block_align == fmt.frame_bytes:
+        return round(seconds, 3), ()
+    wrong = []
+    if fmt.byte_rate != expected_rate:
+        claimed = f"{size / fmt.byte_rate:,.3f} s" if fmt.byte_rate else "no length"
+        wrong.append(f"byte rate of {fmt.byte_rate:,} bytes/s (it would make the audio {claimed} long)")
+    if fmt.block_align != fmt.frame_bytes:
+        wrong.append(f"block align of {fmt.block_align}")
+    return round(seconds, 3), (
+        f"The WAV header's {' and '.join(wrong)} disagrees with its own {fmt.sample_rate} Hz, "
+        f"{fmt.channels}-channel, {fmt.bits_per_sample}-bit format ({expected_rate:,} bytes/s, "
+        f"{fmt.frame_bytes} bytes a frame). The length shown ({seconds:,.3f} s) is counted from the "
+        f"audio data actually present ({size:,} bytes), as the analyser and clips read it.",
+    )
 
 
 # --- MP3 --------------------------------------------------------------------------------------
