@@ -172,7 +172,8 @@ class CallResources:
             ClipArguments, {**arguments.model_dump(), **_clip_query(query)}, where="In the clip URI: "
         )
         request = clip_arguments.clip_request(self.service.settings.channel_roles)
-        _, clip = await self.analysis().clip(arguments.key, request, progress)
+        _, clip = await self.analysis().clip(arguments.key, request, progress, data_max_bytes=1 << 62)
+        assert clip.data is not None
         return ReadResourceContents(content=clip.data, mime_type=clip.mime_type)
 
 
