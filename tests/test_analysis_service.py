@@ -198,3 +198,24 @@ async def test_stored_audio_that_does_not_decode_is_unsupported_audio(
             assert raised.value.render().startswith("[unsupported_audio]")
         assert not list(tmp_path.rglob("analytics-*")) and not list(tmp_path.rglob("clip-*"))
         assert len(simulator.state.requests) == 0
+
+
+async def test_a_cancelled_clip_stops_and_leaves_nothing(simulator: RunningSimulator, tmp_path: Path) -> None:
+    """Cancelled at its first progress, the encoder stops at its next block (not at the end of the
+    clip) and neither the clip nor its staging file is left."""
+    events: list[Progress] = []
+    async with analysis_service(simulator, tmp_path) as (service, _):
+        await service.recordings.get(EXAMPLE)
+        with anyio.CancelScope() as scope:
+
+            async def on_progress(progress: Progress) -> None:
+                events.append(progress)
+                scope.cancel()
+
+            await service.clip(EXAMPLE, ClipRequest.of(format="flac", sample_rate=16000), on_progress)
+        assert scope.cancelled_caught
+        assert [e.stage for e in events] == ["cutting"] and events[0].done < events[0].total  # type: ignore[operator]
+        assert not list(tmp_path.rglob("clip-*"))
+        assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name == "tmp"]
+        _, clip = await service.clip(EXAMPLE, ClipRequest.of(format="flac", sample_rate=16000))
+        assert clip.size_bytes > 0  # cut again, whole, when asked again

@@ -154,7 +154,7 @@ class AnalysisService:
 
         async def produce(recording: Recording, report: _Reporter) -> StoredClip:
             await self.repository.write_artifact_from(
-                recording, name, lambda out: self._cut(recording, clip, out)
+                recording, name, lambda out: self._cut(recording, clip, out, report)
             )
             stored = await load(recording)
             if stored is None:  # removed between its commit and this read: cut it again, once
@@ -172,9 +172,9 @@ class AnalysisService:
             self.repository.artifact_path(recording, name),
         )
 
-    def _cut(self, recording: Recording, clip: ClipPlan, out: BinaryIO) -> None:
+    def _cut(self, recording: Recording, clip: ClipPlan, out: BinaryIO, report: _Reporter) -> None:
         with self.repository.open_audio(recording) as file:
-            cut(file, clip, out)
+            cut(file, clip, out, on_block=report.cut)
 
     def _read_clip(self, recording: Recording, name: str, data_max_bytes: int | None) -> StoredClip | None:
         """Size, sha256 and (if it fits) the bytes from one open file: all of the same version."""
@@ -266,6 +266,16 @@ class _Reporter:
                     round(total, 1),
                     f"Analysed {seconds:.0f} of {total:.0f} s",
                 )
+            )
+
+    def cut(self, seconds: float, total: float) -> None:
+        """From the clip encoder, after each block: a cancelled request stops it here (its staging
+        file is removed), so an abandoned 2-hour clip does not hold a worker thread to the end."""
+        anyio.from_thread.check_cancelled()
+        if total and seconds / total - self._sent >= self.STEP and seconds < total:
+            self._sent = seconds / total
+            self._send(
+                Progress("cutting", round(seconds, 1), round(total, 1), f"Cut {seconds:.0f} of {total:.0f} s")
             )
 
     def start(self, recording: Recording) -> None:

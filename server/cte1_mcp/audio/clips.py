@@ -11,6 +11,7 @@ audio models WAV and MP3; Gemini WAV, MP3, FLAC and OGG; Claude none (it reads t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
@@ -139,9 +140,12 @@ def _channel(name: str, channels: int, roles: tuple[str, ...]) -> int | None:
     raise InvalidParameter(f"channel {name!r} is not one of {', '.join(choices)}{mono}.")
 
 
-def cut(file: BinaryIO, clip: ClipPlan, out: BinaryIO) -> None:
+def cut(
+    file: BinaryIO, clip: ClipPlan, out: BinaryIO, on_block: Callable[[float, float], None] | None = None
+) -> None:
     """Encode the clip into ``out`` (a seekable file), decoding only its frames, a block at a time:
-    memory stays flat in the clip's length (blocking: a worker thread)."""
+    memory stays flat in the clip's length (blocking: a worker thread). ``on_block(seconds done,
+    clip seconds)`` after each block (progress; it may raise to stop, e.g. when cancelled)."""
     import soundfile
 
     stream = probe(file)
@@ -157,8 +161,12 @@ def cut(file: BinaryIO, clip: ClipPlan, out: BinaryIO) -> None:
     halfband = HalfBand(stream.sample_rate, clip.sample_rate)
     container, subtype = _LIBSNDFILE[clip.format]
     with soundfile.SoundFile(out, "w", clip.sample_rate, 1, format=container, subtype=subtype) as sound:
+        done = 0
         for block in itertools.chain((first,), blocks):
             _write(sound, halfband.feed(_select(block, clip.channel)))
+            done += len(block)
+            if on_block is not None:
+                on_block(done / stream.sample_rate, clip.duration_seconds)
         _write(sound, halfband.flush())
 
 
