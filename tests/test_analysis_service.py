@@ -7,6 +7,7 @@ often the audio is opened (that is, decoded).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import stat
@@ -125,18 +126,20 @@ async def test_the_timeline_is_a_stored_png(simulator: RunningSimulator, tmp_pat
 async def test_clips_are_cut_once_and_stored(simulator: RunningSimulator, tmp_path: Path) -> None:
     async with analysis_service(simulator, tmp_path) as (service, counter):
         request = ClipRequest.of(start_seconds=60, end_seconds=75, channel="agent", format="mp3")
-        _, clip = await service.clip(EXAMPLE, request)
+        _, clip = await service.clip(EXAMPLE, request, data_max_bytes=1 << 20)
         assert clip.mime_type == "audio/mpeg" and clip.duration_seconds == 15
         assert (
             clip.uri
             == "cte1://calls/05053698341/942125/1/clip?start=60&end=75&channel=1&format=mp3&rate=8000"
         )
         assert clip.path is not None and clip.path.read_bytes() == clip.data
+        assert clip.size_bytes == len(clip.data) and clip.sha256 == hashlib.sha256(clip.data).hexdigest()
         assert stat.S_IMODE(clip.path.stat().st_mode) == 0o600
         _, again = await service.clip(
             EXAMPLE, ClipRequest.of(start_seconds=60, end_seconds=75, channel="1", format="mp3")
         )
         assert again.sha256 == clip.sha256 and counter.opened == 1
+        assert again.data is None  # not asked for: a clip is not held whole
         assert len(simulator.state.requests) == 1
 
 
@@ -195,3 +198,24 @@ async def test_stored_audio_that_does_not_decode_is_unsupported_audio(
             assert raised.value.render().startswith("[unsupported_audio]")
         assert not list(tmp_path.rglob("analytics-*")) and not list(tmp_path.rglob("clip-*"))
         assert len(simulator.state.requests) == 0
+
+
+async def test_a_cancelled_clip_stops_and_leaves_nothing(simulator: RunningSimulator, tmp_path: Path) -> None:
+    """Cancelled at its first progress, the encoder stops at its next block (not at the end of the
+    clip) and neither the clip nor its staging file is left."""
+    events: list[Progress] = []
+    async with analysis_service(simulator, tmp_path) as (service, _):
+        await service.recordings.get(EXAMPLE)
+        with anyio.CancelScope() as scope:
+
+            async def on_progress(progress: Progress) -> None:
+                events.append(progress)
+                scope.cancel()
+
+            await service.clip(EXAMPLE, ClipRequest.of(format="flac", sample_rate=16000), on_progress)
+        assert scope.cancelled_caught
+        assert [e.stage for e in events] == ["cutting"] and events[0].done < events[0].total  # type: ignore[operator]
+        assert not list(tmp_path.rglob("clip-*"))
+        assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name == "tmp"]
+        _, clip = await service.clip(EXAMPLE, ClipRequest.of(format="flac", sample_rate=16000))
+        assert clip.size_bytes > 0  # cut again, whole, when asked again

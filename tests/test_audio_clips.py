@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from cte1_mcp.audio.clips import ClipRequest, cut, plan, resample
+from cte1_mcp.audio.clips import ClipPlan, ClipRequest, HalfBand, cut, plan, resample
 from cte1_mcp.errors import InvalidParameter, UnsupportedAudio
 from cte1_mcp.simulator.calls import find_call
 from cte1_mcp.simulator.wav import wav_bytes
@@ -16,6 +16,12 @@ from cte1_mcp.simulator.wav import wav_bytes
 EXAMPLE = find_call("05053698341", 942125, 1)
 assert EXAMPLE is not None
 ROLES = ("customer", "agent")
+
+
+def encoded(file: io.BytesIO, clip: ClipPlan) -> bytes:
+    out = io.BytesIO()
+    cut(file, clip, out)
+    return out.getvalue()
 
 
 def plan_for(request: ClipRequest, channels: int = 2, duration: float = 280.447, max_seconds: float = 600):
@@ -78,7 +84,7 @@ def test_clips_decode_back_to_the_asked_stretch(fmt: str, rate: int) -> None:
     clip = plan_for(
         ClipRequest.of(start_seconds=60, end_seconds=70, channel="agent", format=fmt, sample_rate=rate)
     )
-    data = cut(io.BytesIO(wav_bytes(EXAMPLE.wav_spec())), clip)
+    data = encoded(io.BytesIO(wav_bytes(EXAMPLE.wav_spec())), clip)
     samples, got_rate = soundfile.read(io.BytesIO(data), dtype="float32")
     assert got_rate == rate and samples.ndim == 1
     assert abs(len(samples) - 10 * rate) < 0.1 * rate  # MP3/Vorbis pad a little
@@ -88,7 +94,7 @@ def test_clips_decode_back_to_the_asked_stretch(fmt: str, rate: int) -> None:
 def test_the_cut_is_the_recordings_own_samples() -> None:
     data = wav_bytes(EXAMPLE.wav_spec())
     clip = plan_for(ClipRequest.of(start_seconds=12.5, end_seconds=13.5, channel="0"))
-    cut_samples, _ = soundfile.read(io.BytesIO(cut(io.BytesIO(data), clip)), dtype="int16")
+    cut_samples, _ = soundfile.read(io.BytesIO(encoded(io.BytesIO(data), clip)), dtype="int16")
     whole, _ = soundfile.read(io.BytesIO(data), dtype="int16")
     assert np.array_equal(cut_samples, whole[100_000:108_000, 0])
 
@@ -110,7 +116,7 @@ def test_a_clip_past_where_the_data_really_ends_is_unsupported_audio() -> None:
     cut_off = io.BytesIO(out.getvalue()[: len(out.getvalue()) // 3])  # 10 s of the 30 its header says
     request = ClipRequest.of(start_seconds=20, end_seconds=25, format="mp3")
     with pytest.raises(UnsupportedAudio, match=r"ends at 10\.00 s"):
-        cut(cut_off, plan_for(request, duration=30))
+        encoded(cut_off, plan_for(request, duration=30))
 
 
 def test_a_clip_shorter_than_the_filter_keeps_its_length() -> None:
@@ -126,3 +132,18 @@ def test_a_clip_uri_keeps_the_millisecond_its_artefact_is_named_by() -> None:
     uri = clip_uri(CallKey("05053698341", 942125, 1), clip)
     assert uri.endswith("/clip?start=1234.567&end=1240&channel=1&format=wav&rate=8000")
     assert clip.artifact_name == "clip-1234567-1240000-1-8000.wav"
+
+
+@pytest.mark.parametrize(("rate", "target"), [(8000, 16000), (16000, 8000), (8000, 8000)])
+def test_resampling_block_by_block_is_resampling_the_whole(rate: int, target: int) -> None:
+    """Clips are filtered a block at a time: no block boundary may change a sample."""
+    rng = np.random.default_rng(7)
+    signal = rng.standard_normal(20_001).astype(np.float32)
+    halfband, pieces, position = HalfBand(rate, target), [], 0
+    for size in [1, 30, 62, 63, 64, 4096, *rng.integers(1, 3000, 20).tolist()]:
+        pieces.append(halfband.feed(signal[position : position + size]))
+        position += size
+    pieces += [halfband.feed(signal[position:]), halfband.flush()]
+    whole = resample(signal, rate, target)
+    assert np.allclose(np.concatenate(pieces), whole, atol=1e-6)
+    assert len(whole) == len(signal) * target // rate + (len(signal) % 2 if target < rate else 0)

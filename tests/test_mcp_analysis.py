@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
-from mcp_types import AudioContent, ImageContent
+from mcp_types import AudioContent, BlobResourceContents, ImageContent
 
 from cte1_mcp.audio import clips
 from cte1_mcp.tools.call_clip import ClipArguments
@@ -174,3 +174,36 @@ async def test_timeline_and_analytics_take_no_query(simulator: Any, tmp_path: Pa
             assert caught.value.error.data["code"] == "invalid_parameter"
         full = json.loads((await client.read_resource(call_uri(EXAMPLE, "analytics"))).contents[0].text)  # type: ignore[union-attr]
     assert full["timelineUri"] == call_uri(EXAMPLE, "timeline")
+
+
+async def test_every_blob_resource_keeps_to_the_resource_limit(simulator: Any, tmp_path: Path) -> None:
+    """One rule (CTE1_RESOURCE_MAX_BYTES) for the recording and a clip: the same code and next step."""
+    limit = 1024 * 1024
+    async with in_process(simulator.url, tmp_path, resource_max_bytes=limit) as client:
+        refused: list[MCPError] = []
+        big_clip = call_uri(EXAMPLE, "clip") + "?start=0&end=60&rate=16000"  # 1.92 MB of WAV
+        for uri in (call_uri(EXAMPLE), big_clip):  # the recording is 4.3 MiB
+            with pytest.raises(MCPError) as caught:
+                await client.read_resource(uri)
+            refused.append(caught.value)
+        small = (await client.read_resource(call_uri(EXAMPLE, "clip") + "?start=0&end=10")).contents[0]
+    audio, clip = refused
+    assert audio.error.code == clip.error.code
+    assert audio.error.data["code"] == clip.error.data["code"] == "audio_too_large"
+    assert clip.error.message.startswith(
+        f"[audio_too_large] The clip is {44 + 2 * 16000 * 60:,} bytes, more than"
+    )
+    next_steps = [error.error.message.split("\nNext: ")[1] for error in refused]
+    assert next_steps == [
+        f"Over stdio, open the local file named by {tool}; or ask the operator to raise CTE1_RESOURCE_MAX_BYTES."
+        for tool in ("get_call_audio's audio.path", "get_call_clip's clip.path")
+    ]
+    assert isinstance(small, BlobResourceContents) and len(base64.b64decode(small.blob)) == 44 + 2 * 8000 * 10
+
+
+async def test_the_timeline_picture_keeps_to_the_resource_limit_too(simulator: Any, tmp_path: Path) -> None:
+    async with in_process(simulator.url, tmp_path, resource_max_bytes=1000) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource(call_uri(SMALL, "timeline"))
+    assert caught.value.error.data["code"] == "audio_too_large"
+    assert caught.value.error.message.endswith("Next: Ask the operator to raise CTE1_RESOURCE_MAX_BYTES.")

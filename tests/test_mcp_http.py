@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+import soundfile
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import BlobResourceContents
 
 from tests.mcp_harness import CLIP_MAX_SECONDS, EXAMPLE, check_analysis_surface, server_env, structured
 
@@ -150,3 +153,20 @@ async def test_analytics_clips_and_their_resources_over_http(simulator: Any, tmp
     with http_server(env) as url:
         async with Client(url) as client:
             await check_analysis_surface(client, simulator, local=False)
+
+
+async def test_a_whole_call_as_ogg_leaves_every_session_served(env: dict[str, str], tmp_path: Path) -> None:
+    """The README's example call (280 s) as one Ogg clip at 8 kHz used to segfault the server
+    inside libsndfile, taking every other client's session with it."""
+    with http_server(env) as url:
+        async with Client(url) as bystander, Client(url) as asker:
+            structured(await bystander.call_tool("get_call_metadata", EXAMPLE))
+            result = await asker.call_tool("get_call_clip", {**EXAMPLE, "format": "ogg"})
+            clip = structured(result)["clip"]
+            structured(await bystander.call_tool("get_call_metadata", EXAMPLE))  # its session lives on
+            contents = (await asker.read_resource(clip["uri"])).contents[0]
+    assert isinstance(contents, BlobResourceContents) and contents.mime_type == "audio/ogg"
+    (tmp_path / "clip.ogg").write_bytes(base64.b64decode(contents.blob))
+    info = soundfile.info(str(tmp_path / "clip.ogg"))
+    assert info.samplerate == 8000 and abs(info.frames / 8000 - clip["durationSeconds"]) < 0.1
+    assert clip["durationSeconds"] > 262  # past the length that crashed

@@ -15,12 +15,18 @@ import wave
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import pytest
 
-from cte1_mcp.errors import ConfigurationError, RecordingExpired, RecordingGone, StorageError
+from cte1_mcp.errors import (
+    ConfigurationError,
+    RecordingExpired,
+    RecordingGone,
+    StorageError,
+    UnsupportedAudio,
+)
 from cte1_mcp.models import AudioFormat, CallKey, Recording
 from cte1_mcp.repository.local import LocalRepository
 from cte1_mcp.repository.local.records import ORPHAN_GRACE_SECONDS
@@ -835,6 +841,35 @@ async def test_an_artefact_is_stored_privately_beside_its_recording(store: Local
     assert files_under(store.root / "tmp") == []
     await store.write_artifact(recording, "analytics.json", b'{"talk": 2}')  # replaced whole
     assert await store.read_artifact(recording, "analytics.json") == b'{"talk": 2}'
+
+
+async def test_an_artefact_written_in_pieces_is_served_whole_or_not_at_all(store: LocalRepository) -> None:
+    """A clip is encoded straight into a staging file: an encode that fails half-way leaves nothing
+    (neither the artefact nor the staging file), one that finishes is committed whole and private."""
+    recording = await save(store, KEY, b"audio")
+
+    def half_then_fail(out: BinaryIO) -> None:
+        out.write(b"RIFF half a clip")
+        raise UnsupportedAudio("the stored audio ended early")
+
+    with pytest.raises(UnsupportedAudio):
+        await store.write_artifact_from(recording, "clip.wav", half_then_fail)
+    assert store.open_artifact(recording, "clip.wav") is None
+    assert files_under(store.root / "tmp") == []
+
+    def whole(out: BinaryIO) -> None:
+        for piece in (b"RIFF", b" whole", b" clip"):
+            out.write(piece)
+        out.seek(0)
+        out.write(b"riff")  # encoders rewrite their header at the end
+
+    await store.write_artifact_from(recording, "clip.wav", whole)
+    opened = store.open_artifact(recording, "clip.wav")
+    assert opened is not None
+    with opened:
+        assert opened.read() == b"riff whole clip"
+    path = store.artifact_path(recording, "clip.wav")
+    assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_a_re_downloaded_recording_never_serves_a_stale_artefact(store: LocalRepository) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -29,6 +30,10 @@ from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.service import RecordingService
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: A stored clip is hashed (and, when asked for, read) a MiB at a time.
+READ_CHUNK = 1 << 20
 
 
 def clip_uri(key: CallKey, clip: ClipPlan) -> str:
@@ -45,20 +50,27 @@ def _seconds(value: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredClip:
+    """What one read of the stored clip file saw: its size, digest and (when small enough) bytes."""
+
+    size_bytes: int
+    sha256: str
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class Clip:
-    """A cut, converted clip as stored: its bytes and the facts a result reports."""
+    """A cut, converted clip as stored: the facts a result reports, and its bytes only when they
+    were asked for and fit (a clip can be hundreds of MB: it is never held whole otherwise)."""
 
     plan: ClipPlan
-    data: bytes
+    size_bytes: int
     sha256: str
+    data: bytes | None
     mime_type: str
     uri: str
     #: The artefact's file (local store only; offer it over stdio only).
     path: Path | None
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.data)
 
     @property
     def duration_seconds(self) -> float:
@@ -112,10 +124,16 @@ class AnalysisService:
         return await self._artifact(key, name, draw, on_progress)
 
     async def clip(
-        self, key: CallKey, request: ClipRequest, on_progress: ProgressCallback | None = None
+        self,
+        key: CallKey,
+        request: ClipRequest,
+        on_progress: ProgressCallback | None = None,
+        *,
+        data_max_bytes: int | None = None,
     ) -> tuple[Recording, Clip]:
         """A clip cut from the stored recording: InvalidParameter (before any decoding) when the
-        range, channel or length does not fit this recording."""
+        range, channel or length does not fit this recording. Its bytes come along only when
+        ``data_max_bytes`` is given and they fit it."""
         recording = await self.recordings.get(key, on_progress)
         audio = recording.audio.format
         duration, channels = audio.duration_seconds, audio.channels
@@ -129,21 +147,51 @@ class AnalysisService:
             roles=self.settings.channel_roles,
             max_seconds=self.settings.clip_max_seconds,
         )
+        name = clip.artifact_name
 
-        def encode(recording: Recording, report: _Reporter) -> bytes:
-            with self.repository.open_audio(recording) as file:
-                return cut(file, clip)
+        async def load(recording: Recording) -> StoredClip | None:
+            return await anyio.to_thread.run_sync(self._read_clip, recording, name, data_max_bytes)
 
-        recording, data = await self._artifact(key, clip.artifact_name, encode, on_progress)
-        digest = await anyio.to_thread.run_sync(hashlib.sha256, data)  # up to tens of MB
+        async def produce(recording: Recording, report: _Reporter) -> StoredClip:
+            await self.repository.write_artifact_from(
+                recording, name, lambda out: self._cut(recording, clip, out, report)
+            )
+            stored = await load(recording)
+            if stored is None:  # removed between its commit and this read: cut it again, once
+                raise RecordingGone(f"The clip of {key} was removed as soon as it was stored.")
+            return stored
+
+        recording, stored = await self._once(key, name, load, produce, on_progress)
         return recording, Clip(
             clip,
-            data,
-            digest.hexdigest(),
+            stored.size_bytes,
+            stored.sha256,
+            stored.data,
             MIME_TYPES[clip.format],
             clip_uri(key, clip),
-            self.repository.artifact_path(recording, clip.artifact_name),
+            self.repository.artifact_path(recording, name),
         )
+
+    def _cut(self, recording: Recording, clip: ClipPlan, out: BinaryIO, report: _Reporter) -> None:
+        with self.repository.open_audio(recording) as file:
+            cut(file, clip, out, on_block=report.cut)
+
+    def _read_clip(self, recording: Recording, name: str, data_max_bytes: int | None) -> StoredClip | None:
+        """Size, sha256 and (if it fits) the bytes from one open file: all of the same version."""
+        file = self.repository.open_artifact(recording, name)
+        if file is None:
+            return None
+        with file:
+            digest = hashlib.sha256()
+            held = bytearray()
+            size = 0
+            while chunk := file.read(READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if data_max_bytes is not None and size <= data_max_bytes:
+                    held += chunk
+        data = bytes(held) if data_max_bytes is not None and size <= data_max_bytes else None
+        return StoredClip(size, digest.hexdigest(), data)
 
     def _probe(self, recording: Recording) -> AudioStream:
         with self.repository.open_audio(recording) as file:
@@ -156,20 +204,37 @@ class AnalysisService:
         compute: Callable[[Recording, _Reporter], bytes],
         on_progress: ProgressCallback | None,
     ) -> tuple[Recording, bytes]:
-        """The stored artefact, or compute it once (in a worker thread) and store it. A recording
-        evicted meanwhile is fetched again once."""
+        """The stored artefact (held whole: a JSON or PNG of kilobytes), or compute it once."""
+
+        async def load(recording: Recording) -> bytes | None:
+            return await self.repository.read_artifact(recording, name)
+
+        async def produce(recording: Recording, report: _Reporter) -> bytes:
+            data = await anyio.to_thread.run_sync(compute, recording, report)
+            await self.repository.write_artifact(recording, name, data)
+            return data
+
+        return await self._once(key, name, load, produce, on_progress)
+
+    async def _once(
+        self,
+        key: CallKey,
+        name: str,
+        load: Callable[[Recording], Awaitable[T | None]],
+        produce: Callable[[Recording, _Reporter], Awaitable[T]],
+        on_progress: ProgressCallback | None,
+    ) -> tuple[Recording, T]:
+        """The stored artefact, or produce it once (its CPU work in a worker thread) and store it.
+        A recording evicted meanwhile is fetched again once."""
         for attempt in (1, 2):
             recording = await self.recordings.get(key, on_progress)
             lock = self._locks.setdefault((key, recording.audio.sha256, name), anyio.Lock())
             try:
                 async with lock:
-                    stored = await self.repository.read_artifact(recording, name)
+                    stored = await load(recording)
                     if stored is not None:
                         return recording, stored
-                    reporter = _Reporter(on_progress)
-                    data = await anyio.to_thread.run_sync(compute, recording, reporter)
-                    await self.repository.write_artifact(recording, name, data)
-                    return recording, data
+                    return recording, await produce(recording, _Reporter(on_progress))
             except RecordingGone:
                 if attempt == 2:
                     raise
@@ -201,6 +266,16 @@ class _Reporter:
                     round(total, 1),
                     f"Analysed {seconds:.0f} of {total:.0f} s",
                 )
+            )
+
+    def cut(self, seconds: float, total: float) -> None:
+        """From the clip encoder, after each block: a cancelled request stops it here (its staging
+        file is removed), so an abandoned 2-hour clip does not hold a worker thread to the end."""
+        anyio.from_thread.check_cancelled()
+        if total and seconds / total - self._sent >= self.STEP and seconds < total:
+            self._sent = seconds / total
+            self._send(
+                Progress("cutting", round(seconds, 1), round(total, 1), f"Cut {seconds:.0f} of {total:.0f} s")
             )
 
     def start(self, recording: Recording) -> None:

@@ -13,9 +13,9 @@ from typing import Literal, TypeAlias
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """Queued behind the rate limit, bytes received so far, or analysis under way."""
+    """Queued behind the rate limit, bytes received so far, analysis or a clip under way."""
 
-    stage: Literal["waiting", "downloading", "analysing"]
+    stage: Literal["waiting", "downloading", "analysing", "cutting"]
     done: float
     total: float | None
     message: str

@@ -24,7 +24,7 @@ from mcp_types import ResourceTemplate as MCPResourceTemplate
 from cte1_mcp.errors import Cte1Error, InputError, InvalidParameter, UnknownParameter
 from cte1_mcp.progress import ProgressCallback
 from cte1_mcp.resource_pages import ResourcePages
-from cte1_mcp.service import RecordingService
+from cte1_mcp.service import RecordingService, check_one_message
 from cte1_mcp.tools.arguments import CallArguments, parse_arguments
 from cte1_mcp.tools.call_clip import ClipArguments
 from cte1_mcp.views import CallView, MetadataResult, excerpt, names_excerpt
@@ -174,6 +174,7 @@ class CallResources:
     ) -> ReadResourceContents:
         _no_query(query, "timeline")
         _, png = await self.analysis().timeline_png(arguments.key, progress)
+        check_one_message("The timeline picture", len(png), self.service.settings.resource_max_bytes)
         return ReadResourceContents(content=png, mime_type="image/png")
 
     async def _analytics(
@@ -190,7 +191,10 @@ class CallResources:
             ClipArguments, {**arguments.model_dump(), **_clip_query(query)}, where="In the clip URI: "
         )
         request = clip_arguments.clip_request(self.service.settings.channel_roles)
-        _, clip = await self.analysis().clip(arguments.key, request, progress)
+        limit = self.service.settings.resource_max_bytes
+        _, clip = await self.analysis().clip(arguments.key, request, progress, data_max_bytes=limit)
+        check_one_message("The clip", clip.size_bytes, limit, "get_call_clip's clip.path")
+        assert clip.data is not None  # read because it fits the limit
         return ReadResourceContents(content=clip.data, mime_type=clip.mime_type)
 
 

@@ -70,6 +70,18 @@ class AudioEndpoint(Protocol):
     ) -> Fetched: ...
 
 
+def check_one_message(what: str, size: int, limit: int, local_path: str | None = None) -> None:
+    """The one rule for every blob a resource returns (recording, clip, picture): over the limit
+    (CTE1_RESOURCE_MAX_BYTES for resources) is [audio_too_large] with the same next step."""
+    if size <= limit:
+        return
+    local = f"Over stdio, open the local file named by {local_path}; or ask" if local_path else "Ask"
+    raise AudioTooLarge(
+        f"{what} is {size:,} bytes, more than this server returns in one message ({limit:,} bytes).",
+        next_step=f"{local} the operator to raise CTE1_RESOURCE_MAX_BYTES.",
+    )
+
+
 class RecordingService:
     """Recordings by call key for the MCP layer and the analysis: stored, or fetched once."""
 
@@ -124,12 +136,9 @@ class RecordingService:
         was evicted or replaced in between)."""
         for attempt in (1, 2):
             recording = await self.get(key, on_progress)
-            if max_bytes is not None and recording.audio.size_bytes > max_bytes:
-                raise AudioTooLarge(
-                    f"The recording is {recording.audio.size_bytes:,} bytes, more than this server returns "
-                    f"in one message ({max_bytes:,} bytes).",
-                    next_step="Over stdio, open the local file named by get_call_audio's audio.path; "
-                    "or ask the operator to raise CTE1_RESOURCE_MAX_BYTES.",
+            if max_bytes is not None:
+                check_one_message(
+                    "The recording", recording.audio.size_bytes, max_bytes, "get_call_audio's audio.path"
                 )
             try:
                 return recording, await self.repository.read_audio(recording)

@@ -18,6 +18,7 @@ from typing import BinaryIO, Self
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from cte1_mcp.audio.sniff import sniff_format
 from cte1_mcp.errors import RecordingGone, UpstreamError
@@ -123,6 +124,17 @@ class MemoryRepository:
 
     async def write_artifact(self, recording: Recording, name: str, data: bytes) -> None:
         self.artifacts[(recording.audio.sha256, name)] = data
+
+    async def write_artifact_from(
+        self, recording: Recording, name: str, fill: Callable[[BinaryIO], None]
+    ) -> None:
+        out = io.BytesIO()
+        await anyio.to_thread.run_sync(fill, out)
+        self.artifacts[(recording.audio.sha256, name)] = out.getvalue()
+
+    def open_artifact(self, recording: Recording, name: str) -> BinaryIO | None:
+        data = self.artifacts.get((recording.audio.sha256, name))
+        return None if data is None else io.BytesIO(data)
 
     def artifact_path(self, recording: Recording, name: str) -> Path | None:
         return None

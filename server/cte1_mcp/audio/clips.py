@@ -3,15 +3,17 @@
 ``ClipRequest`` is the argument shape (validated before any work, each error naming the valid
 values); ``plan`` checks it against the recording (range, channel, maximum length) from the
 stored format alone; ``cut`` decodes only the requested frames and encodes them with libsndfile
-(WAV, MP3, FLAC, Ogg Vorbis), mono at 8 or 16 kHz. Which assistants take which format: OpenAI's
+(WAV, MP3, FLAC, Ogg Vorbis), mono at 8 or 16 kHz, a bounded block at a time (flat memory; see
+``_write`` for why every encoder write is small). Which assistants take which format: OpenAI's
 audio models WAV and MP3; Gemini WAV, MP3, FLAC and OGG; Claude none (it reads the analytics).
 """
 
 from __future__ import annotations
 
-import io
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cte1_mcp.audio.decode import iter_blocks, probe
 from cte1_mcp.errors import InvalidParameter, UnsupportedAudio
+
+if TYPE_CHECKING:
+    from soundfile import SoundFile
 
 ClipFormat = Literal["wav", "mp3", "flac", "ogg"]
 FORMATS: tuple[ClipFormat, ...] = ("wav", "mp3", "flac", "ogg")
@@ -35,6 +40,8 @@ _LIBSNDFILE: dict[ClipFormat, tuple[str, str]] = {
     "flac": ("FLAC", "PCM_16"),
     "ogg": ("OGG", "VORBIS"),
 }
+#: Frames per encoder write (see _write): 16 KiB of stack at most, whatever the clip's length.
+WRITE_FRAMES = 4096
 
 
 class ClipRequest(BaseModel):
@@ -133,24 +140,42 @@ def _channel(name: str, channels: int, roles: tuple[str, ...]) -> int | None:
     raise InvalidParameter(f"channel {name!r} is not one of {', '.join(choices)}{mono}.")
 
 
-def cut(file: BinaryIO, clip: ClipPlan) -> bytes:
-    """The clip's encoded bytes: only its frames are decoded (blocking: a worker thread)."""
+def cut(
+    file: BinaryIO, clip: ClipPlan, out: BinaryIO, on_block: Callable[[float, float], None] | None = None
+) -> None:
+    """Encode the clip into ``out`` (a seekable file), decoding only its frames, a block at a time:
+    memory stays flat in the clip's length (blocking: a worker thread). ``on_block(seconds done,
+    clip seconds)`` after each block (progress; it may raise to stop, e.g. when cancelled)."""
     import soundfile
 
     stream = probe(file)
     start = round(clip.start_seconds * stream.sample_rate)
     stop = round(clip.end_seconds * stream.sample_rate)
-    pieces = [_select(block, clip.channel) for block in iter_blocks(file, start=start, stop=stop)]
-    if not pieces:  # the header promised more audio than the file holds
+    blocks = iter_blocks(file, start=start, stop=stop)
+    first = next(blocks, None)
+    if first is None:  # the header promised more audio than the file holds
         raise UnsupportedAudio(
             f"The stored audio ends at {stream.duration_seconds:.2f} s, before the clip's start: "
             "it is shorter than its header says."
         )
-    samples = resample(np.concatenate(pieces), stream.sample_rate, clip.sample_rate)
-    out = io.BytesIO()
+    halfband = HalfBand(stream.sample_rate, clip.sample_rate)
     container, subtype = _LIBSNDFILE[clip.format]
-    soundfile.write(out, samples, clip.sample_rate, format=container, subtype=subtype)
-    return out.getvalue()
+    with soundfile.SoundFile(out, "w", clip.sample_rate, 1, format=container, subtype=subtype) as sound:
+        done = 0
+        for block in itertools.chain((first,), blocks):
+            _write(sound, halfband.feed(_select(block, clip.channel)))
+            done += len(block)
+            if on_block is not None:
+                on_block(done / stream.sample_rate, clip.duration_seconds)
+        _write(sound, halfband.flush())
+
+
+def _write(sound: SoundFile, samples: npt.NDArray[np.float32]) -> None:
+    """At most WRITE_FRAMES per write: libvorbis, under libsndfile 1.2.2, pre-extrapolates the
+    first write on the stack (``alloca`` of 4 bytes a sample), so a first write of 2^21 samples
+    (262 s at 8 kHz) overflows an 8 MiB stack and kills the process."""
+    for offset in range(0, len(samples), WRITE_FRAMES):
+        sound.write(samples[offset : offset + WRITE_FRAMES])
 
 
 def _select(block: npt.NDArray[np.int16], channel: int | None) -> npt.NDArray[np.float32]:
@@ -161,23 +186,55 @@ def _select(block: npt.NDArray[np.int16], channel: int | None) -> npt.NDArray[np
 
 
 def resample(samples: npt.NDArray[np.float32], rate: int, target: int) -> npt.NDArray[np.float32]:
-    """8 ↔ 16 kHz by a factor of two through a windowed-sinc low-pass (no aliasing, no imaging)."""
-    if rate == target:
-        return samples
-    if target == 2 * rate:
-        up = np.zeros(2 * len(samples), dtype=np.float32)
-        up[0::2] = samples
-        return (2 * _lowpass(up)).astype(np.float32)
-    if rate == 2 * target:
-        return _lowpass(samples)[0::2].astype(np.float32)
-    raise ValueError(f"cannot resample {rate} Hz to {target} Hz")
+    """8 ↔ 16 kHz at once (a whole signal; clips go through HalfBand block by block)."""
+    halfband = HalfBand(rate, target)
+    return np.concatenate((halfband.feed(samples), halfband.flush()))
 
 
-def _lowpass(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Half-band low-pass (cut-off at a quarter of the rate): 63 Blackman-windowed sinc taps."""
-    taps = np.arange(-31, 32)
-    kernel = (0.5 * np.sinc(taps / 2) * np.blackman(len(taps))).astype(np.float32)
-    kernel /= kernel.sum()
-    # "full" then centred: mode="same" would return len(kernel) samples for a shorter input
-    full = np.convolve(samples, kernel, mode="full")
-    return full[len(taps) // 2 : len(taps) // 2 + len(samples)].astype(np.float32)
+#: Half-band low-pass (cut-off at a quarter of the rate): 63 Blackman-windowed sinc taps.
+_TAPS = np.arange(-31, 32)
+_KERNEL = (0.5 * np.sinc(_TAPS / 2) * np.blackman(len(_TAPS))).astype(np.float32)
+_KERNEL /= _KERNEL.sum()
+_DELAY = len(_KERNEL) // 2
+
+
+class HalfBand:
+    """8 ↔ 16 kHz by a factor of two through the half-band low-pass (no aliasing, no imaging), fed
+    block by block: the output equals filtering the whole signal at once (zero beyond both ends,
+    the filter's delay removed), so no block boundary is heard and no clip is held whole."""
+
+    def __init__(self, rate: int, target: int) -> None:
+        if target not in (rate, 2 * rate) and rate != 2 * target:
+            raise ValueError(f"cannot resample {rate} Hz to {target} Hz")
+        self._up, self._down = target == 2 * rate, rate == 2 * target
+        # the signal is preceded by _DELAY zeros, so the first output is the filter centred on it
+        self._history = np.zeros(_DELAY, dtype=np.float32)
+        self._emitted = 0
+
+    def feed(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if not (self._up or self._down):
+            return samples
+        if self._up:
+            stuffed = np.zeros(2 * len(samples), dtype=np.float32)
+            stuffed[0::2] = samples
+            samples = stuffed
+        return self._filter(samples)
+
+    def flush(self) -> npt.NDArray[np.float32]:
+        """The last outputs (the filter run past the end over zeros)."""
+        if not (self._up or self._down):
+            return np.zeros(0, dtype=np.float32)
+        return self._filter(np.zeros(_DELAY, dtype=np.float32))
+
+    def _filter(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        buffer = np.concatenate((self._history, samples))
+        if len(buffer) < len(_KERNEL):  # np.convolve "valid" would swap its arguments
+            self._history = buffer
+            return np.zeros(0, dtype=np.float32)
+        self._history = buffer[-(len(_KERNEL) - 1) :]
+        out = np.convolve(buffer, _KERNEL, mode="valid").astype(np.float32)
+        if self._up:
+            return out * np.float32(2)
+        first = self._emitted % 2  # keep the outputs at even positions of the whole signal
+        self._emitted += len(out)
+        return out[first::2]

@@ -8,6 +8,7 @@ storage behind several replicas) would implement the same protocol: ``get`` from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -81,6 +82,17 @@ class RecordingRepository(Protocol):
     async def write_artifact(self, recording: Recording, name: str, data: bytes) -> None:
         """Store a derived artefact beside the recording: private, atomic, removed with it, and
         counted in the store's size bound. ``name`` is a plain file name chosen by code."""
+        ...
+
+    async def write_artifact_from(
+        self, recording: Recording, name: str, fill: Callable[[BinaryIO], None]
+    ) -> None:
+        """``write_artifact`` for an artefact too large to hold: ``fill`` writes it (blocking, in a
+        worker thread) into a private staging file that is committed only once ``fill`` returns."""
+        ...
+
+    def open_artifact(self, recording: Recording, name: str) -> BinaryIO | None:
+        """A stored artefact for reading in a worker thread (blocking), or None; the caller closes it."""
         ...
 
     def artifact_path(self, recording: Recording, name: str) -> Path | None:

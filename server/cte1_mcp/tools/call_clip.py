@@ -92,9 +92,11 @@ class Arguments(ClipArguments):
 async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
     settings = context.settings
     request = arguments.clip_request(settings.channel_roles)
-    recording, clip = await context.analysis.clip(arguments.key, request, context.progress)
     limit = settings.inline_audio_max_bytes
-    inlined = arguments.inline and clip.size_bytes <= limit
+    recording, clip = await context.analysis.clip(
+        arguments.key, request, context.progress, data_max_bytes=limit if arguments.inline else None
+    )
+    inlined = clip.data is not None
     path = str(clip.path) if context.on_stdio and clip.path is not None else None
     view = ClipView.of(clip, path=path, inlined=inlined, inline_max_bytes=limit, roles=settings.channel_roles)
     result = ClipResult(

@@ -46,7 +46,6 @@ from cte1_mcp.repository.local.posix import (
     open_dir,
     private_dir,
     read_fd,
-    read_file,
     remove_if_unlocked,
     unlink_quietly,
     write_all,
@@ -271,7 +270,15 @@ class LocalRepository:
         return await anyio.to_thread.run_sync(self._read_artifact, recording, check_artifact_name(name))
 
     async def write_artifact(self, recording: Recording, name: str, data: bytes) -> None:
-        await anyio.to_thread.run_sync(self._write_artifact, recording, check_artifact_name(name), data)
+        def fill(file: BinaryIO) -> None:
+            file.write(data)
+
+        await self.write_artifact_from(recording, name, fill)
+
+    async def write_artifact_from(
+        self, recording: Recording, name: str, fill: Callable[[BinaryIO], None]
+    ) -> None:
+        await anyio.to_thread.run_sync(self._write_artifact, recording, check_artifact_name(name), fill)
 
     def artifact_path(self, recording: Recording, name: str) -> Path | None:
         path = self.layout.artifact_path(recording.key, recording.audio.sha256, name)
@@ -283,6 +290,16 @@ class LocalRepository:
             return None
 
     def _read_artifact(self, recording: Recording, name: str) -> bytes | None:
+        file = self.open_artifact(recording, name)
+        if file is None:
+            return None
+        with file:
+            try:
+                return file.read()
+            except OSError as exc:
+                raise StorageError(f"A stored analysis could not be read ({exc.strerror}).") from exc
+
+    def open_artifact(self, recording: Recording, name: str) -> BinaryIO | None:
         indexed = self._current_version(recording)
         parts = self.layout.artifact_parts(recording.key, recording.audio.sha256)
         try:
@@ -292,7 +309,7 @@ class LocalRepository:
         if dir_fd is None:
             return None
         try:
-            data = read_file(name, dir_fd=dir_fd, limit=1 << 40)
+            fd = os.open(check_artifact_name(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -300,15 +317,17 @@ class LocalRepository:
         finally:
             os.close(dir_fd)
         self._touch(indexed, self._clock())
-        return data
+        return os.fdopen(fd, "rb")
 
-    def _write_artifact(self, recording: Recording, name: str, data: bytes) -> None:
+    def _write_artifact(self, recording: Recording, name: str, fill: Callable[[BinaryIO], None]) -> None:
         try:
             fd, part = create_locked_temp(self.layout.tmp)
         except OSError as exc:
             raise StorageError(f"A derived file could not be saved ({exc.strerror}).") from exc
         try:
-            write_all(fd, data)
+            with os.fdopen(fd, "w+b", closefd=False) as file:  # the fd keeps its flock until the end
+                fill(file)
+            size = os.fstat(fd).st_size
             os.fsync(fd)
             self._ensure_indexed()
             with self._lock:
@@ -326,7 +345,7 @@ class LocalRepository:
                         fsync_dir(dir_fd)
                 finally:
                     os.close(dir_fd)
-                self._index.grow(recording.key, len(data) - before)
+                self._index.grow(recording.key, size - before)
                 try:
                     self._journal.append(recording.key, skip_own=not self._walking)
                     self._evict_to_fit(protect=recording.key)
