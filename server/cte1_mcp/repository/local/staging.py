@@ -113,7 +113,7 @@ class LocalStaging:
                 self._fd, self._part = create_locked_temp(self._tmp)
             self._write_chunks([chunk])
         except OSError as exc:
-            raise not_saved(exc) from exc
+            raise not_saved(exc, self._tmp.parent) from exc
 
     async def commit(self, metadata: CallMetadata, content_type: str | None) -> Recording:
         """Make the download a stored recording, atomically; RecordingExpired past the 31 days."""
@@ -134,7 +134,7 @@ class LocalStaging:
         try:
             recording = await anyio.to_thread.run_sync(self._commit_blocking, metadata, audio)
         except OSError as exc:
-            raise not_saved(exc) from exc
+            raise not_saved(exc, self._tmp.parent) from exc
         self._closed = True
         return recording
 
@@ -173,12 +173,12 @@ class LocalStaging:
             try:
                 self._fd, self._part = create_locked_temp(self._tmp)
             except OSError as exc:
-                raise not_saved(exc) from exc
+                raise not_saved(exc, self._tmp.parent) from exc
         if self._tasks is None or wait:
             try:
                 await anyio.to_thread.run_sync(self._write_chunks, data)
             except OSError as exc:
-                raise not_saved(exc) from exc
+                raise not_saved(exc, self._tmp.parent) from exc
             return
         self._in_flight = done = anyio.Event()
         self._tasks.start_soon(self._write_in_background, data, done)
@@ -198,7 +198,7 @@ class LocalStaging:
             self._in_flight = None
         error = self._write_error
         if isinstance(error, OSError):
-            raise not_saved(error) from error
+            raise not_saved(error, self._tmp.parent) from error
         if error is not None:
             raise error
 
@@ -236,7 +236,9 @@ class LocalStaging:
         return recording
 
 
-def not_saved(exc: OSError) -> StorageError:
+def not_saved(exc: OSError, store: Path) -> StorageError:
     return StorageError(
-        f"The recording could not be saved locally ({exc.strerror or exc}); nothing was stored."
+        f"The recording could not be saved locally ({exc.strerror or exc}); nothing was stored.",
+        next_step=f"Ask the operator to make the recording store {store} (CTE1_CACHE_DIR) writable by "
+        "the server: space, permissions, a read-only mount. Recordings already stored are still served.",
     )
