@@ -19,14 +19,16 @@ from tests.mcp_harness import EXAMPLE, SMALL, call_uri, server_env, stdio_server
 pytestmark = [pytest.mark.anyio, needs_mounts]
 
 
-async def _refused_for_new_recordings(client: Any, cache: Path, named: str = "/coordination") -> None:
+async def _refused_for_new_recordings(client: Any, cache: Path, named: str = "coordination/") -> None:
     structured(await client.call_tool("get_call_metadata", EXAMPLE))  # stored before: still served
     for tool in ("get_call_metadata", "get_call_audio", "get_call_analytics"):
         result = await client.call_tool(tool, SMALL)
         assert result.is_error
         message = text(result)
         assert message.startswith("[storage_error]"), message
-        assert f"{cache}{named}" in message.split("Next:", 1)[1]  # the next step names it
+        next_step = message.split("Next:", 1)[1]
+        assert "CTE1_CACHE_DIR" in next_step and named in next_step  # names the directory
+        assert str(cache) not in message  # by its setting: the path is for the operator's log
         assert "Read-only file system" in message
     with pytest.raises(MCPError) as caught:
         await client.read_resource(call_uri(SMALL, "metadata"))
@@ -38,11 +40,15 @@ async def test_a_store_made_read_only_while_serving(simulator: Any, tmp_path: Pa
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     env = server_env(simulator.url, cache)
-    async with namespaced_server(env, f"mount --bind {cache} {cache}", tmp_path) as server:
-        structured(await server.client.call_tool("get_call_metadata", EXAMPLE))
-        server.run(f"mount -o remount,bind,ro {cache}")
-        await _refused_for_new_recordings(server.client, cache)
+    with (tmp_path / "stderr").open("w") as errlog:
+        async with namespaced_server(env, f"mount --bind {cache} {cache}", tmp_path, errlog) as server:
+            structured(await server.client.call_tool("get_call_metadata", EXAMPLE))
+            server.run(f"mount -o remount,bind,ro {cache}")
+            await _refused_for_new_recordings(server.client, cache)
     assert len(simulator.state.requests) == 1  # nothing was asked of CT-e1 that could not be kept
+    log = (tmp_path / "stderr").read_text()
+    assert f"the coordination files in {cache}/coordination" in log  # the operator gets the path
+    assert "Traceback" not in log
 
 
 async def test_a_store_read_only_from_the_start(simulator: Any, tmp_path: Path) -> None:
@@ -63,4 +69,4 @@ async def test_a_staging_directory_made_read_only(simulator: Any, tmp_path: Path
     async with namespaced_server(env, "true", tmp_path) as server:
         structured(await server.client.call_tool("get_call_metadata", EXAMPLE))
         server.run(f"mount --bind {cache}/tmp {cache}/tmp && mount -o remount,bind,ro {cache}/tmp")
-        await _refused_for_new_recordings(server.client, cache, named=" (CTE1_CACHE_DIR)")
+        await _refused_for_new_recordings(server.client, cache, named="tmp/")

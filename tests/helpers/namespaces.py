@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 
 @functools.cache
@@ -54,8 +56,11 @@ class Namespaced:
 
 
 @asynccontextmanager
-async def namespaced_server(env: dict[str, str], setup: str, work: Path) -> AsyncIterator[Namespaced]:
-    """``cte1-mcp`` over stdio, started after the shell commands ``setup`` in its own mount namespace."""
+async def namespaced_server(
+    env: dict[str, str], setup: str, work: Path, errlog: TextIO | None = None
+) -> AsyncIterator[Namespaced]:
+    """``cte1-mcp`` over stdio, started after the shell commands ``setup`` in its own mount
+    namespace; its stderr goes to ``errlog`` (a real file) if given."""
     pid_file = work / "server.pid"
     script = f'{setup} && echo $$ > "$0" && exec "$1" -m cte1_mcp'
     params = StdioServerParameters(
@@ -63,7 +68,8 @@ async def namespaced_server(env: dict[str, str], setup: str, work: Path) -> Asyn
         args=["-m", "--propagation", "private", "sh", "-c", script, str(pid_file), sys.executable],
         env=env,
     )
-    async with Client(params, read_timeout_seconds=60) as client:
+    transport = stdio_client(params, errlog=errlog) if errlog is not None else params
+    async with Client(transport, read_timeout_seconds=60) as client:
         with anyio.fail_after(30):  # written before the exec, so at once
             while not pid_file.exists() or not pid_file.read_text().strip():
                 await anyio.sleep(0.01)

@@ -14,7 +14,7 @@ served, no starvation) and nothing is held while they sleep. A process killed be
 only leaves its slot unused: the others are delayed by at most that one interval.
 
 Any other error from these files (a read-only or full file system, lost permissions) is a
-``StorageError`` naming the directory: a new recording cannot be fetched, stored ones are still served.
+``StorageError`` naming the directory (its path in the log): a new recording cannot be fetched, stored ones are still served.
 
 Valid on local filesystems (ext4, xfs, btrfs, tmpfs, APFS). Not on network filesystems: NFS
 emulates ``flock`` with byte-range locks whose behaviour depends on the server, and
@@ -286,12 +286,16 @@ def _try_lock(path: Path) -> int | None:
 
 
 def unusable(exc: OSError, directory: Path) -> StorageError:
-    """The cache directory's coordination files fail: say which directory, and what still works."""
+    """The cache directory's coordination files fail: the client is told which directory under
+    CTE1_CACHE_DIR and what still works; the absolute path goes to the operator's log only (no
+    server internals in client texts)."""
+    logger.error("the coordination files in %s cannot be used: %s", directory, exc.strerror or exc)
     return StorageError(
-        f"A new recording cannot be fetched: the cache directory's lock files in {directory} cannot "
-        f"be used ({exc.strerror or exc}).",
-        next_step=f"Ask the operator to make {directory} (under CTE1_CACHE_DIR) writable by the server: "
-        "space, permissions, a read-only mount. Recordings already stored are still served.",
+        f"A new recording cannot be fetched: the cache directory's lock files cannot be used "
+        f"({exc.strerror or exc}).",
+        next_step="Ask the operator to make CTE1_CACHE_DIR and its coordination/ directory writable by "
+        "the server (space, permissions, a read-only mount; the server's log names the path). "
+        "Recordings already stored are still served.",
     )
 
 

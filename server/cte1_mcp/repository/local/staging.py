@@ -14,6 +14,7 @@ interrupted download leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -31,6 +32,8 @@ from cte1_mcp.errors import StorageError
 from cte1_mcp.models import AudioInfo, CallKey, CallMetadata, Recording
 from cte1_mcp.repository.local.posix import create_locked_temp, unlink_quietly, write_all
 from cte1_mcp.units import KiB, MiB
+
+logger = logging.getLogger(__name__)
 
 #: The first bytes of a download, kept in memory for format sniffing.
 HEAD_BYTES = 64 * KiB
@@ -237,8 +240,11 @@ class LocalStaging:
 
 
 def not_saved(exc: OSError, store: Path) -> StorageError:
+    """The path goes to the operator's log only: no server internals in client texts."""
+    logger.error("a recording could not be saved in the store %s: %s", store, exc.strerror or exc)
     return StorageError(
         f"The recording could not be saved locally ({exc.strerror or exc}); nothing was stored.",
-        next_step=f"Ask the operator to make the recording store {store} (CTE1_CACHE_DIR) writable by "
-        "the server: space, permissions, a read-only mount. Recordings already stored are still served.",
+        next_step="Ask the operator to make CTE1_CACHE_DIR and its tmp/ and recordings/ directories "
+        "writable by the server (space, permissions, a read-only mount; the server's log names the "
+        "path). Recordings already stored are still served.",
     )
