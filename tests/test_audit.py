@@ -173,6 +173,7 @@ async def test_a_fifo_swapped_in_refuses_the_call_without_blocking(simulator: An
             result = await client.call_tool("get_call_metadata", EXAMPLE)
         assert text(result).startswith("[storage_error]")
         assert "is not a regular file" in text(result)
+        assert str(tmp_path) not in text(result)  # no server paths in client texts
         log.unlink()  # a regular file again: the server goes on
         structured(await client.call_tool("get_call_metadata", EXAMPLE))
     assert [line["outcome"] for line in lines(log)] == ["ok"]

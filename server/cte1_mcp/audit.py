@@ -119,6 +119,14 @@ class AuditEntry:
 _HOST = socket.gethostname()
 
 
+class _Refused(ConfigurationError):
+    """The file at the path is not one to append to: ``why``, without the path."""
+
+    def __init__(self, message: str, *, why: str, next_step: str) -> None:
+        super().__init__(message, next_step=next_step)
+        self.why = why
+
+
 class AuditLog:
     """Appends entries to ``path``; checked once at start-up so a bad path stops the server there."""
 
@@ -147,8 +155,9 @@ class AuditLog:
         data = (entry.to_json() + "\n").encode()
         try:
             fd = self._open()
-        except ConfigurationError as exc:
-            raise StorageError(exc.message, next_step=_NEXT) from None
+        except _Refused as exc:  # the path is for the operator's log, not the client's text
+            logger.error("%s", exc.message)  # noqa: TRY400 (no traceback: the cause is said)
+            raise StorageError(f"The audit log (CTE1_AUDIT_LOG) {exc.why}.", next_step=_NEXT) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time: the repair below sees the real end
             end = _whole_lines(fd, self.path)
@@ -178,8 +187,9 @@ class AuditLog:
                 errno.ENXIO: "is not a regular file (a FIFO or a socket)",
                 errno.EISDIR: "is not a regular file (a directory)",
             }.get(exc.errno or 0, f"cannot be opened ({exc.strerror})")
-            raise ConfigurationError(
+            raise _Refused(
                 f"CTE1_AUDIT_LOG {self.path} {why}.",
+                why=why,
                 next_step="Point CTE1_AUDIT_LOG at a file this user may create or append to, in an existing directory.",
             ) from None
         info = os.fstat(fd)
@@ -194,8 +204,9 @@ class AuditLog:
             problem = f"may be read by other users (mode {stat.S_IMODE(info.st_mode):04o})"
         if problem is not None:
             os.close(fd)
-            raise ConfigurationError(
+            raise _Refused(
                 f"CTE1_AUDIT_LOG {self.path} {problem}; it records who fetched which recording.",
+                why=problem,
                 next_step=next_step,
             )
         return fd
