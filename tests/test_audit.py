@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from cte1_mcp.audit import AuditEntry, AuditLog
 from cte1_mcp.simulator import DEFAULT_API_KEY
+from tests.helpers.namespaces import namespaced_server, needs_mounts
 from tests.helpers.servers import http_process
 from tests.mcp_harness import EXAMPLE, server_env, stdio_server, structured, text
 
@@ -116,10 +119,21 @@ async def test_two_processes_append_intact_lines(simulator: Any, tmp_path: Path)
     assert all(e["outcome"] == "ok" for e in entries)
 
 
-@pytest.mark.parametrize("problem", ["open", "symlink", "missing_dir", "directory"])
+@pytest.mark.parametrize(
+    "problem", ["open", "symlink", "missing_dir", "directory", "fifo", "socket", "device"]
+)
 def test_a_bad_audit_log_stops_start_up(simulator: Any, tmp_path: Path, problem: str) -> None:
+    # Before: a FIFO (no reader) made the server wait in open(2) for ever, with no message.
     log = tmp_path / "audit.jsonl"
-    if problem == "open":
+    listener = socket.socket(socket.AF_UNIX)
+    if problem == "fifo":
+        os.mkfifo(log, 0o600)
+    elif problem == "socket":
+        listener.bind(str(log))
+        log.chmod(0o600)
+    elif problem == "device":
+        os.mknod(log, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    elif problem == "open":
         log.write_text("")
         log.chmod(0o644)
     elif problem == "symlink":
@@ -137,11 +151,76 @@ def test_a_bad_audit_log_stops_start_up(simulator: Any, tmp_path: Path, problem:
         timeout=30,
         stdin=subprocess.DEVNULL,
     )
+    listener.close()
     assert done.returncode == 2, done.stderr
     assert "CTE1_AUDIT_LOG" in done.stderr
     assert "Traceback" not in done.stderr
     if problem == "open":
         assert f"chmod 600 {log}" in done.stderr
+    if problem in ("fifo", "socket", "device", "directory"):
+        assert "is not a regular file" in done.stderr
+
+
+async def test_a_fifo_swapped_in_refuses_the_call_without_blocking(simulator: Any, tmp_path: Path) -> None:
+    # Before: the line's open(2) waited for a reader of the FIFO: the call never returned.
+    log = tmp_path / "audit.jsonl"
+    env = server_env(simulator.url, tmp_path / "cache", CTE1_AUDIT_LOG=str(log))
+    async with stdio_server(env) as client:
+        structured(await client.call_tool("get_call_metadata", EXAMPLE))
+        log.unlink()
+        os.mkfifo(log, 0o600)
+        with anyio.fail_after(30):  # a bound on a hang, not a timing: the answer takes milliseconds
+            result = await client.call_tool("get_call_metadata", EXAMPLE)
+        assert text(result).startswith("[storage_error]")
+        assert "is not a regular file" in text(result)
+        assert str(tmp_path) not in text(result)  # no server paths in client texts
+        log.unlink()  # a regular file again: the server goes on
+        structured(await client.call_tool("get_call_metadata", EXAMPLE))
+    assert [line["outcome"] for line in lines(log)] == ["ok"]
+
+
+@needs_mounts
+async def test_a_full_disk_leaves_whole_lines_only(simulator: Any, tmp_path: Path) -> None:
+    # Before: the line that did not fit stayed cut, and the next one was glued onto it.
+    disk = tmp_path / "disk"  # an 8 KiB tmpfs in the server's own mount namespace
+    disk.mkdir()
+    log = disk / "audit.jsonl"
+    env = server_env(simulator.url, tmp_path / "cache", CTE1_AUDIT_LOG=str(log))
+    async with namespaced_server(
+        env, f"mount -t tmpfs -o size=8k,mode=0700 tmpfs {disk}", tmp_path
+    ) as server:
+        server.inside(disk / "ballast").write_bytes(b"\0" * 4096)
+        outcomes = []
+        while len(outcomes) < 40 and "storage_error" not in outcomes[-1:]:
+            result = await server.client.call_tool("get_call_metadata", EXAMPLE)
+            outcomes.append("storage_error" if text(result).startswith("[storage_error]") else "ok")
+        again = await server.client.call_tool("get_call_metadata", EXAMPLE)  # the disk is full to the byte
+        assert text(again).startswith("[storage_error]")
+        full = lines(server.inside(log))  # every line parses
+        assert outcomes[-1] == "storage_error" and len(full) == len(outcomes) - 1 > 5
+        server.inside(disk / "ballast").unlink()  # the operator makes room
+        structured(await server.client.call_tool("get_call_metadata", EXAMPLE))
+        raw = server.inside(log).read_bytes()
+    assert raw.endswith(b"\n")
+    entries = [json.loads(line) for line in raw.splitlines()]
+    assert [e["outcome"] for e in entries] == ["ok"] * len(entries) and len(entries) == len(full) + 1
+
+
+async def test_a_cut_tail_is_removed_before_the_next_line(simulator: Any, tmp_path: Path) -> None:
+    # Before: the next line was appended to the cut one: one unreadable line, one record lost.
+    log = tmp_path / "audit.jsonl"
+    whole = json.dumps({"time": "2026-12-01T00:00:00.000Z", "outcome": "ok"})
+    cut = '{"time":"2026-12-01T00:00:01.0'  # a crash mid-write
+    log.write_text(whole + "\n" + cut)
+    log.chmod(0o600)
+    env = server_env(simulator.url, tmp_path / "cache", CTE1_AUDIT_LOG=str(log))
+    with (tmp_path / "stderr").open("w") as errlog:
+        async with stdio_server(env, errlog) as client:
+            structured(await client.call_tool("get_call_metadata", EXAMPLE))
+    first, second = lines(log)
+    assert first == json.loads(whole)
+    assert (second["tool"], second["outcome"]) == ("get_call_metadata", "ok")
+    assert f"ended in a cut line; removed its {len(cut)} bytes" in (tmp_path / "stderr").read_text()
 
 
 async def test_nothing_is_served_when_the_line_cannot_be_written(simulator: Any, tmp_path: Path) -> None:

@@ -111,6 +111,14 @@ class Cte1MCPServer(MCPServer):
 
     # --- tools -------------------------------------------------------------------------------
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio transport with every client line checked first: a malformed one gets
+        its JSON-RPC error instead of silence (see ``stdio_edge``)."""
+        from cte1_mcp.stdio_edge import serve
+
+        lowlevel = self._lowlevel_server
+        await serve(lambda read, write: lowlevel.run(read, write, lowlevel.create_initialization_options()))
+
     async def list_tools(self) -> list[MCPTool]:
         return [tool.definition() for tool in self.tools.values()]
 

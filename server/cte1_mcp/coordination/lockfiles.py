@@ -13,6 +13,9 @@ after it, and sleeps until its own, so callers start in the order they asked (fi
 served, no starvation) and nothing is held while they sleep. A process killed before its start
 only leaves its slot unused: the others are delayed by at most that one interval.
 
+Any other error from these files (a read-only or full file system, lost permissions) is a
+``StorageError`` naming the directory (its path in the log): a new recording cannot be fetched, stored ones are still served.
+
 Valid on local filesystems (ext4, xfs, btrfs, tmpfs, APFS). Not on network filesystems: NFS
 emulates ``flock`` with byte-range locks whose behaviour depends on the server, and
 ``CLOCK_MONOTONIC`` is per machine; several machines must use Redis (``CTE1_REDIS_URL``).
@@ -39,6 +42,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from cte1_mcp.coordination.base import OnWait, call_id
+from cte1_mcp.errors import StorageError
 from cte1_mcp.models import CallKey
 from cte1_mcp.progress import Progress, ProgressCallback
 
@@ -97,7 +101,10 @@ class FileSpacer:
                 await anyio.sleep(min(remaining, self._notify_every))
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._give_back, start)
+                try:
+                    await anyio.to_thread.run_sync(self._give_back, start)
+                except OSError as exc:  # the slot stays taken: the others wait one interval more
+                    logger.warning("could not give back a spacing slot in %s: %s", self._path, exc)
             raise
 
     async def defer(self, seconds: float) -> None:
@@ -112,9 +119,12 @@ class FileSpacer:
         a worker thread that waits for it (another process holds it, for microseconds too)."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         try:
-            result: T = action(wait=False)
-        except BlockingIOError:
-            return await anyio.to_thread.run_sync(action)
+            try:
+                result: T = action(wait=False)
+            except BlockingIOError:
+                return await anyio.to_thread.run_sync(action)
+        except OSError as exc:
+            raise unusable(exc, self._path.parent) from exc
         await anyio.lowlevel.cancel_shielded_checkpoint()  # let others run; what was done stays done
         return result
 
@@ -229,15 +239,24 @@ class FileFlights:
         name = call_id(key)
         lock_path = self._dir / f"{name}.lock"
         claim = _FileClaim(self._dir / f"{name}.progress")
-        fd = await self._lock(lock_path, claim, on_progress)
+        try:
+            fd = await self._lock(lock_path, claim, on_progress)
+        except OSError as exc:
+            raise unusable(exc, self._dir) from exc
         try:
             yield claim
         finally:
             # Unlinked while still held: a waiter that opened this inode sees it is gone and reopens.
-            claim.discard()
-            with contextlib.suppress(FileNotFoundError):
-                lock_path.unlink()
-            os.close(fd)
+            # A file that cannot be removed (the directory turned read-only) is left behind: the
+            # next holder reuses it, and the error of the download itself is what the caller sees.
+            try:
+                claim.discard()
+                with contextlib.suppress(FileNotFoundError):
+                    lock_path.unlink()
+            except OSError as exc:
+                logger.warning("could not remove the download lock %s: %s", lock_path, exc)
+            finally:
+                os.close(fd)
 
     async def _lock(self, path: Path, claim: _FileClaim, on_progress: ProgressCallback | None) -> int:
         seen: bytes | None = None
@@ -264,6 +283,20 @@ def _try_lock(path: Path) -> int | None:
         if _same_file(fd, path):
             return fd
         os.close(fd)  # its holder finished and removed it; take the current file
+
+
+def unusable(exc: OSError, directory: Path) -> StorageError:
+    """The cache directory's coordination files fail: the client is told which directory under
+    CTE1_CACHE_DIR and what still works; the absolute path goes to the operator's log only (no
+    server internals in client texts)."""
+    logger.error("the coordination files in %s cannot be used: %s", directory, exc.strerror or exc)
+    return StorageError(
+        f"A new recording cannot be fetched: the cache directory's lock files cannot be used "
+        f"({exc.strerror or exc}).",
+        next_step="Ask the operator to make CTE1_CACHE_DIR and its coordination/ directory writable by "
+        "the server (space, permissions, a read-only mount; the server's log names the path). "
+        "Recordings already stored are still served.",
+    )
 
 
 async def _relay(claim: _FileClaim, seen: bytes | None, on_progress: ProgressCallback | None) -> bytes | None:

@@ -14,6 +14,7 @@ interrupted download leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -31,6 +32,8 @@ from cte1_mcp.errors import StorageError
 from cte1_mcp.models import AudioInfo, CallKey, CallMetadata, Recording
 from cte1_mcp.repository.local.posix import create_locked_temp, unlink_quietly, write_all
 from cte1_mcp.units import KiB, MiB
+
+logger = logging.getLogger(__name__)
 
 #: The first bytes of a download, kept in memory for format sniffing.
 HEAD_BYTES = 64 * KiB
@@ -113,7 +116,7 @@ class LocalStaging:
                 self._fd, self._part = create_locked_temp(self._tmp)
             self._write_chunks([chunk])
         except OSError as exc:
-            raise not_saved(exc) from exc
+            raise not_saved(exc, self._tmp.parent) from exc
 
     async def commit(self, metadata: CallMetadata, content_type: str | None) -> Recording:
         """Make the download a stored recording, atomically; RecordingExpired past the 31 days."""
@@ -134,7 +137,7 @@ class LocalStaging:
         try:
             recording = await anyio.to_thread.run_sync(self._commit_blocking, metadata, audio)
         except OSError as exc:
-            raise not_saved(exc) from exc
+            raise not_saved(exc, self._tmp.parent) from exc
         self._closed = True
         return recording
 
@@ -173,12 +176,12 @@ class LocalStaging:
             try:
                 self._fd, self._part = create_locked_temp(self._tmp)
             except OSError as exc:
-                raise not_saved(exc) from exc
+                raise not_saved(exc, self._tmp.parent) from exc
         if self._tasks is None or wait:
             try:
                 await anyio.to_thread.run_sync(self._write_chunks, data)
             except OSError as exc:
-                raise not_saved(exc) from exc
+                raise not_saved(exc, self._tmp.parent) from exc
             return
         self._in_flight = done = anyio.Event()
         self._tasks.start_soon(self._write_in_background, data, done)
@@ -198,7 +201,7 @@ class LocalStaging:
             self._in_flight = None
         error = self._write_error
         if isinstance(error, OSError):
-            raise not_saved(error) from error
+            raise not_saved(error, self._tmp.parent) from error
         if error is not None:
             raise error
 
@@ -236,7 +239,12 @@ class LocalStaging:
         return recording
 
 
-def not_saved(exc: OSError) -> StorageError:
+def not_saved(exc: OSError, store: Path) -> StorageError:
+    """The path goes to the operator's log only: no server internals in client texts."""
+    logger.error("a recording could not be saved in the store %s: %s", store, exc.strerror or exc)
     return StorageError(
-        f"The recording could not be saved locally ({exc.strerror or exc}); nothing was stored."
+        f"The recording could not be saved locally ({exc.strerror or exc}); nothing was stored.",
+        next_step="Ask the operator to make CTE1_CACHE_DIR and its tmp/ and recordings/ directories "
+        "writable by the server (space, permissions, a read-only mount; the server's log names the "
+        "path). Recordings already stored are still served.",
     )
