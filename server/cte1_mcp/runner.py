@@ -96,6 +96,7 @@ async def serve_http(settings: Settings, host: str, port: int, *, stateless: boo
     from mcp.server.transport_security import TransportSecuritySettings
 
     from cte1_mcp.http_auth import StaticTokenVerifier
+    from cte1_mcp.http_json import PlainJsonAnswers
 
     configure_logging(settings)
     problems = http_problems(settings, host)
@@ -126,7 +127,9 @@ async def serve_http(settings: Settings, host: str, port: int, *, stateless: boo
             ),
         )
         app = server.streamable_http_app(transport_security=security, host=host, stateless_http=stateless)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            PlainJsonAnswers(app, "/mcp"), host=host, port=port, log_level="warning", access_log=False
+        )
         http = uvicorn.Server(config)
         # Listening before the line is printed: whoever reads it can connect at once (and port 0
         # shows the port chosen).
