@@ -111,7 +111,13 @@ class Cte1MCPServer(MCPServer):
             tool = self._tool(name)
             parsed = parse_arguments(tool.arguments, arguments)
             progress = _progress_reporter(context) if context is not None else None
-            tool_context = ToolContext(self.service, self.transport == "stdio", progress, self.analysis)
+            tool_context = ToolContext(
+                self.service,
+                self.transport == "stdio",
+                progress,
+                self.analysis,
+                base_url=_base_url(context) if self.transport == "http" and context is not None else None,
+            )
             return await tool.run(parsed, tool_context)
         except Cte1Error as error:
             logger.info("tool %s: %s", excerpt(name), error.code)
@@ -148,6 +154,17 @@ class Cte1MCPServer(MCPServer):
     ) -> Iterable[ReadResourceContents]:
         progress = _progress_reporter(context) if context is not None else None
         return await self.resources.read(str(uri), progress)
+
+
+def _base_url(ctx: Context[Any, Any]) -> str | None:
+    """The server's URL as the client asked for it (its Host header, already checked against
+    CTE1_HTTP_ALLOWED_HOSTS), so a URL built on it reaches this server from that client."""
+    try:
+        request = ctx.request_context.request
+    except (ValueError, AttributeError):
+        return None
+    base_url = getattr(request, "base_url", None)
+    return str(base_url) if base_url is not None else None
 
 
 def _progress_reporter(ctx: Context[Any, Any]) -> ProgressCallback:

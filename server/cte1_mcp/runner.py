@@ -96,6 +96,7 @@ async def serve_http(settings: Settings, host: str, port: int, *, stateless: boo
     from mcp.server.transport_security import TransportSecuritySettings
 
     from cte1_mcp.http_auth import StaticTokenVerifier
+    from cte1_mcp.http_download import download_route
     from cte1_mcp.http_json import PlainJsonAnswers
 
     configure_logging(settings)
@@ -127,6 +128,8 @@ async def serve_http(settings: Settings, host: str, port: int, *, stateless: boo
             ),
         )
         app = server.streamable_http_app(transport_security=security, host=host, stateless_http=stateless)
+        # Beside /mcp, in the same app: its authentication middleware checks the token for both.
+        app.router.routes.append(download_route(service, security, audit, token_required=token is not None))
         config = uvicorn.Config(
             PlainJsonAnswers(app, "/mcp"), host=host, port=port, log_level="warning", access_log=False
         )

@@ -117,6 +117,11 @@ class RecordingService:
             return recording
         return await self._flights.run(key, lambda flight: self._download(key, flight), on_event=on_progress)
 
+    def stored(self, key: CallKey) -> Recording | None:
+        """The committed recording of ``key`` if the store has it, under the same rules as ``get``
+        (allowed tenants, the platform's 31 days); never an upstream request."""
+        return self._lookup(key)
+
     async def read_audio(
         self, key: CallKey, on_progress: ProgressCallback | None = None, *, max_bytes: int | None = None
     ) -> tuple[Recording, bytes]:

@@ -28,8 +28,17 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
         # have fetched it again (evicted in between), and that download may differ.
         recording, data = await service.read_audio(key, context.progress, max_bytes=limit)
     path = service.local_path(recording) if context.on_stdio else None
+    download: str | None = None
+    if context.base_url is not None:
+        from cte1_mcp.http_download import download_url  # HTTP only: stdio start-up stays light
+
+        download = download_url(context.base_url, key)
     audio = audio_view(
-        recording, path=str(path) if path else None, inlined=data is not None, inline_max_bytes=limit
+        recording,
+        path=str(path) if path else None,
+        inlined=data is not None,
+        inline_max_bytes=limit,
+        download_url=download,
     )
     summary = audio_summary(recording, audio, asked_inline=arguments.inline, inline_max_bytes=limit)
     result = AudioResult(
