@@ -20,7 +20,15 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import BlobResourceContents, ReadResourceResult
+from mcp_types import (
+    BlobResourceContents,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    ReadResourceResult,
+)
 
 from tests.helpers.servers import http_process
 from tests.mcp_harness import TRANSFERRED_2, call_uri, server_env, structured
@@ -148,3 +156,27 @@ async def test_an_answer_is_plain_json_unless_the_request_streams_progress(
 
     assert unknown.headers["content-type"] == "application/json"  # an error answer, likewise
     assert unknown.json()["error"]["data"]["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize(
+    ("message", "answer"),
+    [
+        (JSONRPCResponse(jsonrpc="2.0", id=7, result={"contents": []}), True),
+        (JSONRPCResponse(jsonrpc="2.0", id='a\\"b', result={}), True),
+        (JSONRPCError(jsonrpc="2.0", id=8, error=ErrorData(code=-32602, message="[x]\nNext: y")), True),
+        (JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"progress": 1}), False),
+        (JSONRPCRequest(jsonrpc="2.0", id=9, method="sampling/createMessage", params={}), False),
+    ],
+)
+def test_only_an_sse_event_holding_an_answer_becomes_plain_json(message: Any, answer: bool) -> None:
+    """Events exactly as the SDK's transport writes them (its models' JSON, sse_starlette's framing)."""
+    from sse_starlette import ServerSentEvent
+
+    from cte1_mcp.http_json import _lone_answer
+
+    data = message.model_dump_json(by_alias=True, exclude_unset=True)
+    event = ServerSentEvent(event="message", data=data).encode()
+    assert _lone_answer(event) == (data.encode() if answer else None)
+    with_id = ServerSentEvent(event="message", data=data, id="e1").encode()
+    assert _lone_answer(with_id) is None  # a resumable stream's event stays a stream
+    assert _lone_answer(ServerSentEvent(comment="ping").encode()) is None
