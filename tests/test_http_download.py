@@ -16,6 +16,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests.helpers.servers import http_process
 from tests.mcp_harness import OLD, SMALL, TRANSFERRED_2, server_env, structured, text
@@ -183,3 +184,24 @@ async def test_no_download_url_over_stdio(simulator: Any, tmp_path: Path) -> Non
         result = await client.call_tool("get_call_audio", TRANSFERRED_2)
     assert "downloadUrl" not in structured(result)["audio"]
     assert "Download:" not in text(result)
+
+
+async def test_a_recording_over_the_resource_limit_is_still_downloaded(
+    simulator: Any, tmp_path: Path
+) -> None:
+    env = server_env(
+        simulator.url, tmp_path / "cache", CTE1_HTTP_TOKEN=TOKEN, CTE1_RESOURCE_MAX_BYTES="1000000"
+    )
+    with http_process(env) as server:
+        async with (
+            httpx2.AsyncClient(headers=AUTH, timeout=60) as http,
+            Client(streamable_http_client(server.url, http_client=http), mode="legacy") as client,
+        ):
+            audio = structured(await client.call_tool("get_call_audio", TRANSFERRED_2))["audio"]
+            with pytest.raises(MCPError) as refused:
+                await client.read_resource(audio["uri"])
+            got = await http.get(audio["downloadUrl"])
+    assert refused.value.error.data["code"] == "audio_too_large"
+    assert "audio.downloadUrl" in refused.value.error.message
+    assert audio["sizeBytes"] > 1_000_000
+    assert hashlib.sha256(got.content).hexdigest() == audio["sha256"]

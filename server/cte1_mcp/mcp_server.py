@@ -49,7 +49,8 @@ A call is named by tenantId (digits, as a string), sessionId and recordId (a tra
 recordId 1, 2, ...). The platform allows one request every 5 seconds: the first fetch of a call may
 wait; later calls for the same recording are served from the local store at once.
 If your client cannot read resources, call get_call_audio with inline=true (small recordings are
-returned inline as audio), or, over stdio, open the local file given as audio.path.
+returned inline as audio), or, over stdio, open the local file given as audio.path, or, over
+HTTP, GET audio.downloadUrl with the same bearer token (any size; Range supported).
 Every result's structuredContent has a summary sentence. Errors start with a [code] and say what
 to do next."""
 

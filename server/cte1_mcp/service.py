@@ -134,7 +134,8 @@ class RecordingService:
                     f"The recording is {recording.audio.size_bytes:,} bytes, more than this server returns "
                     f"in one message ({max_bytes:,} bytes).",
                     next_step="Over stdio, open the local file named by get_call_audio's audio.path; "
-                    "or ask the operator to raise CTE1_RESOURCE_MAX_BYTES.",
+                    "over HTTP, GET its audio.downloadUrl; or ask the operator to raise "
+                    "CTE1_RESOURCE_MAX_BYTES.",
                 )
             try:
                 return recording, await self.repository.read_audio(recording)

@@ -9,7 +9,8 @@ from cte1_mcp.tools.base import Tool, ToolContext, audio_success
 from cte1_mcp.views import AudioResult, CallView, audio_summary, audio_view
 
 DESCRIPTION = """\
-The recording of one call: where it is (resource URI, and the local file path over stdio), its
+The recording of one call: where it is (resource URI; the local file path over stdio; over HTTP
+a downloadUrl for a plain GET with the same bearer token, Range and ETag supported), its
 format, size, duration and sha256. With inline=true a recording up to the inline limit is also
 returned as an audio content block (for clients that cannot read resources)."""
 
