@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 STAMP := $(VENV)/.installed
 LATEST := .venv-latest
+# The MCP Inspector's CLI for tests/test_inspector.py, from its lock; only where node is installed.
+JS := tests/js
+INSPECTOR := $(JS)/node_modules/.installed
 # uv uses the Python that made the venv and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 
@@ -22,6 +25,11 @@ $(STAMP): $(LOCK) requirements/uv.txt pyproject.toml
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+$(INSPECTOR): $(JS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(JS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: tests/test_inspector.py will be skipped"; fi
 
 ## setup: create .venv from the lock (every other target does this first)
 setup: $(STAMP)
@@ -44,7 +52,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(INSPECTOR)
 	$(BIN)/pytest
 
 ## test-latest: the same checks against the newest versions pyproject.toml allows (a scratch venv)
@@ -74,4 +82,4 @@ simulator: $(STAMP)
 	$(BIN)/cte1-mcp simulator
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache cte1-demo
+	rm -rf $(VENV) $(LATEST) $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache cte1-demo

@@ -97,7 +97,8 @@ def test_demo_saves_its_wav_privately(tmp_path: Path) -> None:
     assert "sha256 matches" in done.stdout
 
 
-def test_http_client_with_a_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["2026-07-28", "2025-11-25"])
+def test_http_client_fetches_a_recordings_audio_with_a_token(tmp_path: Path, legacy: bool) -> None:
     port = free_port()
     env = {**demo_env(tmp_path), "CTE1_HTTP_TOKEN": "example-token"}
     server = subprocess.Popen(
@@ -109,7 +110,12 @@ def test_http_client_with_a_token(tmp_path: Path) -> None:
     try:
         wait_for_port(server, port)
         done = subprocess.run(
-            [sys.executable, str(EXAMPLES / "http_client.py"), f"http://127.0.0.1:{port}/mcp"],
+            [
+                sys.executable,
+                str(EXAMPLES / "http_client.py"),
+                f"http://127.0.0.1:{port}/mcp",
+                *(["--legacy"] if legacy else []),
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -119,6 +125,10 @@ def test_http_client_with_a_token(tmp_path: Path) -> None:
         server.terminate()
         server.wait(10)
     assert done.returncode == 0, done.stderr
+    assert f"protocol: {'2025-11-25' if legacy else '2026-07-28'}" in done.stdout
     assert "get_call_audio" in done.stdout
-    assert "inlined=False" in done.stdout  # 4.3 MiB: over the inline limit
-    assert "cte1://calls/05053698341/942125/1/audio" in done.stdout
+    assert "cte1://calls/05053698341/942130/2/audio audio/wav 1920058 bytes" in done.stdout
+    # 1.9 MB, over the official client's 1 MiB SSE event limit once base64-encoded
+    assert "resource: 1920058 bytes, sha256 matches: True" in done.stdout
+    url = f"http://127.0.0.1:{port}/calls/05053698341/942130/2/audio"
+    assert f"download: {url} 1920058 bytes, sha256 matches: True" in done.stdout

@@ -195,8 +195,10 @@ async def test_every_blob_resource_keeps_to_the_resource_limit(simulator: Any, t
     )
     next_steps = [error.error.message.split("\nNext: ")[1] for error in refused]
     assert next_steps == [
-        f"Over stdio, open the local file named by {tool}; or ask the operator to raise CTE1_RESOURCE_MAX_BYTES."
-        for tool in ("get_call_audio's audio.path", "get_call_clip's clip.path")
+        "Over stdio, open the local file named by get_call_audio's audio.path; or over HTTP, GET its "
+        "audio.downloadUrl; or ask the operator to raise CTE1_RESOURCE_MAX_BYTES.",
+        "Over stdio, open the local file named by get_call_clip's clip.path; or ask the operator to raise "
+        "CTE1_RESOURCE_MAX_BYTES.",
     ]
     assert isinstance(small, BlobResourceContents) and len(base64.b64decode(small.blob)) == 44 + 2 * 8000 * 10
 

@@ -78,6 +78,16 @@ class TenantNotAllowed(InputError):
     default_next_step = "Ask for a call of a tenant this server is configured to read (CTE1_ALLOWED_TENANTS)."
 
 
+class NotStored(InputError):
+    """A download URL names a recording this server has not stored (or no longer keeps): a plain
+    HTTP GET never starts a platform request, so it cannot spend the platform's limit."""
+
+    code = "not_stored"
+    default_next_step = (
+        "Call get_call_audio for this call first (it fetches and stores it), then GET the URL again."
+    )
+
+
 class RecordingExpired(InputError):
     code = "recording_expired"
     default_next_step = (

@@ -50,7 +50,8 @@ A call is named by tenantId (digits, as a string), sessionId and recordId (a tra
 recordId 1, 2, ...). The platform allows one request every 5 seconds: the first fetch of a call may
 wait; later calls for the same recording are served from the local store at once.
 If your client cannot read resources, call get_call_audio with inline=true (small recordings are
-returned inline as audio), or, over stdio, open the local file given as audio.path.
+returned inline as audio), or, over stdio, open the local file given as audio.path, or, over
+HTTP, GET audio.downloadUrl with the same bearer token (any size; Range supported).
 Every result's structuredContent has a summary sentence. Errors start with a [code] and say what
 to do next."""
 
@@ -130,7 +131,13 @@ class Cte1MCPServer(MCPServer):
             tool = self._tool(name)
             parsed = parse_arguments(tool.arguments, arguments)
             progress = _progress_reporter(context) if context is not None else None
-            tool_context = ToolContext(self.service, self.transport == "stdio", progress, self.analysis)
+            tool_context = ToolContext(
+                self.service,
+                self.transport == "stdio",
+                progress,
+                self.analysis,
+                base_url=_base_url(context) if self.transport == "http" and context is not None else None,
+            )
             return await tool.run(parsed, tool_context)
         except Cte1Error as error:
             logger.info("tool %s: %s", excerpt(name), error.code)
@@ -167,6 +174,17 @@ class Cte1MCPServer(MCPServer):
     ) -> Iterable[ReadResourceContents]:
         progress = _progress_reporter(context) if context is not None else None
         return await self.resources.read(str(uri), progress)
+
+
+def _base_url(ctx: Context[Any, Any]) -> str | None:
+    """The server's URL as the client asked for it (its Host header, already checked against
+    CTE1_HTTP_ALLOWED_HOSTS), so a URL built on it reaches this server from that client."""
+    try:
+        request = ctx.request_context.request
+    except (ValueError, AttributeError):
+        return None
+    base_url = getattr(request, "base_url", None)
+    return str(base_url) if base_url is not None else None
 
 
 def _progress_reporter(ctx: Context[Any, Any]) -> ProgressCallback:

@@ -98,6 +98,8 @@ async def serve_http(
     from mcp.server.transport_security import TransportSecuritySettings
 
     from cte1_mcp.http_auth import StaticTokenVerifier
+    from cte1_mcp.http_download import download_route
+    from cte1_mcp.http_json import PlainJsonAnswers
 
     configure_logging(settings)
     problems = http_problems(settings, host)
@@ -129,7 +131,11 @@ async def serve_http(
             ),
         )
         app = server.streamable_http_app(transport_security=security, host=host, stateless_http=stateless)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        # Beside /mcp, in the same app: its authentication middleware checks the token for both.
+        app.router.routes.append(download_route(service, security, audit, token_required=token is not None))
+        config = uvicorn.Config(
+            PlainJsonAnswers(app, "/mcp"), host=host, port=port, log_level="warning", access_log=False
+        )
         http = uvicorn.Server(config)
         # Listening before the line is printed: whoever reads it can connect at once (and port 0
         # shows the port chosen).

@@ -70,15 +70,20 @@ class AudioEndpoint(Protocol):
     ) -> Fetched: ...
 
 
-def check_one_message(what: str, size: int, limit: int, local_path: str | None = None) -> None:
+def check_one_message(
+    what: str, size: int, limit: int, local_path: str | None = None, download_url: str | None = None
+) -> None:
     """The one rule for every blob a resource returns (recording, clip, picture): over the limit
     (CTE1_RESOURCE_MAX_BYTES for resources) is [audio_too_large] with the same next step."""
     if size <= limit:
         return
-    local = f"Over stdio, open the local file named by {local_path}; or ask" if local_path else "Ask"
+    ways = [f"over stdio, open the local file named by {local_path}"] if local_path else []
+    ways += [f"over HTTP, GET its {download_url}"] if download_url else []
+    ways.append("ask the operator to raise CTE1_RESOURCE_MAX_BYTES.")
+    next_step = "; or ".join(ways)
     raise AudioTooLarge(
         f"{what} is {size:,} bytes, more than this server returns in one message ({limit:,} bytes).",
-        next_step=f"{local} the operator to raise CTE1_RESOURCE_MAX_BYTES.",
+        next_step=next_step[0].upper() + next_step[1:],
     )
 
 
@@ -129,6 +134,11 @@ class RecordingService:
             return recording
         return await self._flights.run(key, lambda flight: self._download(key, flight), on_event=on_progress)
 
+    def stored(self, key: CallKey) -> Recording | None:
+        """The committed recording of ``key`` if the store has it, under the same rules as ``get``
+        (allowed tenants, the platform's 31 days); never an upstream request."""
+        return self._lookup(key)
+
     async def read_audio(
         self, key: CallKey, on_progress: ProgressCallback | None = None, *, max_bytes: int | None = None
     ) -> tuple[Recording, bytes]:
@@ -138,7 +148,11 @@ class RecordingService:
             recording = await self.get(key, on_progress)
             if max_bytes is not None:
                 check_one_message(
-                    "The recording", recording.audio.size_bytes, max_bytes, "get_call_audio's audio.path"
+                    "The recording",
+                    recording.audio.size_bytes,
+                    max_bytes,
+                    "get_call_audio's audio.path",
+                    "audio.downloadUrl",
                 )
             try:
                 return recording, await self.repository.read_audio(recording)

@@ -252,6 +252,11 @@ class AudioView(BaseModel):
     path: str | None = Field(
         None, description="Absolute local file; present only when the server runs over stdio"
     )
+    downloadUrl: str | None = Field(
+        None,
+        description="Plain HTTP GET of the stored recording (same bearer token, Range, ETag = sha256); "
+        "present only over HTTP",
+    )
     inlined: bool = Field(description="Whether an audio content block in this result carries the recording")
     inlineAvailable: bool = Field(
         description="Whether calling again with inline=true would return the audio as a content block"
@@ -266,7 +271,14 @@ class AudioResult(BaseModel):
     audio: AudioView
 
 
-def audio_view(recording: Recording, *, path: str | None, inlined: bool, inline_max_bytes: int) -> AudioView:
+def audio_view(
+    recording: Recording,
+    *,
+    path: str | None,
+    inlined: bool,
+    inline_max_bytes: int,
+    download_url: str | None = None,
+) -> AudioView:
     audio = recording.audio
     fmt = audio.format
     return AudioView(
@@ -280,6 +292,7 @@ def audio_view(recording: Recording, *, path: str | None, inlined: bool, inline_
         durationSeconds=fmt.duration_seconds,
         warnings=list(fmt.warnings),
         path=path,
+        downloadUrl=download_url,
         inlined=inlined,
         inlineAvailable=audio.size_bytes <= inline_max_bytes,
     )
@@ -307,6 +320,11 @@ def _summary(
     lines = [first, f"Resource: {view.uri} (read it with resources/read; mimeType {view.mimeType})."]
     if view.path:
         lines.append(f"Local file: {view.path}")
+    download = getattr(view, "downloadUrl", None)
+    if download:
+        lines.append(
+            f"Download: {download} (HTTP GET with this server's bearer token; Range and ETag supported)."
+        )
     if view.inlined:
         lines.append(f"The {what} is also attached inline below.")
     elif asked_inline:
@@ -314,10 +332,15 @@ def _summary(
             f"Not inlined: {view.sizeBytes:,} bytes is over this server's inline limit of "
             f"{inline_max_bytes:,} bytes. Read the resource above"
             + (" or open the local file" if view.path else "")
+            + (" or download it" if download else "")
             + " instead."
         )
     elif view.inlineAvailable:
         lines.append("If your client cannot read resources, call again with inline=true.")
+    elif download:
+        lines.append(
+            f"It is over the {inline_max_bytes:,}-byte inline limit: read the resource or download it."
+        )
     elif not view.path:
         lines.append(
             f"It is over the {inline_max_bytes:,}-byte inline limit, so it comes only as the resource above."

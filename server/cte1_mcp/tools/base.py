@@ -36,6 +36,9 @@ class ToolContext:
     progress: ProgressCallback | None
     #: Built on first use: the analysis stack (numpy, the detectors) stays out of start-up.
     analysis_factory: Callable[[], AnalysisService]
+    #: Over HTTP, the server as this request reached it (``http://host:port/``): what a download
+    #: URL is built on, so it names a host this client can reach. None over stdio.
+    base_url: str | None = None
 
     @property
     def analysis(self) -> AnalysisService:
@@ -99,9 +102,11 @@ def audio_success(
 ) -> CallToolResult:
     """A result that delivers audio (``structured[part]`` is ``view``): a resource link to it, and
     the bytes as an audio block when inlined. ``path`` is left out unless the file is on the
-    client's machine (stdio), where a null would only invite a guess."""
-    if view.path is None:
-        del structured[part]["path"]
+    client's machine (stdio), and ``downloadUrl`` unless served over HTTP, where a null would only
+    invite a guess."""
+    for only_sometimes in ("path", "downloadUrl"):
+        if getattr(view, only_sometimes, None) is None:
+            structured[part].pop(only_sometimes, None)
     blocks: list[ContentBlock] = [
         ResourceLink(uri=view.uri, name=name, title=title, mime_type=view.mimeType, size=view.sizeBytes)
     ]
