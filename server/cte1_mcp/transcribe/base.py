@@ -9,6 +9,7 @@ failure modes, the speaker labels) is the pipeline's, so a new engine is one mod
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,3 +78,29 @@ def fingerprint(model_dir: Path) -> str:
                 file_digest.update(block)
         digest.update(f"{path.relative_to(model_dir).as_posix()}\0{file_digest.hexdigest()}\n".encode())
     return digest.hexdigest()
+
+
+_fingerprints: dict[tuple[object, ...], str] = {}
+_fingerprints_lock = threading.Lock()
+
+
+def cached_fingerprint(model_dir: Path) -> str:
+    """``fingerprint``, computed again only when a file's name, size or modification time changed:
+    loading a model a second time does not re-read its hundreds of megabytes."""
+    root = model_dir.resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    key = (
+        str(root),
+        *(
+            (path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns)
+            for path in files
+            for stat in [path.stat()]
+        ),
+    )
+    with _fingerprints_lock:
+        known = _fingerprints.get(key)
+    if known is None:
+        known = fingerprint(root)
+        with _fingerprints_lock:
+            _fingerprints[key] = known
+    return known
