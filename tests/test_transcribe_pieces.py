@@ -71,3 +71,19 @@ def test_a_model_fingerprint_changes_with_any_file_and_ignores_nothing(tmp_path:
     (tmp_path / "sub" / "b.txt").write_bytes(b"b")
     (tmp_path / "sub" / "b.txt").rename(tmp_path / "sub" / "c.txt")
     assert fingerprint(tmp_path) != first
+
+
+def test_a_model_of_links_like_a_hub_snapshot_is_fingerprinted_by_their_targets(tmp_path: Path) -> None:
+    from cte1_mcp.transcribe.base import fingerprint
+
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshot"
+    blobs.mkdir()
+    snapshot.mkdir()
+    (blobs / "1").write_bytes(b"weights")
+    (snapshot / "model.bin").symlink_to(blobs / "1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    first = fingerprint(snapshot)
+    assert first != fingerprint(empty)
+    (blobs / "1").write_bytes(b"other weights")
+    assert fingerprint(snapshot) != first

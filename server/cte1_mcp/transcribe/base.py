@@ -71,7 +71,8 @@ def fingerprint(model_dir: Path) -> str:
     """sha256 over every regular file of a model (relative name and content), in name order: one
     value that changes when any file does, for models made of several files."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+    # Links are followed: a hub cache's snapshot folder is all links to its blobs.
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         file_digest = hashlib.sha256()
         with path.open("rb") as file:
             while block := file.read(1 << 20):
