@@ -41,6 +41,8 @@ class Plan:
     parts: tuple[str, ...]
     output: Path
     quick: bool
+    #: The kinds of upstream the download path is measured against (bench.download.UPSTREAMS).
+    upstreams: tuple[str, ...] = download.UPSTREAMS
 
 
 def sizes_arg(text: str) -> list[int]:
@@ -61,6 +63,13 @@ def parts_arg(text: str) -> tuple[str, ...]:
     return parts
 
 
+def upstreams_arg(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or set(kinds) - set(download.UPSTREAMS):
+        raise argparse.ArgumentTypeError(f"upstreams are some of {', '.join(download.UPSTREAMS)}")
+    return kinds
+
+
 def parse(argv: list[str]) -> Plan:
     parser = argparse.ArgumentParser(prog="python -m bench", description="The cte1-mcp benchmark.")
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer calls: a smoke test")
@@ -69,6 +78,12 @@ def parse(argv: list[str]) -> Plan:
         "--reps", type=int, help=f"repetitions, at least {MIN_REPETITIONS} [{DEFAULT_REPETITIONS}; quick: 3]"
     )
     parser.add_argument("--parts", type=parts_arg, default=PARTS, help=f"some of {','.join(PARTS)} [all]")
+    parser.add_argument(
+        "--upstreams",
+        type=upstreams_arg,
+        default=download.UPSTREAMS,
+        help=f"the download path's upstreams, some of {','.join(download.UPSTREAMS)} [all]",
+    )
     parser.add_argument(
         "--output", type=Path, help="report file [bench/results/latest.md; quick: bench/results/quick.md]"
     )
@@ -95,6 +110,7 @@ def parse(argv: list[str]) -> Plan:
         parts=args.parts,
         output=args.output or RESULTS / ("quick.md" if quick else "latest.md"),
         quick=quick,
+        upstreams=args.upstreams,
     )
 
 
@@ -103,13 +119,14 @@ async def run(plan: Plan, workdir: Path) -> report.Results:
     errlog = (workdir / "server-stderr.log").open("w")
     simlog = (workdir / "simulator.log").open("wb")
     downloads = warmed = economised = started = None
+    compile_seconds = None
     try:
         if "download" in plan.parts or "warm" in plan.parts:
             with simulator_process(simlog) as upstream:
                 if "download" in plan.parts:
                     print(f"1. download path: {plan.sizes} MiB x {plan.repetitions}", file=say, flush=True)
-                    downloads = await download.run(
-                        upstream, plan.sizes, plan.repetitions, workdir, errlog, say
+                    downloads, compile_seconds = await download.run(
+                        upstream, plan.sizes, plan.repetitions, workdir, errlog, say, plan.upstreams
                     )
                 if "warm" in plan.parts:
                     print(f"2. warm path: {plan.warm_calls} calls x {plan.repetitions}", file=say, flush=True)
@@ -173,6 +190,7 @@ async def run(plan: Plan, workdir: Path) -> report.Results:
         store_size=sized,
         coordination=coordinated,
         analysis=analysed,
+        client_compile_seconds=compile_seconds,
     )
 
 

@@ -1,7 +1,13 @@
 """Part 1, the download path: curl (the machine's limit) vs a cold get_call_audio vs the naive script,
-over plain HTTP and over HTTPS (the simulator behind TLS with a test CA made at run time, which
-curl, the server (``CTE1_CA_BUNDLE``) and the naive script are told to trust), side by side in one
-run; wall time, and the CPU seconds each spent."""
+over plain HTTP and over HTTPS (behind TLS with a test CA made at run time, which curl, the server
+(``CTE1_CA_BUNDLE``) and the naive script are told to trust), side by side in one run; wall time,
+and the CPU seconds each spent.
+
+Two kinds of upstream (:data:`UPSTREAMS`): the simulator, and ``plain``, a standard-library
+``http.server`` that writes the body in 1 MiB ``write()`` calls (:mod:`bench.plain_upstream`), a
+fast and simple sender beside which the server's own per-byte and per-call costs show. The
+server is timed twice: the first call of a fresh server (what a user waits for after starting
+it), and a later cold call of the same size (after an untimed call of another recording)."""
 
 from __future__ import annotations
 
@@ -10,26 +16,34 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
+from jsonschema.validators import validator_for
 
 from bench.interleave import interleaved
 from bench.mcpstdio import Upstream, serve, server_env, structured, timed_call
+from bench.plain_upstream import plain_upstream_process
 from bench.procs import ROOT, reset_peak_rss, vm_hwm_bytes
 from bench.simproc import BENCHMARK_TENANT, audio_data_url, benchmark_key
 from bench.stats import Summary, mb_per_s, ratios
-from bench.tls_simulator import tls_simulator_process
+from bench.tls_simulator import test_ca, tls_simulator_process
 from cte1_mcp.units import GiB, MiB
 
 CURL = "/usr/bin/curl"
 
 
 SCHEMES = ("http", "https")
+#: The upstream kinds: the CT-e1 simulator (uvicorn), and the plain ``http.server`` one.
+UPSTREAMS = ("simulator", "plain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +73,28 @@ class SizeResult:
     server: list[Sample] = field(default_factory=list)
     naive: list[Sample] = field(default_factory=list)
     scheme: str = "http"
+    #: The first call of a fresh server (``server`` is a later cold call in its session).
+    first: list[Sample] = field(default_factory=list)
+    upstream: str = "simulator"
+
+    @property
+    def label(self) -> str:
+        """``256 MiB HTTP`` (the simulator) or ``256 MiB HTTP, plain``."""
+        kind = "" if self.upstream == "simulator" else f", {self.upstream}"
+        return f"{self.mib} MiB {self.scheme.upper()}{kind}"
 
     def throughput(self, name: str) -> Summary:
         return Summary.of([s.mb_per_s for s in getattr(self, name)])
 
     def ratio_server_to_curl(self) -> Summary:
-        return Summary.of(ratios([s.mb_per_s for s in self.server], [s.mb_per_s for s in self.curl]))
+        return self.ratio_to_curl("server")
+
+    def ratio_to_curl(self, name: str) -> Summary:
+        """Throughput of ``name`` (``server``, ``first``, ``naive``) over curl's, repetition by repetition."""
+        return Summary.of(ratios([s.mb_per_s for s in getattr(self, name)], [s.mb_per_s for s in self.curl]))
+
+    def milliseconds(self, name: str) -> Summary:
+        return Summary.of([s.seconds * 1e3 for s in getattr(self, name)])
 
     def cpu_per_gib(self, name: str) -> Summary:
         """CPU seconds per GiB of audio: curl's whole process, the server's process during the call,
@@ -163,6 +193,27 @@ class Download:
         finally:
             shutil.rmtree(cache, ignore_errors=True)
 
+    async def first(self, mib: int, rep: int) -> Sample:
+        """The first tools/call of a fresh server (and store): what a user waits for on a new
+        session, the process's one-time work included (the client's compile of the tool's output
+        schema too; see :func:`client_compile_seconds`)."""
+        cache = self.workdir / f"cache-first-{mib}-{rep}"
+        trust = {"CTE1_CA_BUNDLE": str(self.ca_bundle)} if self.ca_bundle else {}
+        env = server_env(self.upstream, cache, **trust)
+        try:
+            async with serve(env, self.errlog) as served:
+                await self.settle()
+                cpu = cpu_seconds(served.pid)
+                seconds, result = await timed_call(
+                    served.client, "get_call_audio", {**benchmark_key(mib), "inline": False}
+                )
+                cpu = cpu_seconds(served.pid) - cpu
+            audio = structured(result)["audio"]
+            await anyio.to_thread.run_sync(verify, Path(audio["path"]), audio["sha256"], audio["sizeBytes"])
+            return Sample(seconds, int(audio["sizeBytes"]), cpu_seconds=cpu)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
     async def naive(self, mib: int, rep: int) -> Sample:
         out = self.workdir / f"naive-{mib}-{rep}.wav"
         command = [
@@ -194,42 +245,90 @@ def verify(path: Path, sha256: str, size: int) -> None:
 
 
 async def run(
-    upstream: Upstream, sizes: list[int], repetitions: int, workdir: Path, errlog: TextIO, say: TextIO
-) -> list[SizeResult]:
-    """Every size over HTTP (``upstream``) and HTTPS (a TLS simulator started here), the six
-    variants interleaved per repetition; results: the HTTP sizes, then the HTTPS ones."""
-    with tls_simulator_process(errlog) as (secure, ca_bundle):
+    simulator: Upstream,
+    sizes: list[int],
+    repetitions: int,
+    workdir: Path,
+    errlog: TextIO,
+    say: TextIO,
+    upstreams: Sequence[str] = UPSTREAMS,
+) -> tuple[list[SizeResult], float]:
+    """Every size over HTTP and HTTPS from each kind of upstream in ``upstreams`` (``simulator``:
+    the given one and a TLS simulator started here; ``plain``: two started here), all variants
+    interleaved per repetition. Results per kind: the HTTP sizes, then the HTTPS ones; and the
+    seconds the client spends once per session on get_call_audio's output schema."""
+    with ExitStack() as stack:
         warm_up = min(set(range(1, len(sizes) + 2)) - set(sizes))
-        plain = Download(upstream, workdir, errlog, warm_up_mib=warm_up)
-        tls = Download(secure, workdir, errlog, ca_bundle, warm_up_mib=warm_up)
-        by_scheme = {"http": plain, "https": tls}
-        results: dict[str, list[SizeResult]] = {scheme: [] for scheme in SCHEMES}
+        kinds: dict[tuple[str, str], Download] = {}
+        if "simulator" in upstreams:
+            secure, ca_bundle = stack.enter_context(tls_simulator_process(errlog))
+            kinds["simulator", "http"] = Download(simulator, workdir, errlog, warm_up_mib=warm_up)
+            kinds["simulator", "https"] = Download(secure, workdir, errlog, ca_bundle, warm_up_mib=warm_up)
+        if "plain" in upstreams:
+            ca_pem, server_pem = stack.enter_context(test_ca())
+            http = stack.enter_context(plain_upstream_process(errlog))
+            https = stack.enter_context(plain_upstream_process(errlog, server_pem))
+            kinds["plain", "http"] = Download(http, workdir, errlog, warm_up_mib=warm_up)
+            kinds["plain", "https"] = Download(https, workdir, errlog, ca_pem, warm_up_mib=warm_up)
+        results: dict[tuple[str, str], list[SizeResult]] = {kind: [] for kind in kinds}
         for mib in sizes:
-            # Untimed: each simulator synthesises a key's audio period once (cached); no variant pays it.
-            await plain.curl(mib, -1)
-            await tls.curl(mib, -1)
+            # Untimed: each upstream makes a key's audio once (cached); no variant pays it.
+            for bench in kinds.values():
+                await bench.curl(mib, -1)
 
             def log(name: str, rep: int, sample: Sample, mib: int = mib) -> None:
                 rss = f", peak RSS {sample.peak_rss / MiB:.0f} MiB" if sample.peak_rss else ""
                 cpu = f", {sample.cpu_per_gib:.2f} CPU s/GiB" if sample.cpu_seconds is not None else ""
                 print(
-                    f"  {mib:>4} MiB rep {rep + 1} {name:<12} {sample.mb_per_s:8.1f} MB/s{cpu}{rss}", file=say
+                    f"  {mib:>4} MiB rep {rep + 1} {name:<24} {sample.mb_per_s:8.1f} MB/s{cpu}{rss}", file=say
                 )
 
             variants = {
-                f"{kind} {scheme}": partial(getattr(bench, kind), mib)
-                for scheme, bench in by_scheme.items()
-                for kind in ("curl", "server", "naive")
+                f"{variant} {scheme} {upstream}": partial(getattr(bench, variant), mib)
+                for (upstream, scheme), bench in kinds.items()
+                # The naive script against the simulator only: it is what a user would write, not a
+                # property of the upstream.
+                for variant in ("curl", "first", "server", *(("naive",) if upstream == "simulator" else ()))
             }
             samples = await interleaved(repetitions, variants, on_sample=log)
-            for scheme in SCHEMES:
-                results[scheme].append(
+            for upstream, scheme in kinds:
+                results[upstream, scheme].append(
                     SizeResult(
                         mib,
-                        samples[f"curl {scheme}"],
-                        samples[f"server {scheme}"],
-                        samples[f"naive {scheme}"],
+                        samples[f"curl {scheme} {upstream}"],
+                        samples[f"server {scheme} {upstream}"],
+                        samples.get(f"naive {scheme} {upstream}", []),
                         scheme,
+                        samples[f"first {scheme} {upstream}"],
+                        upstream,
                     )
                 )
-    return [*results["http"], *results["https"]]
+        compile_seconds = await client_compile_of(next(iter(kinds.values())))
+    return [result for kind in kinds for result in results[kind]], compile_seconds
+
+
+async def client_compile_of(bench: Download) -> float:
+    """:func:`client_compile_seconds` of get_call_audio's output schema, as a server lists it."""
+    env = server_env(bench.upstream, bench.workdir / "cache-schema")
+    try:
+        async with serve(env, bench.errlog) as served:
+            listed = await served.client.list_tools()
+    finally:
+        shutil.rmtree(bench.workdir / "cache-schema", ignore_errors=True)
+    schema = next(tool.output_schema for tool in listed.tools if tool.name == "get_call_audio")
+    if schema is None:
+        raise RuntimeError("get_call_audio lists no output schema")
+    return client_compile_seconds(schema)
+
+
+def client_compile_seconds(schema: dict[str, Any], repetitions: int = 5) -> float:
+    """What the MCP client does once per session before it can return a tool's first result:
+    check and compile the tool's output schema (jsonschema; median seconds, measured here)."""
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        validator = validator_for(schema)
+        validator.check_schema(schema)
+        validator(schema)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.analysis import AnalysisResult, analysis_section, analysis_targets
 from bench.coordination import BACKENDS, CoordinationResult
-from bench.download import SizeResult
+from bench.download import UPSTREAMS, SizeResult
 from bench.economy import EconomyResult
 from bench.startup import StartupResult
-from bench.stats import DASH, MINUS, TIMES, Summary, fmt_bytes
+from bench.stats import DASH, MDASH, MINUS, TIMES, Summary, fmt_bytes
 from bench.store_size import STORE_SIZES, StoreSizeResult
 from bench.warm import WarmResult
 from cte1_mcp.coordination import SPACING_MARGIN_SECONDS, spacing
@@ -54,12 +54,14 @@ class Results:
     store_size: StoreSizeResult | None = None
     coordination: CoordinationResult | None = None
     analysis: AnalysisResult | None = None
+    #: The MCP client's one-time check and compile of get_call_audio's output schema, in seconds.
+    client_compile_seconds: float | None = None
 
 
 def targets(r: Results) -> list[Target]:
     out: list[Target] = []
     for scheme in ("http", "https"):
-        sized = [d for d in r.download or [] if d.scheme == scheme]
+        sized = [d for d in r.download or [] if d.scheme == scheme and d.upstream == "simulator"]
         if not sized:
             continue
         largest, smallest = sized[-1], sized[0]
@@ -186,6 +188,127 @@ def _mib(s: Summary) -> str:
 BUSY_LOAD_PER_CORE = 0.25
 
 
+def _optional(s: SizeResult, name: str, text: Callable[[SizeResult, str], str]) -> str:
+    """``text(s, name)`` when ``name`` has samples at this size, else a dash (not measured)."""
+    return text(s, name) if getattr(s, name) else MDASH
+
+
+def _throughput(s: SizeResult, name: str) -> str:
+    return s.throughput(name).fmt(0)
+
+
+def _cpu(s: SizeResult, name: str) -> str:
+    return s.cpu_per_gib(name).fmt(2)
+
+
+def _peak(s: SizeResult, name: str) -> str:
+    return _mib(s.peak_rss(name))
+
+
+def _download_section(download: list[SizeResult], compile_seconds: float | None) -> list[str]:
+    kinds = sorted({s.upstream for s in download}, key=UPSTREAMS.index)
+    lines = [
+        f"## 1. Download path (cold; upstreams on 127.0.0.1 in their own processes: {', '.join(kinds)}; "
+        "HTTP and HTTPS)",
+        "",
+        "(a) curl writing the whole response to a file (its own `time_total`); (b) a later cold "
+        "`get_call_audio` over stdio, from tools/call to its result: a fresh server and store, "
+        "tools listed, then one untimed cold call of another, small recording, so that the "
+        "process's one-time work (the CA store loaded, first-use imports, the client compiling "
+        "the tool's output schema) is not counted as download time; the server's peak RSS is "
+        "reset after it, so peak and growth are the timed call's; sha256 of the stored file "
+        "verified; (c) httpx reading the body into memory, "
+        "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it; "
+        "against the simulator only). "
+        "HTTPS: the same upstream behind TLS, its certificate issued by a test CA made at run "
+        "time (trustme) that curl (`--cacert`), the server (`CTE1_CA_BUNDLE`) and the naive script "
+        "trust. CPU s/GiB: user + system CPU of curl's process, of the server's process during the "
+        "call, and of the naive script's fetch, per GiB of audio. Upstreams: `simulator` is "
+        "`cte1-mcp simulator` (uvicorn); `plain` is the standard library's `http.server` writing "
+        "the body in 1 MiB `write()` calls with a Content-Length (`bench/plain_upstream.py`). "
+        "All variants of all upstreams interleaved.",
+        "",
+        *_table(
+            [
+                "size",
+                "(a) curl MB/s",
+                "(b) server MB/s",
+                "(c) naive MB/s",
+                "(b)/(a)",
+                "CPU s/GiB curl / server / naive",
+                "server peak RSS MiB",
+                "server RSS growth in call MiB",
+                "naive peak RSS MiB",
+            ],
+            [
+                [
+                    s.label,
+                    s.throughput("curl").fmt(0),
+                    s.throughput("server").fmt(0),
+                    _optional(s, "naive", _throughput),
+                    s.ratio_server_to_curl().fmt(2),
+                    " / ".join(_optional(s, n, _cpu) for n in ("curl", "server", "naive")),
+                    _mib(s.peak_rss("server")),
+                    _mib(s.rss_growth("server")),
+                    _optional(s, "naive", _peak),
+                ]
+                for s in download
+            ],
+        ),
+        "",
+    ]
+    plain = [d for d in download if d.scheme == "http" and d.upstream == "simulator"]
+    if len(plain) > 1:
+        first, last = plain[0], plain[-1]
+        server_growth = last.peak_rss("server").median - first.peak_rss("server").median
+        naive_growth = last.peak_rss("naive").median - first.peak_rss("naive").median
+        lines += [
+            f"Peak RSS growth from {first.mib} to {last.mib} MiB over HTTP (difference of medians): "
+            f"server **{fmt_bytes(server_growth)}**, naive script **{fmt_bytes(naive_growth)}**.",
+            "",
+        ]
+    firsts = [s for s in download if s.first]
+    if firsts:
+        compiled = (
+            f" Of the first call, the MCP client's one-time check and compile of the tool's output "
+            f"schema (jsonschema) takes {compile_seconds * 1e3:.1f} ms (measured in this process)."
+            if compile_seconds is not None
+            else ""
+        )
+        lines += [
+            "**The first call of a session** (what a user waits for after starting the server): a "
+            "fresh server and store, tools listed, then the timed cold `get_call_audio`, its "
+            "first-use work included; beside the later cold call of the same size, (b) above, and "
+            f"curl in the same repetition.{compiled}",
+            "",
+            *_table(
+                [
+                    "size",
+                    "curl ms",
+                    "first call ms",
+                    "first / curl",
+                    "later call ms",
+                    "later / curl",
+                    "CPU s/GiB first / later",
+                ],
+                [
+                    [
+                        s.label,
+                        s.milliseconds("curl").fmt(1),
+                        s.milliseconds("first").fmt(1),
+                        s.ratio_to_curl("first").fmt(2),
+                        s.milliseconds("server").fmt(1),
+                        s.ratio_to_curl("server").fmt(2),
+                        f"{s.cpu_per_gib('first').fmt(2)} / {s.cpu_per_gib('server').fmt(2)}",
+                    ]
+                    for s in firsts
+                ],
+            ),
+            "",
+        ]
+    return lines
+
+
 def render(
     r: Results,
     machine: list[tuple[str, str]],
@@ -225,61 +348,7 @@ def render(
         "",
     ]
     if r.download:
-        lines += [
-            "## 1. Download path (cold, simulator on 127.0.0.1 in its own process, HTTP and HTTPS)",
-            "",
-            "(a) curl writing the whole response to a file (its own `time_total`); (b) a cold "
-            "`get_call_audio` over stdio, from tools/call to its result: a fresh server and store, "
-            "tools listed, then one untimed cold call of another, small recording, so that the "
-            "process's one-time work (the CA store loaded, first-use imports, the client compiling "
-            "the tool's output schema) is not counted as download time; the server's peak RSS is "
-            "reset after it, so peak and growth are the timed call's; sha256 of the stored file "
-            "verified; (c) httpx reading the body into memory, "
-            "requests-toolbelt `MultipartDecoder`, write the audio (a subprocess, timed inside it). "
-            "HTTPS: the same simulator behind TLS, its certificate issued by a test CA made at run "
-            "time (trustme) that curl (`--cacert`), the server (`CTE1_CA_BUNDLE`) and the naive script "
-            "trust. CPU s/GiB: user + system CPU of curl's process, of the server's process during the "
-            "call, and of the naive script's fetch, per GiB of audio. All six variants interleaved.",
-            "",
-            *_table(
-                [
-                    "size",
-                    "(a) curl MB/s",
-                    "(b) server MB/s",
-                    "(c) naive MB/s",
-                    "(b)/(a)",
-                    "CPU s/GiB curl / server / naive",
-                    "server peak RSS MiB",
-                    "server RSS growth in call MiB",
-                    "naive peak RSS MiB",
-                ],
-                [
-                    [
-                        f"{s.mib} MiB {s.scheme.upper()}",
-                        s.throughput("curl").fmt(0),
-                        s.throughput("server").fmt(0),
-                        s.throughput("naive").fmt(0),
-                        s.ratio_server_to_curl().fmt(2),
-                        " / ".join(s.cpu_per_gib(n).fmt(2) for n in ("curl", "server", "naive")),
-                        _mib(s.peak_rss("server")),
-                        _mib(s.rss_growth("server")),
-                        _mib(s.peak_rss("naive")),
-                    ]
-                    for s in r.download
-                ],
-            ),
-            "",
-        ]
-        plain = [d for d in r.download if d.scheme == "http"]
-        if len(plain) > 1:
-            first, last = plain[0], plain[-1]
-            server_growth = last.peak_rss("server").median - first.peak_rss("server").median
-            naive_growth = last.peak_rss("naive").median - first.peak_rss("naive").median
-            lines += [
-                f"Peak RSS growth from {first.mib} to {last.mib} MiB over HTTP (difference of medians): "
-                f"server **{fmt_bytes(server_growth)}**, naive script **{fmt_bytes(naive_growth)}**.",
-                "",
-            ]
+        lines += _download_section(r.download, r.client_compile_seconds)
     if r.warm:
         w = r.warm
         rows = []

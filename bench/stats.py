@@ -14,6 +14,8 @@ MB = 1_000_000
 
 #: Typography for the report (escaped: the linter flags look-alike characters in source).
 DASH = "\u2013"
+#: "Not measured" in a table cell.
+MDASH = "\u2014"
 TIMES = "\u00d7"
 MINUS = "\u2212"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
+from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from bench import machine, procs, report
 from bench.__main__ import parse, sizes_arg
@@ -18,6 +21,8 @@ from bench.coordination import BACKENDS, CoordinationResult, FleetRun
 from bench.download import Sample, SizeResult
 from bench.economy import EconomyResult, SingleFlightRun, SpacingRun
 from bench.interleave import interleaved
+from bench.plain_upstream import plain_upstream_process
+from bench.simproc import audio_data_url, benchmark_key
 from bench.startup import StartupResult
 from bench.stats import Summary, fmt_bytes, mb_per_s, percentile, ratios
 from bench.warm import Batch, WarmResult
@@ -107,6 +112,11 @@ def test_command_line() -> None:
         parse(["--reps", "0"])
     with pytest.raises(SystemExit):
         parse(["--reps", "2"])
+    assert full.upstreams == ("simulator", "plain") and parse(["--upstreams", "plain"]).upstreams == (
+        "plain",
+    )
+    with pytest.raises(SystemExit):
+        parse(["--upstreams", "nginx"])
 
 
 def test_machine_description_names_what_the_report_needs() -> None:
@@ -174,3 +184,43 @@ def test_coordination_targets_and_section() -> None:
     assert too_close.refused == 1 and too_close.smallest_gap == pytest.approx(0.4)
     bad = dataclasses.replace(results, coordination=dataclasses.replace(good, fleets=[too_close]))
     assert [t.met for t in report.targets(bad) if "one limit" in t.name] == [False]
+
+
+def test_a_plain_upstream_and_its_first_calls_are_reported_beside_the_simulator() -> None:
+    results = _fake_results(0.9, 10, 1)
+    assert results.download is not None
+    plain = [
+        dataclasses.replace(s, upstream="plain", naive=[], first=[Sample(2.0, s.server[0].size_bytes)] * 3)
+        for s in results.download
+    ]
+    mixed = dataclasses.replace(results, download=[*results.download, *plain], client_compile_seconds=0.004)
+    # The targets are the simulator's, whatever else ran.
+    assert [t.measured for t in report.targets(mixed)] == [t.measured for t in report.targets(results)]
+    text = report.render(mixed, [], "python -m bench", 3, 12.0, False)
+    assert "| 256 MiB HTTP, plain | 100 (100\u2013100) | 90 (90\u201390) | \u2014 | 0.90" in text
+    assert "**The first call of a session**" in text and "4.0 ms" in text
+    # 2 s for the first call against curl's 1 s: 0.45x curl's throughput; the later call 0.90x.
+    assert "| 256 MiB HTTP, plain | 1000.0 (1000.0\u20131000.0) | 2000.0 (2000.0\u20132000.0) | 0.45" in text
+    assert "**The first call of a session**" not in report.render(
+        results, [], "python -m bench", 3, 1.0, False
+    )
+
+
+def test_the_plain_upstream_answers_a_documented_multipart_body(tmp_path: Path) -> None:
+    """What the server is measured against is a CT-e1 answer: a finished call's metadata part, then
+    a WAV of exactly N MiB, framed by a Content-Length; any record id; other calls refused."""
+    with (tmp_path / "log").open("w") as log, plain_upstream_process(log) as upstream:
+        url = audio_data_url(upstream)
+        headers = {"Authorization": f"Bearer {upstream.api_key}"}
+        answer = httpx.post(url, json={**benchmark_key(2), "recordId": 3}, headers=headers)
+        assert answer.status_code == 200 and int(answer.headers["content-length"]) == len(answer.content)
+        metadata, audio = MultipartDecoder(answer.content, answer.headers["content-type"]).parts
+        assert json.loads(metadata.content)["status"] == "complete"
+        assert json.loads(metadata.content)["recordId"] == 3
+        assert audio.headers[b"Content-Type"] == b"audio/wav" and len(audio.content) == 2 * MiB
+        assert audio.content[:4] == b"RIFF" and audio.content[8:12] == b"WAVE"
+        refused = httpx.post(url, json={**benchmark_key(2), "tenantId": "0311111111"}, headers=headers)
+        assert refused.status_code == 200 and refused.json()["status"] == "error"
+        assert (
+            httpx.post(url, json=benchmark_key(2), headers={"Authorization": "Bearer x"}).status_code == 401
+        )

@@ -20,14 +20,21 @@ from bench.simproc import defaults
 
 
 @contextmanager
-def tls_simulator_process(log: TextIO) -> Iterator[tuple[Upstream, Path]]:
-    """A simulator serving HTTPS on 127.0.0.1:<free port>; yields where it is and the CA to trust."""
+def test_ca() -> Iterator[tuple[Path, Path]]:
+    """A test CA made now, and a key and certificate for 127.0.0.1 it issued: (ca.pem, server.pem)."""
     with tempfile.TemporaryDirectory(prefix="cte1-bench-tls-") as directory:
         ca = trustme.CA()
         issued = ca.issue_cert("127.0.0.1")
         ca_pem, server_pem = Path(directory) / "ca.pem", Path(directory) / "server.pem"
         ca.cert_pem.write_to_path(str(ca_pem))
         issued.private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+        yield ca_pem, server_pem
+
+
+@contextmanager
+def tls_simulator_process(log: TextIO) -> Iterator[tuple[Upstream, Path]]:
+    """A simulator serving HTTPS on 127.0.0.1:<free port>; yields where it is and the CA to trust."""
+    with test_ca() as (ca_pem, server_pem):
         port = free_port()
         command = [
             str(VENV_BIN / "python"),

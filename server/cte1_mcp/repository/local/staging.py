@@ -27,7 +27,6 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from cte1_mcp.audio.sniff import sniff_format
-from cte1_mcp.cpu import give_way
 from cte1_mcp.errors import StorageError
 from cte1_mcp.models import AudioInfo, CallKey, CallMetadata, Recording
 from cte1_mcp.repository.local.posix import create_locked_temp, unlink_quietly, write_all
@@ -210,8 +209,8 @@ class LocalStaging:
         # One hash and one write per batch: each releases the GIL once, where hashing chunk by
         # chunk handed it back and forth with the event loop dozens of times per batch (profiled).
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        # No core offered between the hash and the write (cte1_mcp.cpu): the download's reads do.
         self._sha256.update(data)
-        give_way()  # between two long steps, for the event loop's threads (cte1_mcp.cpu)
         write_all(self._fd, data)
         self._written += len(data)
         if self._written - self._writeback_from >= WRITEBACK_BYTES:
