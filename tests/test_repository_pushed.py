@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cte1_mcp.errors import RecordingExpired
+from cte1_mcp.errors import ConfigurationError, RecordingExpired
 from cte1_mcp.models import PLATFORM_RETENTION, CallKey
 from cte1_mcp.repository.local import LocalRepository
 from tests.helpers.repository import DAY, HOUR, KEY, OTHER, START, Clock, files_under, save
@@ -133,3 +133,22 @@ async def test_a_sweep_counts_pushes_another_process_stored(
     store.sweep()
     assert store.get(recording.key) is None
     assert await store.read_pushed_transcript(OTHER) is not None
+
+
+async def test_the_directory_is_made_at_the_first_push(store: LocalRepository) -> None:
+    # Not at start-up: a store an older version made, then mounted read-only, still starts.
+    assert not (store.root / "pushed").exists()
+    assert await store.read_pushed_transcript(KEY) is None
+    store.sweep()
+    await store.write_pushed_transcript(KEY, DOCUMENT, available_until=UNTIL)
+    assert stat.S_IMODE((store.root / "pushed").stat().st_mode) == 0o700
+
+
+async def test_a_loose_pushed_directory_is_refused_at_start_up(
+    make_store: Callable[..., LocalRepository], tmp_path: Path
+) -> None:
+    make_store()
+    (tmp_path / "cache" / "pushed").mkdir(mode=0o755)
+    (tmp_path / "cache" / "pushed").chmod(0o755)
+    with pytest.raises(ConfigurationError, match="open to other users"):
+        make_store()

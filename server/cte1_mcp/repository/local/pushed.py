@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from cte1_mcp.errors import StorageError
+from cte1_mcp.errors import ConfigurationError, StorageError
 from cte1_mcp.models import CallKey
 from cte1_mcp.repository.local.layout import Layout, keys_under
 from cte1_mcp.repository.local.posix import (
@@ -32,6 +32,7 @@ from cte1_mcp.repository.local.posix import (
     create_locked_temp,
     fsync_dir,
     open_dir,
+    private_dir,
     prune,
     read_file,
     unlink_quietly,
@@ -81,6 +82,10 @@ class PushedTranscripts:
             .model_dump_json()
             .encode()
         )
+        try:
+            private_dir(self._layout.pushed)
+        except ConfigurationError as exc:
+            raise StorageError(exc.message, next_step=exc.next_step) from None
         fd, part = create_locked_temp(self._layout.tmp)
         try:
             write_all(fd, data)

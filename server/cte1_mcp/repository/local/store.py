@@ -87,8 +87,10 @@ class LocalRepository:
         self.limits = Limits(max_age, max_bytes)
         self._clock = clock
         self.layout = Layout(private_dir(Path(root).expanduser().absolute()))
-        for directory in (self.layout.recordings, self.layout.tmp, self.layout.expired, self.layout.pushed):
+        for directory in (self.layout.recordings, self.layout.tmp, self.layout.expired):
             private_dir(directory)
+        if os.path.lexists(self.layout.pushed):  # made at the first push: a store made read-only
+            private_dir(self.layout.pushed)  # by an older version still starts
         self._lock = threading.RLock()
         #: Held for a whole sweep; taken before ``_lock``, never while holding it.
         self._sweeping = threading.Lock()
