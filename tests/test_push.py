@@ -18,7 +18,9 @@ import pytest
 from cte1_mcp import push as push_module
 from cte1_mcp.models import CallKey
 from cte1_mcp.repository.local import LocalRepository
-from cte1_mcp.transcribe.pushed import read_pushed
+from cte1_mcp.settings import load_settings
+from cte1_mcp.simulator import DEFAULT_SOURCE_UUID
+from cte1_mcp.transcribe.pushed import platform_transcript, read_pushed
 from tests.helpers.push_server import PAGE_EXAMPLE, PUSH_KEY, PushServer, example, push_server
 from tests.helpers.repository import Clock, new_store
 
@@ -354,3 +356,18 @@ async def test_each_push_is_audited_without_its_text(store: LocalRepository, tmp
     assert "一郎" not in text
     assert "パソコン" not in text
     assert PUSH_KEY not in text
+
+
+async def test_what_the_service_gets_follows_the_transcript_source(
+    server: PushServer, store: LocalRepository
+) -> None:
+    assert (await post(server, PAGE_EXAMPLE)).status_code == 200
+    base = {"base_url": "https://cte1.example.jp", "source_uuid": DEFAULT_SOURCE_UUID, "api_key": "k"}
+    platform = load_settings(**base, channel_roles="customer,agent")
+    transcript = await platform_transcript(platform, store, KEY)
+    assert transcript is not None
+    assert [(s.speaker, s.channel) for s in transcript.sentenceList] == [("agent", 1), ("customer", 0)]
+    assert await platform_transcript(load_settings(**base, transcript_source="local"), store, KEY) is None
+    assert await platform_transcript(platform, store, CallKey("05053698333", 942125, 2)) is None
+    await store.write_pushed_transcript(KEY, b'{"not": "a stored push"}', available_until=None)
+    assert await platform_transcript(platform, store, KEY) is None  # unreadable: as if none was pushed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -142,3 +143,24 @@ def test_settings_of_the_push(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="CTE1_TRANSCRIPT_SOURCE"):
         load_settings(**base, transcript_source="cloud")
     assert load_settings(**base, transcript_source="local").transcript_source == "local"
+
+
+def test_a_printed_client_config_holds_the_key_files_absolute_path_never_the_key(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    for given, expected in (
+        ({"CTE1_PUSH_KEY_FILE": "push.key"}, str(tmp_path / "push.key")),
+        ({"CTE1_PUSH_KEY": PUSH_KEY}, None),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "cte1_mcp", "config"],
+            env={**env, **given},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        client_env = json.loads(done.stdout)["mcpServers"]["cte1"]["env"]
+        assert client_env.get("CTE1_PUSH_KEY_FILE") == expected
+        assert PUSH_KEY not in done.stdout

@@ -9,15 +9,19 @@ Assumptions about the page's inconsistent example are listed in the README (push
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cte1_mcp.models import MAX_ID, PLATFORM_RETENTION, CallKey, Recording, is_tenant_id
 from cte1_mcp.repository.base import RecordingRepository
+from cte1_mcp.settings import Settings
 from cte1_mcp.transcribe.base import EngineInfo
 from cte1_mcp.transcribe.transcript import CTE1_SPEAKER_IDS, Sentence, Speaker, Transcript
+
+logger = logging.getLogger(__name__)
 
 #: The engine a pushed transcript names: the platform's recogniser (its model is not public).
 CTE1_ENGINE = EngineInfo(name="cte1", model="CT-e1 speech recognition", modelSha256=None)
@@ -247,8 +251,29 @@ async def read_pushed(
     document = await repository.read_pushed_transcript(key)
     if document is None:
         return None
-    stored = StoredPush.model_validate_json(document)
+    try:
+        stored = StoredPush.model_validate_json(document)
+    except ValidationError:  # not one this version wrote: as if none was pushed (local is the fallback)
+        logger.warning("ignoring the stored push of %s: it is not in this version's form", key)
+        return None
     return to_transcript(stored, roles=roles, language=language, recording=recording)
+
+
+async def platform_transcript(
+    settings: Settings,
+    repository: RecordingRepository,
+    key: CallKey,
+    *,
+    language: str = "ja",
+    recording: Recording | None = None,
+) -> Transcript | None:
+    """What get_call_transcript serves before transcribing: CT-e1's pushed transcript when
+    CTE1_TRANSCRIPT_SOURCE is ``platform`` (the default) and one was pushed; None otherwise."""
+    if settings.transcript_source != "platform":
+        return None
+    return await read_pushed(
+        repository, key, roles=settings.channel_roles, language=language, recording=recording
+    )
 
 
 def _offset_ms(moment: datetime, base: datetime | None) -> int:
