@@ -205,6 +205,13 @@ HOSTILE: list[tuple[str, bytes | str, dict[str, str], int, str]] = [
     ("sequence a float", with_change([*SENTENCE, "sequence"], 1.5), JSON, 422, "invalid_push"),
     ("sessionId not digits", with_change(["conversation", "sessionId"], "94x"), JSON, 422, "invalid_push"),
     (
+        "not a time",
+        with_change([*SENTENCE, "startTime"], "yesterday\nFAKE LOG LINE"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
         "a time without zone",
         with_change([*SENTENCE, "startTime"], "2024-06-21T08:27:38"),
         JSON,
@@ -252,6 +259,7 @@ async def test_a_bad_push_is_a_clear_4xx_and_stores_nothing(
     assert error["code"] == code
     assert error["message"]
     assert PUSH_KEY not in response.text
+    assert "FAKE LOG LINE" not in response.text  # nothing of the body is echoed
     assert server.pushed_files() == []
 
 

@@ -30,7 +30,10 @@ _LABELS = {speaker_id: label for label, speaker_id in CTE1_SPEAKER_IDS.items()}
 
 def parse_instant(value: str) -> datetime:
     """ISO 8601 with a zone, as the platform writes it (``2024-06-21T08:27:38.444Z``)."""
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:  # its own message quotes the value: the push's text stays out of errors and logs
+        raise ValueError("must be an ISO 8601 time such as 2024-06-21T08:27:38.444Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (the platform sends UTC with Z)")
     return parsed
