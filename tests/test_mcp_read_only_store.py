@@ -70,3 +70,16 @@ async def test_a_staging_directory_made_read_only(simulator: Any, tmp_path: Path
         structured(await server.client.call_tool("get_call_metadata", EXAMPLE))
         server.run(f"mount --bind {cache}/tmp {cache}/tmp && mount -o remount,bind,ro {cache}/tmp")
         await _refused_for_new_recordings(server.client, cache, named="tmp/")
+
+
+async def test_a_store_of_an_older_version_read_only_from_the_start(simulator: Any, tmp_path: Path) -> None:
+    # Before: the pushed/ directory (new with CT-e1's push) was made at start-up, and failed here.
+    cache = tmp_path / "cache"
+    env = server_env(simulator.url, cache)
+    async with stdio_server(env) as client:
+        structured(await client.call_tool("get_call_metadata", EXAMPLE))
+    if (cache / "pushed").exists():
+        (cache / "pushed").rmdir()  # as an older version left it
+    read_only = f"mount --bind {cache} {cache} && mount -o remount,bind,ro {cache}"
+    async with namespaced_server(env, read_only, tmp_path) as server:
+        await _refused_for_new_recordings(server.client, cache)

@@ -43,7 +43,7 @@ UPSTREAM_SETTINGS = (
     "redis_url",
 )
 #: Settings that are paths: made absolute in a printed configuration (a client starts elsewhere).
-PATH_SETTINGS = ("api_key_file", "cache_dir", "ca_bundle", "audit_log")
+PATH_SETTINGS = ("api_key_file", "cache_dir", "ca_bundle", "audit_log", "push_key_file")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 

@@ -10,6 +10,7 @@ from typing import Any
 from cte1_mcp.audit import AuditLog
 from cte1_mcp.errors import ConfigurationError
 from cte1_mcp.mcp_server import Cte1MCPServer, Transport
+from cte1_mcp.push import mount_push, warn_if_push_on_stdio
 from cte1_mcp.service import RecordingService
 from cte1_mcp.settings import Settings, is_loopback
 
@@ -32,6 +33,7 @@ async def serve_stdio(settings: Settings, *, demo: bool = False) -> None:
     audit = _audit_log(settings)
     async with RecordingService.open(settings) as service:
         announce(settings, "stdio")
+        warn_if_push_on_stdio(settings)
         await mcp_server(service, "stdio", audit, demo=demo).run_stdio_async()
 
 
@@ -133,6 +135,7 @@ async def serve_http(
         app = server.streamable_http_app(transport_security=security, host=host, stateless_http=stateless)
         # Beside /mcp, in the same app: its authentication middleware checks the token for both.
         app.router.routes.append(download_route(service, security, audit, token_required=token is not None))
+        mount_push(app, settings, service.repository, audit, security)
         config = uvicorn.Config(
             PlainJsonAnswers(app, "/mcp"), host=host, port=port, log_level="warning", access_log=False
         )

@@ -28,6 +28,10 @@ from cte1_mcp.errors import ConfigurationError
 from cte1_mcp.models import is_tenant_id
 from cte1_mcp.units import MiB
 
+#: Where CT-e1's speech-recognition push is accepted unless CTE1_PUSH_PATH says otherwise.
+DEFAULT_PUSH_PATH = "/cte1/speech-recognition"
+_PUSH_PATH = re.compile(r"/[A-Za-z0-9._~/-]{1,200}")
+
 
 def default_cache_dir() -> Path:
     return Path(user_cache_dir("cte1-mcp", appauthor=False))
@@ -106,6 +110,29 @@ class Settings(BaseSettings):
     clip_max_seconds: float = Field(
         600.0, gt=0, le=4 * 3600, description="Longest clip get_call_clip cuts (seconds)"
     )
+    # --- transcripts pushed by CT-e1 (音声認識結果一括送信API), accepted over HTTP only ---
+    push_key: SecretStr | None = Field(
+        None,
+        description="Pre-shared key CT-e1 sends in Authorization when it pushes speech-recognition "
+        "results; set (over HTTP) to accept pushes",
+    )
+    push_key_file: Path | None = Field(
+        None, validate_default=True, description="A file holding the push key (first line)"
+    )
+    push_path: str = Field(
+        DEFAULT_PUSH_PATH, description="The HTTP path CT-e1 pushes speech-recognition results to (POST)"
+    )
+    push_max_bytes: int = Field(
+        4 * MiB,
+        ge=1024,
+        le=256 * MiB,
+        description="Largest push body accepted (bytes); larger is refused (413)",
+    )
+    transcript_source: Literal["platform", "local"] = Field(
+        "platform",
+        description="platform: get_call_transcript serves CT-e1's pushed transcript when one was pushed, "
+        "else transcribes locally; local: always transcribe locally",
+    )
 
     @field_validator("channel_roles")
     @classmethod
@@ -164,7 +191,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value} is not a readable PEM file of CA certificates ({exc})") from None
         return value
 
-    @field_validator("api_key", "http_token")
+    @field_validator("push_path")
+    @classmethod
+    def _plain_push_path(cls, value: str) -> str:
+        # A fixed, plain path: no pattern, query or dot segment a router or proxy could read otherwise.
+        if (
+            not _PUSH_PATH.fullmatch(value)
+            or "//" in value
+            or any(part in (".", "..") for part in value.split("/"))
+        ):
+            raise ValueError(
+                "must be a plain absolute path such as /cte1/speech-recognition "
+                "(letters, digits, '-', '_', '.', '~' and '/')"
+            )
+        if value.rstrip("/") == "/mcp" or value.startswith("/mcp/") or value == "/":
+            raise ValueError("must not be / or /mcp (the MCP endpoint)")
+        return value
+
+    @field_validator("api_key", "http_token", "push_key")
     @classmethod
     def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty HTTP token would otherwise switch authentication off, an empty key send "Bearer ".
@@ -216,10 +260,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"CTE1_API_KEY_FILE {problem}")
         return value
 
+    @field_validator("push_key_file")
+    @classmethod
+    def _one_push_key_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Optional (no key: no push route), but never two sources, and never an empty key.
+        if value is None:
+            return value
+        if info.data.get("push_key") is not None:
+            raise ValueError("set CTE1_PUSH_KEY or CTE1_PUSH_KEY_FILE, not both")
+        problem = _secret_problem(_read_key_file(value, "CTE1_PUSH_KEY_FILE"))
+        if problem:
+            raise ValueError(f"CTE1_PUSH_KEY_FILE {problem}")
+        return value
+
     @model_validator(mode="after")
     def _load_key_file(self) -> Settings:
         if self.api_key_file is not None:
             object.__setattr__(self, "api_key", SecretStr(_read_key_file(self.api_key_file)))
+        if self.push_key_file is not None:
+            key = _read_key_file(self.push_key_file, "CTE1_PUSH_KEY_FILE")
+            object.__setattr__(self, "push_key", SecretStr(key))
         return self
 
     @property
@@ -262,11 +322,13 @@ def _secret_problem(secret: str) -> str | None:
     return None
 
 
-def _read_key_file(path: Path) -> str:
+def _read_key_file(path: Path, name: str = "CTE1_API_KEY_FILE") -> str:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ValueError(f"CTE1_API_KEY_FILE cannot be read ({exc.strerror})") from None
+        raise ValueError(f"{name} cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} is not UTF-8 text") from None
     return lines[0].strip() if lines else ""
 
 

@@ -99,6 +99,19 @@ class RecordingRepository(Protocol):
         """The artefact's file on this machine, if it is stored and this repository has files."""
         ...
 
+    async def write_pushed_transcript(
+        self, key: CallKey, document: bytes, *, available_until: datetime | None
+    ) -> None:
+        """Store the transcript CT-e1 pushed for ``key`` (a UTF-8 JSON document chosen by the caller),
+        replacing an earlier one: private, atomic, counted in the size bound, kept no longer than a
+        recording (``available_until``: the platform's 31 days). The recording need not be stored.
+        RecordingExpired if ``available_until`` has passed."""
+        ...
+
+    async def read_pushed_transcript(self, key: CallKey) -> bytes | None:
+        """The document last pushed for ``key``, or None (none pushed, or past its retention)."""
+        ...
+
     async def run_sweeper(self, every_seconds: float) -> None:
         """Enforce retention every ``every_seconds`` until cancelled, even when no request comes."""
         ...

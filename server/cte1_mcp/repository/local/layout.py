@@ -9,6 +9,7 @@ Under the root (directories 0700, files 0600)::
                                                          derived artefacts of that exact audio
     tmp/<random>.part                                    writes in progress, flock-ed by their writer
     expired/<tenant>/<session>/<record>.json             tombstone: available_until, nothing personal
+    pushed/<tenant>/<session>/<record>.json              a transcript CT-e1 pushed (see pushed.py)
     journal                                              keys changed by any process (see index.py)
 """
 
@@ -47,6 +48,10 @@ class Layout:
     @property
     def expired(self) -> Path:
         return self.root / "expired"
+
+    @property
+    def pushed(self) -> Path:
+        return self.root / "pushed"
 
     @property
     def journal(self) -> Path:

@@ -50,6 +50,7 @@ from cte1_mcp.repository.local.posix import (
     unlink_quietly,
     write_all,
 )
+from cte1_mcp.repository.local.pushed import PushedTranscripts
 from cte1_mcp.repository.local.records import StoredMeta
 from cte1_mcp.repository.local.retention import Entry, Limits, Removal, evict_to_fit, expiry, plan
 from cte1_mcp.repository.local.staging import LocalStaging
@@ -88,12 +89,15 @@ class LocalRepository:
         self.layout = Layout(private_dir(Path(root).expanduser().absolute()))
         for directory in (self.layout.recordings, self.layout.tmp, self.layout.expired):
             private_dir(directory)
+        if os.path.lexists(self.layout.pushed):  # made at the first push: a store made read-only
+            private_dir(self.layout.pushed)  # by an older version still starts
         self._lock = threading.RLock()
         #: Held for a whole sweep; taken before ``_lock``, never while holding it.
         self._sweeping = threading.Lock()
         self._index = Index(max_bytes)
         self._journal = Journal(self.layout.journal)
         self._tombstones = Tombstones(self.layout)
+        self._pushed = PushedTranscripts(self.layout)
         self._indexed = False
         self._walking = False
         self._clean_tmp()
@@ -365,6 +369,40 @@ class LocalRepository:
             raise _gone(recording.key)
         return indexed
 
+    # --- transcripts CT-e1 pushed ------------------------------------------------------------
+
+    async def write_pushed_transcript(
+        self, key: CallKey, document: bytes, *, available_until: datetime | None
+    ) -> None:
+        await anyio.to_thread.run_sync(self._write_pushed, key, document, available_until)
+
+    async def read_pushed_transcript(self, key: CallKey) -> bytes | None:
+        return await anyio.to_thread.run_sync(self._read_pushed, key)
+
+    def _write_pushed(self, key: CallKey, document: bytes, available_until: datetime | None) -> None:
+        now = self._clock()
+        if available_until is not None and now >= available_until:
+            raise RecordingExpired(
+                f"Call {key} connected more than 31 days ago (the platform keeps it until "
+                f"{available_until.isoformat(timespec='seconds')}); its transcript is not kept either."
+            )
+        self._ensure_indexed()
+        with self._lock:
+            try:
+                self._pushed.write(key, document, received_at=now, available_until=available_until)
+            except OSError as exc:
+                raise StorageError(
+                    f"A pushed transcript could not be saved ({exc.strerror or exc})."
+                ) from exc
+            try:
+                self._evict_to_fit(protect=None)
+            except (OSError, StorageError):  # stored: the next sweep does the rest
+                logger.warning("tidying the store after a pushed transcript of %s failed", key, exc_info=True)
+
+    def _read_pushed(self, key: CallKey) -> bytes | None:
+        with self._lock:  # a removal of an expired one is a mutation
+            return self._pushed.read(key, self._clock(), self.limits.max_age)
+
     # --- retention -------------------------------------------------------------------------
 
     def sweep(self) -> None:
@@ -397,7 +435,11 @@ class LocalRepository:
             for indexed in [i for i in self._index.values() if i.stale_artifacts]:
                 records.tidy_artifacts(self.layout, indexed.key, indexed.recording.audio.sha256)
                 indexed.stale_artifacts = False
-            for removal in plan((i.entry() for i in self._index.values()), self._clock(), self.limits):
+            now = self._clock()
+            self._pushed.sweep(now, self.limits.max_age, self.limits.max_bytes)
+            # Pushed transcripts count towards the size bound; recordings make room for them.
+            room = Limits(self.limits.max_age, max(1, self.limits.max_bytes - self._pushed.total_bytes))
+            for removal in plan((i.entry() for i in self._index.values()), now, room):
                 self._carry_out(removal)
             self._journal.restart_if_large()
 
@@ -421,13 +463,15 @@ class LocalRepository:
             if not self._indexed:
                 self._sweep()
 
-    def _evict_to_fit(self, protect: CallKey) -> None:
-        """Size only, from the index (lock held): O(1) amortised, unlike a walk of the store."""
-        if self._index.total_bytes <= self.limits.max_bytes:
+    def _evict_to_fit(self, protect: CallKey | None) -> None:
+        """Size only, from the index (lock held): O(1) amortised, unlike a walk of the store.
+        Pushed transcripts count, but only recordings are evicted here (see pushed.py)."""
+        total = self._index.total_bytes + self._pushed.total_bytes
+        if total <= self.limits.max_bytes:
             return
         chosen = evict_to_fit(
             self._unused_elsewhere(self._index.eviction_candidates()),
-            self._index.total_bytes,
+            total,
             self.limits.max_bytes,
             protect,
         )

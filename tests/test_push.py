@@ -1,0 +1,381 @@
+"""CT-e1's speech-recognition push: the page's own example, and hostile requests, over real HTTP."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import pytest
+
+from cte1_mcp import push as push_module
+from cte1_mcp.models import CallKey
+from cte1_mcp.repository.local import LocalRepository
+from cte1_mcp.settings import load_settings
+from cte1_mcp.simulator import DEFAULT_SOURCE_UUID
+from cte1_mcp.transcribe.pushed import platform_transcript, read_pushed
+from tests.helpers.push_server import PAGE_EXAMPLE, PUSH_KEY, PushServer, example, push_server
+from tests.helpers.repository import Clock, new_store
+
+pytestmark = pytest.mark.anyio
+
+#: The example call is from June 2024: the store's clock is put an hour after it, within 31 days.
+PUSHED_AT = datetime(2024, 6, 21, 9, 30, tzinfo=UTC)
+KEY = CallKey("05053698333", 942125, 1)
+JSON = {"Content-Type": "application/json", "Authorization": PUSH_KEY}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.now = PUSHED_AT
+    return clock
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> LocalRepository:
+    return new_store(tmp_path / "cache", clock)
+
+
+@pytest.fixture
+async def server(store: LocalRepository) -> AsyncIterator[PushServer]:
+    async with push_server(store, allowed_tenants="05053698333,05053698341") as running:
+        yield running
+
+
+async def post(
+    server: PushServer, body: bytes | str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    data = body.encode() if isinstance(body, str) else body
+    async with httpx.AsyncClient() as http:
+        return await http.post(server.url, content=data, headers=JSON if headers is None else headers)
+
+
+def modes(root: Path) -> set[tuple[str, int]]:
+    return {
+        ("dir" if path.is_dir() else "file", stat.S_IMODE(path.stat().st_mode))
+        for path in [root, *root.rglob("*")]
+    }
+
+
+async def test_the_pages_example_verbatim_is_stored_first_record_wins(
+    server: PushServer, store: LocalRepository
+) -> None:
+    response = await post(server, PAGE_EXAMPLE)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ok",
+        "stored": [{"tenantId": "05053698333", "sessionId": 942125, "recordId": 1, "sentences": 2}],
+        "skipped": [{"recordId": 1, "index": 1, "reason": "duplicate_record_id"}],
+    }
+    [stored_file] = server.pushed_files()
+    assert stored_file.relative_to(store.root).parts == ("pushed", "05053698333", "942125", "1.json")
+    assert modes(store.root / "pushed") == {("dir", 0o700), ("file", 0o600)}
+    transcript = await read_pushed(store, KEY)
+    assert transcript is not None
+    assert transcript.engine.name == "cte1"
+    assert transcript.engine.model == "CT-e1 speech recognition"
+    assert transcript.engine.modelSha256 is None
+    assert transcript.durationSeconds == 62.846  # disconnectTime - connectTime
+    rows = [
+        (s.sequence, s.speakerId, s.speaker, s.channel, s.startOffsetMs, s.endOffsetMs, s.startTime, s.text)
+        for s in transcript.sentenceList
+    ]
+    assert rows == [
+        (1, 2, "agent", None, 4360, 6160, "2024-06-21T08:27:38.444Z", "私はコムデザイン一郎です"),
+        (2, 1, "customer", None, 8180, 10010, "2024-06-21T08:27:42.264Z", "パソコンの調子が悪いです"),
+    ]
+    assert transcript.sentenceList[1].endTime == "2024-06-21T08:27:44.094Z"
+    assert "二郎" not in transcript.model_dump_json()  # the second record with recordId 1 was not stored
+
+
+async def test_a_bearer_key_is_accepted_and_a_later_push_replaces_the_earlier(
+    server: PushServer, store: LocalRepository
+) -> None:
+    assert (await post(server, PAGE_EXAMPLE)).status_code == 200
+    body = example()
+    body["conversation"]["recordList"][0]["sentenceList"][0]["text"] = "訂正された文"
+    response = await post(server, json.dumps(body), {**JSON, "Authorization": f"Bearer {PUSH_KEY}"})
+    assert response.status_code == 200
+    transcript = await read_pushed(store, KEY)
+    assert transcript is not None
+    assert transcript.sentenceList[0].text == "訂正された文"
+    assert len(server.pushed_files()) == 1
+
+
+async def test_the_key_is_compared_in_constant_time(
+    server: PushServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[tuple[object, object]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((type(a), type(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(push_module.hmac, "compare_digest", spy)
+    wrong = await post(server, PAGE_EXAMPLE, {**JSON, "Authorization": "x" * len(PUSH_KEY)})
+    right = await post(server, PAGE_EXAMPLE)
+    assert (wrong.status_code, right.status_code) == (401, 200)
+    assert compared == [(bytes, bytes), (bytes, bytes)]
+
+
+def deep(levels: int) -> str:
+    return '{"conversation": ' + "[" * levels + "]" * levels + "}"
+
+
+def with_change(path: list[Any], value: Any) -> str:
+    """The page's example with one value replaced (or removed when ``value`` is ``...``)."""
+    body = example()
+    target: Any = body
+    for part in path[:-1]:
+        target = target[part]
+    if value is ...:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return json.dumps(body, ensure_ascii=False)
+
+
+SENTENCE = ["conversation", "recordList", 0, "sentenceList", 0]
+HOSTILE: list[tuple[str, bytes | str, dict[str, str], int, str]] = [
+    ("no key", PAGE_EXAMPLE, {"Content-Type": "application/json"}, 401, "unauthorized"),
+    ("wrong key", PAGE_EXAMPLE, {**JSON, "Authorization": "Bearer not-the-key"}, 401, "unauthorized"),
+    ("key as a prefix", PAGE_EXAMPLE, {**JSON, "Authorization": PUSH_KEY[:-1]}, 401, "unauthorized"),
+    (
+        "not json content type",
+        PAGE_EXAMPLE,
+        {**JSON, "Content-Type": "text/plain"},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "another charset",
+        PAGE_EXAMPLE,
+        {**JSON, "Content-Type": "application/json; charset=shift_jis"},
+        415,
+        "unsupported_media_type",
+    ),
+    ("not json", "conversation=1", JSON, 400, "invalid_json"),
+    ("empty body", b"", JSON, 400, "invalid_json"),
+    ("invalid utf-8", PAGE_EXAMPLE.encode().replace("一郎".encode(), b"\xff\xfe"), JSON, 400, "invalid_json"),
+    ("utf-16", PAGE_EXAMPLE.encode("utf-16"), JSON, 400, "invalid_json"),
+    (
+        "NaN",
+        with_change(["conversation", "direction"], 0).replace('"direction": 0', '"direction": NaN'),
+        JSON,
+        400,
+        "invalid_json",
+    ),
+    (
+        "Infinity",
+        with_change(["conversation", "x"], 0).replace('"x": 0', '"x": Infinity'),
+        JSON,
+        400,
+        "invalid_json",
+    ),
+    ("deeply nested", deep(100_000), JSON, 400, "invalid_json"),
+    (
+        "a lone surrogate",
+        with_change([*SENTENCE, "text"], "x").replace('"x"', '"\\ud800"'),
+        JSON,
+        400,
+        "invalid_json",
+    ),
+    ("an array", "[]", JSON, 422, "invalid_push"),
+    ("missing conversation", '{"description": ""}', JSON, 422, "invalid_push"),
+    ("missing recordList", with_change(["conversation", "recordList"], ...), JSON, 422, "invalid_push"),
+    ("empty recordList", with_change(["conversation", "recordList"], []), JSON, 422, "invalid_push"),
+    (
+        "sentenceList a string",
+        with_change(["conversation", "recordList", 0, "sentenceList"], "x"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    ("text a number", with_change([*SENTENCE, "text"], 5), JSON, 422, "invalid_push"),
+    ("speakerId a bool", with_change([*SENTENCE, "speakerId"], True), JSON, 422, "invalid_push"),
+    ("sequence a float", with_change([*SENTENCE, "sequence"], 1.5), JSON, 422, "invalid_push"),
+    ("sessionId not digits", with_change(["conversation", "sessionId"], "94x"), JSON, 422, "invalid_push"),
+    (
+        "not a time",
+        with_change([*SENTENCE, "startTime"], "yesterday\nFAKE LOG LINE"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
+        "a time without zone",
+        with_change([*SENTENCE, "startTime"], "2024-06-21T08:27:38"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
+        "end before start",
+        with_change([*SENTENCE, "endTime"], "2024-06-21T08:27:37.000Z"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
+        "tenant with path characters",
+        with_change(["conversation", "tenantId"], "../../etc"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    ("tenant empty", with_change(["conversation", "tenantId"], ""), JSON, 422, "invalid_push"),
+    ("sessionId 2**70", with_change(["conversation", "sessionId"], 2**70), JSON, 422, "invalid_push"),
+    ("recordId 0", with_change(["conversation", "recordList", 0, "recordId"], 0), JSON, 422, "invalid_push"),
+    (
+        "tenant not allowed",
+        with_change(["conversation", "tenantId"], "0120000000"),
+        JSON,
+        403,
+        "tenant_not_allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [case[1:] for case in HOSTILE],
+    ids=[case[0] for case in HOSTILE],
+)
+async def test_a_bad_push_is_a_clear_4xx_and_stores_nothing(
+    server: PushServer, body: bytes | str, headers: dict[str, str], status: int, code: str
+) -> None:
+    response = await post(server, body, headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert PUSH_KEY not in response.text
+    assert "FAKE LOG LINE" not in response.text  # nothing of the body is echoed
+    assert server.pushed_files() == []
+
+
+async def test_validation_errors_say_where(server: PushServer) -> None:
+    response = await post(server, with_change([*SENTENCE, "endTime"], "2024-06-21T08:27:37.000Z"))
+    assert "conversation.recordList.0.sentenceList.0" in response.json()["error"]["message"]
+    assert "endTime is before startTime" in response.json()["error"]["message"]
+
+
+async def test_a_wrong_host_or_method_is_refused(server: PushServer) -> None:
+    evil = await post(server, PAGE_EXAMPLE, {**JSON, "Host": "evil.example:80"})
+    assert (evil.status_code, evil.json()["error"]["code"]) == (421, "host_not_allowed")
+    origin = await post(server, PAGE_EXAMPLE, {**JSON, "Origin": "http://evil.example"})
+    assert (origin.status_code, origin.json()["error"]["code"]) == (403, "origin_not_allowed")
+    async with httpx.AsyncClient() as http:
+        get = await http.get(server.url, headers=JSON)
+    assert (get.status_code, get.json()["error"]["code"], get.headers["allow"]) == (
+        405,
+        "method_not_allowed",
+        "POST",
+    )
+    assert server.pushed_files() == []
+
+
+async def test_an_expired_call_is_not_stored(store: LocalRepository, clock: Clock) -> None:
+    clock.now = PUSHED_AT + timedelta(days=31)
+    async with push_server(store) as server:
+        response = await post(server, PAGE_EXAMPLE)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "recording_expired")
+        assert server.pushed_files() == []
+
+
+async def test_a_declared_length_over_the_bound_is_refused_unread(store: LocalRepository) -> None:
+    async with push_server(store, push_max_bytes=4096) as server:
+        head = (
+            f"POST /cte1/speech-recognition HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode()
+            + f"Authorization: {PUSH_KEY}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        reply = await anyio.to_thread.run_sync(lambda: raw_exchange(server.port, head, body_chunks=0))
+        assert reply.startswith(b"HTTP/1.1 413")
+        assert b'"payload_too_large"' in reply
+        assert server.pushed_files() == []
+
+
+async def test_an_endless_chunked_body_is_cut_at_the_bound(store: LocalRepository) -> None:
+    async with push_server(store, push_max_bytes=4096) as server:
+        head = (
+            f"POST /cte1/speech-recognition HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode()
+            + f"Authorization: {PUSH_KEY}\r\n".encode()
+            + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        # Up to 64 MiB offered; the server answers and closes long before (it reads ~4 KiB).
+        sent: list[int] = []
+        reply = await anyio.to_thread.run_sync(
+            lambda: raw_exchange(server.port, head, body_chunks=1024, sent=sent)
+        )
+        assert sent[0] < 1024  # the server closed the connection: the client could not send it all
+        assert reply.startswith(b"HTTP/1.1 413")
+        assert b'"payload_too_large"' in reply
+        assert server.pushed_files() == []
+
+
+def raw_exchange(port: int, head: bytes, *, body_chunks: int, sent: list[int] | None = None) -> bytes:
+    """Send ``head`` and then up to ``body_chunks`` chunks of 64 KiB of '[' (stopping when the server
+    closes; how many went is appended to ``sent``), and return what the server answered."""
+    chunk = b"10000\r\n" + b"[" * 0x10000 + b"\r\n"
+    count = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            for _ in range(body_chunks):
+                sock.sendall(chunk)
+                count += 1
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: what we wanted
+        if sent is not None:
+            sent.append(count)
+        reply = b""
+        try:
+            while data := sock.recv(65536):
+                reply += data
+        except ConnectionResetError:
+            pass
+    return reply
+
+
+async def test_each_push_is_audited_without_its_text(store: LocalRepository, tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    async with push_server(store, audit_log=log) as server:
+        assert (await post(server, PAGE_EXAMPLE)).status_code == 200
+        assert (await post(server, PAGE_EXAMPLE, {"Content-Type": "application/json"})).status_code == 401
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(line["operation"], line["call"], line["outcome"]) for line in lines] == [
+        ("push", "05053698333/942125/1", "ok"),
+        ("push", "05053698333/942125/1", "duplicate_record_id"),
+        ("push", None, "unauthorized"),
+    ]
+    assert lines[0]["identity"].startswith("push-key-sha256:")
+    assert lines[2]["identity"] is None
+    text = log.read_text()
+    assert "一郎" not in text
+    assert "パソコン" not in text
+    assert PUSH_KEY not in text
+
+
+async def test_what_the_service_gets_follows_the_transcript_source(
+    server: PushServer, store: LocalRepository
+) -> None:
+    assert (await post(server, PAGE_EXAMPLE)).status_code == 200
+    base = {"base_url": "https://cte1.example.jp", "source_uuid": DEFAULT_SOURCE_UUID, "api_key": "k"}
+    platform = load_settings(**base, channel_roles="customer,agent")
+    transcript = await platform_transcript(platform, store, KEY)
+    assert transcript is not None
+    assert [(s.speaker, s.channel) for s in transcript.sentenceList] == [("agent", 1), ("customer", 0)]
+    assert await platform_transcript(load_settings(**base, transcript_source="local"), store, KEY) is None
+    assert await platform_transcript(platform, store, CallKey("05053698333", 942125, 2)) is None
+    await store.write_pushed_transcript(KEY, b'{"not": "a stored push"}', available_until=None)
+    assert await platform_transcript(platform, store, KEY) is None  # unreadable: as if none was pushed
