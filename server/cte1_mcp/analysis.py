@@ -3,8 +3,10 @@
 Each result is computed once per stored version of a recording and kept beside it as a derived
 artefact (private, retained, evicted and size-counted with the recording): a second call costs
 neither an analysis nor an upstream request. The CPU work (decoding, detection, drawing,
-encoding) runs in a worker thread, never on the event loop; one analysis per artefact runs at a
-time in this process, so concurrent callers share it.
+encoding) runs in a worker thread, never on the event loop; one computation per artefact runs at
+a time in this process, shared by its concurrent callers (``RecordingService.artefacts``). The
+thread never waits for the loop (progress is polled from it), and once every caller has gone it
+stops within one block of audio and gives its thread back.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
-import anyio.from_thread
 import anyio.to_thread
 
 from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics, analyse
 from cte1_mcp.audio.clips import MIME_TYPES, ClipPlan, ClipRequest, cut, plan
 from cte1_mcp.audio.decode import AudioStream, probe
+from cte1_mcp.coordination.single_flight import Flight
 from cte1_mcp.errors import RecordingGone
 from cte1_mcp.models import CallKey, Recording
 from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.service import RecordingService
+from cte1_mcp.watched import StopFlag, run_watched
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,6 @@ class AnalysisService:
         self.recordings = recordings
         self.settings = recordings.settings
         self.repository = recordings.repository
-        self._locks: dict[tuple[CallKey, str, str], anyio.Lock] = {}
 
     @property
     def _roles_tag(self) -> str:
@@ -89,7 +91,12 @@ class AnalysisService:
         def compute(recording: Recording, report: _Reporter) -> bytes:
             report.start(recording)
             with self.repository.open_audio(recording) as file:
-                result = analyse(file, self.settings.channel_roles, on_block=report.analysed)
+                result = analyse(
+                    file,
+                    self.settings.channel_roles,
+                    on_block=report.analysed,
+                    checkpoint=report.checkpoint,
+                )
             report.finish(recording)
             return result.model_copy(update={"timelineUri": recording.key.uri("timeline")}).to_json()
 
@@ -132,7 +139,7 @@ class AnalysisService:
 
         def encode(recording: Recording, report: _Reporter) -> bytes:
             with self.repository.open_audio(recording) as file:
-                return cut(file, clip)
+                return cut(file, clip, report.checkpoint)
 
         recording, data = await self._artifact(key, clip.artifact_name, encode, on_progress)
         digest = await anyio.to_thread.run_sync(hashlib.sha256, data)  # up to tens of MB
@@ -160,41 +167,85 @@ class AnalysisService:
         evicted meanwhile is fetched again once."""
         for attempt in (1, 2):
             recording = await self.recordings.get(key, on_progress)
-            lock = self._locks.setdefault((key, recording.audio.sha256, name), anyio.Lock())
             try:
-                async with lock:
-                    stored = await self.repository.read_artifact(recording, name)
-                    if stored is not None:
-                        return recording, stored
-                    reporter = _Reporter(on_progress)
-                    data = await anyio.to_thread.run_sync(compute, recording, reporter)
-                    await self.repository.write_artifact(recording, name, data)
-                    return recording, data
+                return recording, await self._stored_or_shared(recording, name, compute, on_progress)
             except RecordingGone:
                 if attempt == 2:
                     raise
                 logger.info("%s was evicted during analysis; fetching it again", key)
-            finally:
-                if not lock.locked() and not lock.statistics().tasks_waiting:  # nobody else on it
-                    self._locks.pop((key, recording.audio.sha256, name), None)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stored_or_shared(
+        self,
+        recording: Recording,
+        name: str,
+        compute: Callable[[Recording, _Reporter], bytes],
+        on_progress: ProgressCallback | None,
+    ) -> bytes:
+        """The stored artefact, or the outcome of the one computation of it (started or joined)."""
+        stored = await self.repository.read_artifact(recording, name)
+        if stored is not None:
+            return stored
+        flights = self.recordings.artefacts
+        if flights is None:
+            raise RuntimeError("AnalysisService needs a RecordingService made by RecordingService.open")
+        return await flights.run(
+            (recording.key, recording.audio.sha256, name),
+            lambda flight: self._compute(recording, name, compute, flight),
+            on_event=on_progress,
+        )
+
+    async def _compute(
+        self,
+        recording: Recording,
+        name: str,
+        compute: Callable[[Recording, _Reporter], bytes],
+        flight: Flight[bytes, Progress],
+    ) -> bytes:
+        """One artefact for every caller of the flight, in a task of the flight's own.
+
+        A caller that leaves (is cancelled) only stops waiting: while one is left the work goes
+        on, its result is stored and given to them. Once the last has left, the thread is told to
+        stop, ends within one block and nothing is stored; a later call starts afresh.
+        """
+        stored = await self.repository.read_artifact(recording, name)  # a flight just before us
+        if stored is not None:
+            return stored
+        stop = StopFlag()
+        reporter = _Reporter(stop)
+
+        async def relay() -> None:
+            while reporter.events:
+                await flight.emit(reporter.events.popleft())
+
+        with flight.abandonable():
+            data = await run_watched(lambda: compute(recording, reporter), stop.abort, poll=relay)
+        await relay()
+        await self.repository.write_artifact(recording, name, data)
+        return data
 
 
 class _Reporter:
-    """Progress from the worker thread, delivered on the event loop."""
+    """The worker thread's side of progress and cancellation; it never waits for the event loop.
+
+    Its events wait in a queue the loop drains (``run_watched`` polls it), and a stop the loop
+    asks for is raised at the next block (``checkpoint``).
+    """
 
     #: Intermediate progress is sent at most this often (fractions of the recording).
     STEP = 0.1
 
-    def __init__(self, on_progress: ProgressCallback | None) -> None:
-        self._emit = on_progress
+    def __init__(self, stop: StopFlag) -> None:
+        self.checkpoint = stop.check
+        #: Appended by the thread, popped by the loop: deque's append and popleft are thread-safe.
+        self.events: deque[Progress] = deque()
         self._sent = 0.0
 
     def analysed(self, seconds: float, total: float) -> None:
         """From the analyser, after each block: every tenth of the recording, not every block."""
         if total and seconds / total - self._sent >= self.STEP and seconds < total:
             self._sent = seconds / total
-            self._send(
+            self.events.append(
                 Progress(
                     "analysing",
                     round(seconds, 1),
@@ -206,17 +257,8 @@ class _Reporter:
     def start(self, recording: Recording) -> None:
         seconds = recording.audio.format.duration_seconds
         length = f"{seconds / 60:.1f} minutes of audio" if seconds else "the recording"
-        self._send(Progress("analysing", 0, seconds, f"Analysing {length}"))
+        self.events.append(Progress("analysing", 0, seconds, f"Analysing {length}"))
 
     def finish(self, recording: Recording) -> None:
         seconds = recording.audio.format.duration_seconds
-        self._send(Progress("analysing", seconds or 1, seconds or 1, "Analysis done"))
-
-    def _send(self, progress: Progress) -> None:
-        emit = self._emit
-        if emit is not None:
-
-            async def deliver() -> None:
-                await emit(progress)
-
-            anyio.from_thread.run(deliver)
+        self.events.append(Progress("analysing", seconds or 1, seconds or 1, "Analysis done"))

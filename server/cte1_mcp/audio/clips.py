@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cte1_mcp.audio.decode import iter_blocks, probe
+from cte1_mcp.audio.decode import Checkpoint, iter_blocks, probe
 from cte1_mcp.errors import InvalidParameter, UnsupportedAudio
 
 ClipFormat = Literal["wav", "mp3", "flac", "ogg"]
@@ -133,14 +133,15 @@ def _channel(name: str, channels: int, roles: tuple[str, ...]) -> int | None:
     raise InvalidParameter(f"channel {name!r} is not one of {', '.join(choices)}{mono}.")
 
 
-def cut(file: BinaryIO, clip: ClipPlan) -> bytes:
+def cut(file: BinaryIO, clip: ClipPlan, checkpoint: Checkpoint | None = None) -> bytes:
     """The clip's encoded bytes: only its frames are decoded (blocking: a worker thread)."""
     import soundfile
 
     stream = probe(file)
     start = round(clip.start_seconds * stream.sample_rate)
     stop = round(clip.end_seconds * stream.sample_rate)
-    pieces = [_select(block, clip.channel) for block in iter_blocks(file, start=start, stop=stop)]
+    blocks = iter_blocks(file, start=start, stop=stop, checkpoint=checkpoint)
+    pieces = [_select(block, clip.channel) for block in blocks]
     if not pieces:  # the header promised more audio than the file holds
         raise UnsupportedAudio(
             f"The stored audio ends at {stream.duration_seconds:.2f} s, before the clip's start: "

@@ -6,7 +6,7 @@ expands G.711 to 16-bit itself), so a 30-minute call costs the same memory as a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,6 +21,9 @@ from cte1_mcp.errors import UnsupportedAudio
 SUPPORTED_RATES = (8000, 16000)
 #: Four seconds at 8 kHz: large enough for numpy to be efficient, small enough to stay flat.
 BLOCK_FRAMES = 32_000
+#: Called before each block is decoded, in the decoding thread: it raises to stop the work (the
+#: caller was cancelled), so a stop takes effect within one block whatever stage is reading.
+Checkpoint = Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,12 @@ def probe(file: BinaryIO) -> AudioStream:
 
 
 def iter_blocks(
-    file: BinaryIO, block_frames: int = BLOCK_FRAMES, *, start: int = 0, stop: int | None = None
+    file: BinaryIO,
+    block_frames: int = BLOCK_FRAMES,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Iterator[npt.NDArray[np.int16]]:
     """int16 blocks of shape (frames, channels) from ``start`` to ``stop`` (frame indexes); fewer
     frames than the header announced when the data ends early (an MP3's length is an estimate)."""
@@ -56,6 +64,8 @@ def iter_blocks(
             with _decoding():
                 sound.seek(start)
         while position < end:
+            if checkpoint is not None:
+                checkpoint()
             with _decoding():  # a valid header does not promise valid (or enough) data
                 block = sound.read(min(block_frames, end - position), dtype="int16", always_2d=True)
             if not len(block):

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from cte1_mcp.audio.decode import AudioStream, iter_blocks
+from cte1_mcp.audio.decode import AudioStream, Checkpoint, iter_blocks
 from cte1_mcp.audio.metrics import Interval, bridge
 from cte1_mcp.audio.vad import SileroDetector
 
@@ -33,7 +33,10 @@ def describe() -> str:
 
 
 def veto_non_speech(
-    file: BinaryIO, stream: AudioStream, speech: list[tuple[Interval, ...]]
+    file: BinaryIO,
+    stream: AudioStream,
+    speech: list[tuple[Interval, ...]],
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[list[tuple[Interval, ...]], list[tuple[int, Interval]]]:
     """Each channel's speech without the stretches of long turns that are not speech, and those stretches."""
     kept: list[tuple[Interval, ...]] = []
@@ -46,14 +49,19 @@ def veto_non_speech(
                 continue
             if detector is None:
                 detector = SileroDetector(stream.sample_rate)  # loads its model only when needed
-            removed += non_speech(file, stream, detector, channel, turn)
+            removed += non_speech(file, stream, detector, channel, turn, checkpoint)
         vetoed += [(channel, stretch) for stretch in removed]
         kept.append(subtract(intervals, removed))
     return kept, vetoed
 
 
 def non_speech(
-    file: BinaryIO, stream: AudioStream, detector: SileroDetector, channel: int, turn: Interval
+    file: BinaryIO,
+    stream: AudioStream,
+    detector: SileroDetector,
+    channel: int,
+    turn: Interval,
+    checkpoint: Checkpoint | None = None,
 ) -> list[Interval]:
     """The ``VETO_STRETCH_SECONDS`` stretches of ``turn`` in which Silero hears (almost) no speech, merged."""
     detector.reset()
@@ -62,7 +70,7 @@ def non_speech(
     probabilities = np.concatenate(
         [
             detector.feed(np.ascontiguousarray(block[:, channel]))
-            for block in iter_blocks(file, start=first, stop=last)
+            for block in iter_blocks(file, start=first, stop=last, checkpoint=checkpoint)
         ]
         or [np.zeros(0, dtype=np.float32)]
     )
