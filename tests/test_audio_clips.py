@@ -126,3 +126,23 @@ def test_a_clip_uri_keeps_the_millisecond_its_artefact_is_named_by() -> None:
     uri = clip_uri(CallKey("05053698341", 942125, 1), clip)
     assert uri.endswith("/clip?start=1234.567&end=1240&channel=1&format=wav&rate=8000")
     assert clip.artifact_name == "clip-1234567-1240000-1-8000.wav"
+
+
+def test_a_stopped_cut_ends_at_the_next_block() -> None:
+    """The analysis service's StopFlag is the checkpoint: a cancelled clip stops decoding at once."""
+    from cte1_mcp.watched import StopFlag, Stopped
+
+    stop = StopFlag()
+    blocks = 0
+
+    def checkpoint() -> None:
+        nonlocal blocks
+        blocks += 1
+        if blocks == 3:
+            stop.abort("cancelled")
+        stop.check()
+
+    whole = plan_for(ClipRequest.of())  # 280 s: 71 blocks of 4 s
+    with pytest.raises(Stopped):
+        cut(io.BytesIO(wav_bytes(EXAMPLE.wav_spec())), whole, checkpoint)
+    assert blocks == 3
