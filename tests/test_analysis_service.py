@@ -214,8 +214,15 @@ async def test_a_cancelled_clip_stops_and_leaves_nothing(simulator: RunningSimul
 
             await service.clip(EXAMPLE, ClipRequest.of(format="flac", sample_rate=16000), on_progress)
         assert scope.cancelled_caught
-        assert [e.stage for e in events] == ["cutting"] and events[0].done < events[0].total  # type: ignore[operator]
+        # Progress is queued by the encoder and relayed by the loop: events already queued may still
+        # arrive after the cancel, but the clip stops short of its end.
+        assert events and {e.stage for e in events} == {"cutting"}
+        assert events[-1].done < events[-1].total  # type: ignore[operator]
+        # The caller returns at once; the shared work stops at its next block and removes its
+        # staging file (a bound turns a leak into a failure, not a hang).
+        with anyio.fail_after(30):
+            while [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name == "tmp"]:
+                await anyio.sleep(0.05)
         assert not list(tmp_path.rglob("clip-*"))
-        assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name == "tmp"]
         _, clip = await service.clip(EXAMPLE, ClipRequest.of(format="flac", sample_rate=16000))
         assert clip.size_bytes > 0  # cut again, whole, when asked again

@@ -147,3 +147,28 @@ def test_resampling_block_by_block_is_resampling_the_whole(rate: int, target: in
     whole = resample(signal, rate, target)
     assert np.allclose(np.concatenate(pieces), whole, atol=1e-6)
     assert len(whole) == len(signal) * target // rate + (len(signal) % 2 if target < rate else 0)
+
+
+def test_a_stopped_cut_ends_at_the_next_block() -> None:
+    """The analysis service's StopFlag is the checkpoint: a cancelled clip stops decoding at once."""
+    from cte1_mcp.watched import StopFlag, Stopped
+
+    stop = StopFlag()
+    blocks = 0
+
+    def checkpoint() -> None:
+        nonlocal blocks
+        blocks += 1
+        if blocks == 3:
+            stop.abort("cancelled")
+        stop.check()
+
+    whole = plan_for(ClipRequest.of())  # 280 s: 71 blocks of 4 s
+    with pytest.raises(Stopped):
+        cut(
+            io.BytesIO(wav_bytes(EXAMPLE.wav_spec())),
+            whole,
+            io.BytesIO(),
+            on_block=lambda done, total: checkpoint(),
+        )
+    assert blocks == 3

@@ -3,8 +3,10 @@
 Each result is computed once per stored version of a recording and kept beside it as a derived
 artefact (private, retained, evicted and size-counted with the recording): a second call costs
 neither an analysis nor an upstream request. The CPU work (decoding, detection, drawing,
-encoding) runs in a worker thread, never on the event loop; one analysis per artefact runs at a
-time in this process, so concurrent callers share it.
+encoding) runs in a worker thread, never on the event loop. Concurrent callers of one artefact
+share one computation (``RecordingService.artefacts``): a caller that is cancelled only leaves;
+while one is left the work goes on and is stored; once the last has left, the thread is told to
+stop, ends within one block of audio, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +27,12 @@ import anyio.to_thread
 from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics, analyse
 from cte1_mcp.audio.clips import MIME_TYPES, ClipPlan, ClipRequest, cut, plan
 from cte1_mcp.audio.decode import AudioStream, probe
+from cte1_mcp.coordination.single_flight import Flight
 from cte1_mcp.errors import RecordingGone
 from cte1_mcp.models import CallKey, Recording
 from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.service import RecordingService
+from cte1_mcp.watched import StopFlag, run_watched
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +89,6 @@ class AnalysisService:
         self.recordings = recordings
         self.settings = recordings.settings
         self.repository = recordings.repository
-        self._locks: dict[tuple[CallKey, str, str], anyio.Lock] = {}
 
     @property
     def _roles_tag(self) -> str:
@@ -101,7 +105,12 @@ class AnalysisService:
         def compute(recording: Recording, report: _Reporter) -> bytes:
             report.start(recording)
             with self.repository.open_audio(recording) as file:
-                result = analyse(file, self.settings.channel_roles, on_block=report.analysed)
+                result = analyse(
+                    file,
+                    self.settings.channel_roles,
+                    on_block=report.analysed,
+                    checkpoint=report.checkpoint,
+                )
             report.finish(recording)
             return result.model_copy(update={"timelineUri": recording.key.uri("timeline")}).to_json()
 
@@ -152,14 +161,17 @@ class AnalysisService:
         async def load(recording: Recording) -> StoredClip | None:
             return await anyio.to_thread.run_sync(self._read_clip, recording, name, data_max_bytes)
 
-        async def produce(recording: Recording, report: _Reporter) -> StoredClip:
-            await self.repository.write_artifact_from(
-                recording, name, lambda out: self._cut(recording, clip, out, report)
-            )
-            stored = await load(recording)
-            if stored is None:  # removed between its commit and this read: cut it again, once
-                raise RecordingGone(f"The clip of {key} was removed as soon as it was stored.")
-            return stored
+        async def produce(recording: Recording, report: _Reporter, flight: Flight[bytes, Progress]) -> None:
+            # The encoder writes straight into a staging file (a clip can be hundreds of MB), in
+            # the repository's worker thread: a cancelled flight stops it at its next block.
+            with flight.abandonable():
+                await _relaying(
+                    report,
+                    flight,
+                    self.repository.write_artifact_from(
+                        recording, name, lambda out: self._cut(recording, clip, out, report)
+                    ),
+                )
 
         recording, stored = await self._once(key, name, load, produce, on_progress)
         return recording, Clip(
@@ -209,10 +221,14 @@ class AnalysisService:
         async def load(recording: Recording) -> bytes | None:
             return await self.repository.read_artifact(recording, name)
 
-        async def produce(recording: Recording, report: _Reporter) -> bytes:
-            data = await anyio.to_thread.run_sync(compute, recording, report)
+        async def produce(recording: Recording, report: _Reporter, flight: Flight[bytes, Progress]) -> None:
+            with flight.abandonable():
+                data = await run_watched(
+                    lambda: compute(recording, report), report.stop.abort, poll=lambda: report.relay(flight)
+                )
+            await report.relay(flight)
+            # Not abandonable: a result computed whole is kept even if its last caller just left.
             await self.repository.write_artifact(recording, name, data)
-            return data
 
         return await self._once(key, name, load, produce, on_progress)
 
@@ -221,45 +237,108 @@ class AnalysisService:
         key: CallKey,
         name: str,
         load: Callable[[Recording], Awaitable[T | None]],
-        produce: Callable[[Recording, _Reporter], Awaitable[T]],
+        produce: Callable[[Recording, _Reporter, Flight[bytes, Progress]], Awaitable[None]],
         on_progress: ProgressCallback | None,
     ) -> tuple[Recording, T]:
-        """The stored artefact, or produce it once (its CPU work in a worker thread) and store it.
-        A recording evicted meanwhile is fetched again once."""
+        """The stored artefact, or produce and store it once for every caller, then load it. A
+        recording evicted meanwhile is fetched again once."""
         for attempt in (1, 2):
             recording = await self.recordings.get(key, on_progress)
-            lock = self._locks.setdefault((key, recording.audio.sha256, name), anyio.Lock())
             try:
-                async with lock:
-                    stored = await load(recording)
-                    if stored is not None:
-                        return recording, stored
-                    return recording, await produce(recording, _Reporter(on_progress))
+                stored = await self._stored_or_shared(recording, name, load, produce, on_progress)
             except RecordingGone:
                 if attempt == 2:
                     raise
                 logger.info("%s was evicted during analysis; fetching it again", key)
-            finally:
-                if not lock.locked() and not lock.statistics().tasks_waiting:  # nobody else on it
-                    self._locks.pop((key, recording.audio.sha256, name), None)
+            else:
+                return recording, stored
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stored_or_shared(
+        self,
+        recording: Recording,
+        name: str,
+        load: Callable[[Recording], Awaitable[T | None]],
+        produce: Callable[[Recording, _Reporter, Flight[bytes, Progress]], Awaitable[None]],
+        on_progress: ProgressCallback | None,
+    ) -> T:
+        stored = await load(recording)
+        if stored is None:
+            await self._shared(recording, name, load, produce, on_progress)
+            stored = await load(recording)
+        if stored is None:  # removed between its commit and this read: produce it again, once
+            raise RecordingGone(f"The {name} of {recording.key} was removed as soon as it was stored.")
+        return stored
+
+    async def _shared(
+        self,
+        recording: Recording,
+        name: str,
+        load: Callable[[Recording], Awaitable[object | None]],
+        produce: Callable[[Recording, _Reporter, Flight[bytes, Progress]], Awaitable[None]],
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        """Start or join the one production of this artefact, in a task of the flight's own."""
+        flights = self.recordings.artefacts
+        if flights is None:
+            raise RuntimeError("AnalysisService needs a RecordingService made by RecordingService.open")
+
+        async def once(flight: Flight[bytes, Progress]) -> bytes:
+            if await load(recording) is None:  # a flight that ended just before this one stored it
+                await produce(recording, _Reporter(StopFlag()), flight)
+            return b""  # each caller loads the stored artefact itself
+
+        await flights.run((recording.key, recording.audio.sha256, name), once, on_event=on_progress)
+
+
+async def _relaying(report: _Reporter, flight: Flight[bytes, Progress], work: Awaitable[None]) -> None:
+    """Await ``work`` (a thread the repository runs) while relaying its progress to the callers."""
+    async with anyio.create_task_group() as group:
+
+        async def pump() -> None:
+            while True:
+                await report.relay(flight)
+                await anyio.sleep(0.1)
+
+        group.start_soon(pump)
+        failure: Exception | None = None
+        try:
+            await work
+        except Exception as exc:  # raised after the group, so never wrapped in an ExceptionGroup
+            failure = exc
+        finally:
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    await report.relay(flight)
 
 
 class _Reporter:
-    """Progress from the worker thread, delivered on the event loop."""
+    """The worker thread's side of progress and cancellation; it never waits for the event loop.
+
+    Its events wait in a queue the loop drains (``relay``), and a stop the loop asks for is raised
+    at the next block (``checkpoint``).
+    """
 
     #: Intermediate progress is sent at most this often (fractions of the recording).
     STEP = 0.1
 
-    def __init__(self, on_progress: ProgressCallback | None) -> None:
-        self._emit = on_progress
+    def __init__(self, stop: StopFlag) -> None:
+        self.stop = stop
+        self.checkpoint = stop.check
+        #: Appended by the thread, popped by the loop: deque's append and popleft are thread-safe.
+        self.events: deque[Progress] = deque()
         self._sent = 0.0
+
+    async def relay(self, flight: Flight[bytes, Progress]) -> None:
+        while self.events:
+            await flight.emit(self.events.popleft())
 
     def analysed(self, seconds: float, total: float) -> None:
         """From the analyser, after each block: every tenth of the recording, not every block."""
         if total and seconds / total - self._sent >= self.STEP and seconds < total:
             self._sent = seconds / total
-            self._send(
+            self.events.append(
                 Progress(
                     "analysing",
                     round(seconds, 1),
@@ -269,29 +348,21 @@ class _Reporter:
             )
 
     def cut(self, seconds: float, total: float) -> None:
-        """From the clip encoder, after each block: a cancelled request stops it here (its staging
+        """From the clip encoder, after each block: a cancelled flight stops it here (its staging
         file is removed), so an abandoned 2-hour clip does not hold a worker thread to the end."""
+        self.checkpoint()
         anyio.from_thread.check_cancelled()
         if total and seconds / total - self._sent >= self.STEP and seconds < total:
             self._sent = seconds / total
-            self._send(
+            self.events.append(
                 Progress("cutting", round(seconds, 1), round(total, 1), f"Cut {seconds:.0f} of {total:.0f} s")
             )
 
     def start(self, recording: Recording) -> None:
         seconds = recording.audio.format.duration_seconds
         length = f"{seconds / 60:.1f} minutes of audio" if seconds else "the recording"
-        self._send(Progress("analysing", 0, seconds, f"Analysing {length}"))
+        self.events.append(Progress("analysing", 0, seconds, f"Analysing {length}"))
 
     def finish(self, recording: Recording) -> None:
         seconds = recording.audio.format.duration_seconds
-        self._send(Progress("analysing", seconds or 1, seconds or 1, "Analysis done"))
-
-    def _send(self, progress: Progress) -> None:
-        emit = self._emit
-        if emit is not None:
-
-            async def deliver() -> None:
-                await emit(progress)
-
-            anyio.from_thread.run(deliver)
+        self.events.append(Progress("analysing", seconds or 1, seconds or 1, "Analysis done"))

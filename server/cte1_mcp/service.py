@@ -47,6 +47,9 @@ RETURN_TO_CALLER_SECONDS = 30.0
 #: How often the store deletes what retention no longer allows, without waiting for traffic.
 SWEEP_INTERVAL_SECONDS = 300.0
 
+#: A derived artefact of one stored version of a recording: (call, audio sha256, artefact name).
+ArtefactKey = tuple[CallKey, str, str]
+
 
 class Fetched(Protocol):
     """What the endpoint says of a complete answer: enough to commit the staging."""
@@ -98,12 +101,16 @@ class RecordingService:
         endpoint: AudioEndpoint,
         coordination: Coordination,
         flights: SingleFlight[CallKey, Recording, Progress],
+        artefacts: SingleFlight[ArtefactKey, bytes, Progress] | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self._endpoint = endpoint
         self._coordination = coordination
         self._flights = flights
+        #: Where the analysis layer shares the computing of an artefact between identical callers
+        #: (``open`` always provides it; it lives as long as the service, like the downloads').
+        self.artefacts = artefacts
 
     @classmethod
     @asynccontextmanager
@@ -118,13 +125,21 @@ class RecordingService:
             flights: SingleFlight[CallKey, Recording, Progress] = await stack.enter_async_context(
                 SingleFlight()
             )
+            artefacts: SingleFlight[ArtefactKey, bytes, Progress] = await stack.enter_async_context(
+                SingleFlight()
+            )
             sweeper = await stack.enter_async_context(anyio.create_task_group())
             # Expired personal data is deleted on time even when no request comes to notice it.
             sweeper.start_soon(repository.run_sweeper, SWEEP_INTERVAL_SECONDS)
             stack.callback(sweeper.cancel_scope.cancel)
             logger.info("rate limit and downloads coordinated through the %s", coordination.name)
             yield cls(
-                settings, repository=repository, endpoint=endpoint, coordination=coordination, flights=flights
+                settings,
+                repository=repository,
+                endpoint=endpoint,
+                coordination=coordination,
+                flights=flights,
+                artefacts=artefacts,
             )
 
     async def get(self, key: CallKey, on_progress: ProgressCallback | None = None) -> Recording:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 from pydantic import BaseModel, ConfigDict
 
 from cte1_mcp.audio import metrics
+from cte1_mcp.audio.decode import Checkpoint
 from cte1_mcp.audio.frames import FRAME_SECONDS, BlockCallback, CallFrames, measure
 from cte1_mcp.audio.talk import DEFAULT_RULE, Rule, intervals, speech_frames
 from cte1_mcp.audio.vad import DEFAULT_ENGINE, WEBRTC_MODE, EngineName
@@ -109,9 +110,11 @@ def analyse(
     on_block: BlockCallback | None = None,
     *,
     music_veto: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> CallAnalytics:
-    """Analyse one recording (blocking: call it from a worker thread)."""
-    frames, speech = detect(file, engine, rule, on_block, music_veto=music_veto)
+    """Analyse one recording (blocking: call it from a worker thread; ``checkpoint`` may stop it
+    between blocks)."""
+    frames, speech = detect(file, engine, rule, on_block, music_veto=music_veto, checkpoint=checkpoint)
     duration = frames.stream.duration_seconds
     result = metrics.compute(speech, duration)
     return build(frames, result, labels(frames.stream.channels, roles), rule, music_veto)
@@ -124,12 +127,13 @@ def detect(
     on_block: BlockCallback | None = None,
     *,
     music_veto: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[CallFrames, list[tuple[metrics.Interval, ...]]]:
     """The frame features and each channel's own speech (seconds), before the metric definitions."""
-    frames = measure(file, engine, on_block)
+    frames = measure(file, engine, on_block, checkpoint)
     speech = [intervals(channel) for channel in speech_frames(frames, rule)]
     if music_veto:
-        speech, _ = veto_non_speech(file, frames.stream, speech, frames.level_db)
+        speech, _ = veto_non_speech(file, frames.stream, speech, frames.level_db, checkpoint)
     return frames, speech
 
 

@@ -9,7 +9,7 @@ are read as float32 and converted here, non-finite samples as silence and counte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -34,6 +34,11 @@ class Repairs:
 
     #: NaN or infinite samples (floating-point files only), decoded as silence.
     non_finite_samples: int = 0
+
+
+#: Called before each block is decoded, in the decoding thread: it raises to stop the work (the
+#: caller was cancelled), so a stop takes effect within one block whatever stage is reading.
+Checkpoint = Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ def iter_blocks(
     start: int = 0,
     stop: int | None = None,
     repairs: Repairs | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Iterator[npt.NDArray[np.int16]]:
     """int16 blocks of shape (frames, channels) from ``start`` to ``stop`` (frame indexes); fewer
     frames than the header announced when the data ends early (an MP3's length is an estimate).
@@ -77,6 +83,8 @@ def iter_blocks(
                 sound.seek(start)
         while position < end:
             count = min(block_frames, end - position)
+            if checkpoint is not None:
+                checkpoint()
             with _decoding():  # a valid header does not promise valid (or enough) data
                 if floating:
                     block = _from_float(sound.read(count, dtype="float32", always_2d=True), repairs)

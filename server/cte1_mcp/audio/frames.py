@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from cte1_mcp.audio.decode import AudioStream, Repairs, iter_blocks, probe
+from cte1_mcp.audio.decode import AudioStream, Checkpoint, Repairs, iter_blocks, probe
 from cte1_mcp.audio.vad import EngineName, make_detector
 
 FRAME_SECONDS = 0.01
@@ -52,7 +52,12 @@ class CallFrames:
         return int(self.level_db.shape[1])
 
 
-def measure(file: BinaryIO, engine: EngineName, on_block: BlockCallback | None = None) -> CallFrames:
+def measure(
+    file: BinaryIO,
+    engine: EngineName,
+    on_block: BlockCallback | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> CallFrames:
     """Read ``file`` once and compute every frame's features; ``on_block(seconds done, seconds in
     all)`` after each block (from this thread)."""
     stream = probe(file)
@@ -89,7 +94,7 @@ def measure(file: BinaryIO, engine: EngineName, on_block: BlockCallback | None =
         offset += drop
         next_frame = last
 
-    for block in iter_blocks(file, repairs=repairs):
+    for block in iter_blocks(file, repairs=repairs, checkpoint=checkpoint):
         for channel in range(channels):
             column = np.ascontiguousarray(block[:, channel])
             probabilities[channel].append(detectors[channel].feed(column))

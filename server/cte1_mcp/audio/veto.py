@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from cte1_mcp.audio.decode import AudioStream, iter_blocks
+from cte1_mcp.audio.decode import AudioStream, Checkpoint, iter_blocks
 from cte1_mcp.audio.frames import FRAME_SECONDS
 from cte1_mcp.audio.metrics import Interval, bridge
 from cte1_mcp.audio.vad import SileroDetector
@@ -61,6 +61,7 @@ def veto_non_speech(
     stream: AudioStream,
     speech: list[tuple[Interval, ...]],
     levels: npt.NDArray[np.float32] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[list[tuple[Interval, ...]], list[tuple[int, Interval]]]:
     """Each channel's speech without what Silero does not hear as speech in its long stretches,
     and what was removed. ``levels`` (channels x 10 ms frames, dBFS) tells which stretches are
@@ -80,7 +81,7 @@ def veto_non_speech(
                 continue
             if detector is None:
                 detector = SileroDetector(stream.sample_rate)  # loads its model only when needed
-            heard = hear(file, stream, detector, channel, run)
+            heard = hear(file, stream, detector, channel, run, checkpoint)
             short = [turn for turn in inside if turn[1] - turn[0] < VETO_MIN_SECONDS]
             for turn in inside:
                 if turn[1] - turn[0] >= VETO_MIN_SECONDS:
@@ -143,7 +144,12 @@ class Heard:
 
 
 def hear(
-    file: BinaryIO, stream: AudioStream, detector: SileroDetector, channel: int, stretch: Interval
+    file: BinaryIO,
+    stream: AudioStream,
+    detector: SileroDetector,
+    channel: int,
+    stretch: Interval,
+    checkpoint: Checkpoint | None = None,
 ) -> Heard:
     """Silero over ``stretch`` of ``channel``, from a fresh state."""
     detector.reset()
@@ -152,7 +158,7 @@ def hear(
     probabilities = np.concatenate(
         [
             detector.feed(np.ascontiguousarray(block[:, channel]))
-            for block in iter_blocks(file, start=first, stop=last)
+            for block in iter_blocks(file, start=first, stop=last, checkpoint=checkpoint)
         ]
         or [np.zeros(0, dtype=np.float32)]
     )

@@ -92,9 +92,10 @@ class Flight(Generic[T, E]):
     def abandonable(self) -> Iterator[None]:
         """Inside this block the work is given up (``FlightAbandoned``) once its last caller has left.
 
-        For the part that only waits (a queue place): work nobody waits for any more must not keep
-        its place ahead of callers who do. Outside it (a download under way) the work goes on, so
-        a caller that gives up does not waste a request already made.
+        For a part that only waits (a queue place): work nobody waits for any more must not keep
+        its place ahead of callers who do. For a computation (an analysis): it must not keep a core
+        and a thread busy for nobody. Outside it (a download under way) the work goes on, so a
+        caller that gives up does not waste a request already made.
         """
         with anyio.CancelScope() as scope:
             self._abandonable = scope
