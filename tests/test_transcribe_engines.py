@@ -7,6 +7,7 @@ directory and registered like the built-in ones, exercises the registry's own lo
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from cte1_mcp.errors import ConfigurationError, TranscriptionUnavailable
 from cte1_mcp.settings import AsrSettings, load_settings
 from cte1_mcp.transcribe import engines
 from cte1_mcp.transcribe.base import ModelUnusable, fingerprint
+from cte1_mcp.transcribe.catalog import CATALOG, CatalogEntry, PinnedFile
 from cte1_mcp.transcribe.configured import describe, load_model, resolve, resolve_model
 from cte1_mcp.transcribe.engines import Engine, detect, load_transcriber, missing_package
 
@@ -215,3 +217,39 @@ def test_start_up_lists_a_models_missing_engine_package_with_the_other_problems(
     assert "CTE1_ASR_MODEL: the tiny engine needs the package 'a_package_nobody_installed_xyz'" in message
     assert "pip install 'cte1-mcp[tiny]'" in message
     assert "CTE1_ASR_CONCURRENCY" in message
+
+
+# --- the catalog -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", list(CATALOG.values()), ids=list(CATALOG))
+def test_every_catalog_model_is_pinned_and_its_files_choose_its_engine(
+    entry: CatalogEntry, tmp_path: Path
+) -> None:
+    assert re.fullmatch(r"[0-9a-f]{40}", entry.revision), "a pinned commit, never a branch"
+    for index, form in enumerate(entry.forms):
+        names = [f.name for f in form.files]
+        assert len(set(names)) == len(names)
+        assert all(re.fullmatch(r"[0-9a-f]{64}", f.sha256) and f.size > 0 for f in form.files)
+        # what `pull` or `import` installs is recognised as this engine's model, by name alone
+        folder = model_dir(tmp_path / f"form-{index}", *names)
+        assert engines.declared_match(engines.ENGINES[entry.engine], folder)
+        assert detect(folder) == entry.engine
+    assert entry.pull.origin == f"{entry.repo}@{entry.revision[:7]}"
+
+
+def test_the_catalog_has_the_models_the_issue_names() -> None:
+    named = {
+        "reazonspeech-k2-v2",
+        "whisper-large-v3-turbo",
+        "kotoba-whisper-v2.0",
+        "whisper-small",
+        "whisper-base",
+    }
+    assert named <= set(CATALOG)
+    assert CATALOG["reazonspeech-k2-v2"].engine == "sherpa-onnx"
+    # the Whisper-base the tests and the demo use, from its PyPI wheels: the sha256 the issue gives
+    (wheels,) = CATALOG["whisper-base"].also
+    assert wheels.by_name()["model.bin"] == PinnedFile(
+        "model.bin", 145_217_607, "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+    )
