@@ -253,3 +253,16 @@ def test_the_catalog_has_the_models_the_issue_names() -> None:
     assert wheels.by_name()["model.bin"] == PinnedFile(
         "model.bin", 145_217_607, "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
     )
+
+
+def test_a_models_dir_that_is_a_file_is_a_configuration_problem_not_a_crash(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "models"
+    not_a_dir.write_text("oops")
+    with pytest.raises(ConfigurationError, match=r"CTE1_ASR_MODEL: .*models cannot be read"):
+        load_settings(
+            base_url="https://cte1.example.jp",
+            source_uuid="6f1c2a4e-8d3b-4e55-9a71-0c2b7d9e4f10",
+            api_key="k",
+            asr_models_dir=not_a_dir,
+            asr_model="whisper-small",
+        )

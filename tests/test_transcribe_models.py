@@ -489,4 +489,4 @@ def test_start_up_refuses_an_installed_model_whose_file_changed(
     done = serve_refuses({**serve_env, "CTE1_ASR_MODEL": "mine"})
     assert done.returncode == 2, done.stderr
     assert "tokens.txt does not have its recorded sha256" in done.stderr
-    assert "cte1-mcp models" in done.stderr
+    assert "`cte1-mcp models import mine PATH --force`" in done.stderr  # not `pull`: not in the catalog

@@ -79,7 +79,10 @@ def resolve(value: str, models_dir: Path) -> ResolvedModel:
         raise Unusable(f"{value[:80]!r} is neither a model name nor a directory")
     root = models_dir / value
     if not root.is_dir():
-        known = ", ".join(m.name for m in installed_models(models_dir)) or "none"
+        try:
+            known = ", ".join(m.name for m in installed_models(models_dir)) or "none"
+        except ModelInvalid as exc:
+            raise Unusable(exc.message) from None
         fix = (
             f"`cte1-mcp models pull {value}`"
             if value in CATALOG
@@ -105,9 +108,15 @@ def _checked(model: Installed) -> ResolvedModel:
         model.files_dir, model.manifest.files, rehash=False, verified=model.manifest.verified
     )
     if problems:
+        name = model.manifest.name
+        again = (
+            f"`cte1-mcp models pull {name}`"
+            if name in CATALOG
+            else f"`cte1-mcp models import {name} PATH --force` from an untouched copy"
+        )
         raise Unusable(
             f"the files of model {model.name!r} fail their recorded checks ({'; '.join(problems[:3])}); "
-            f"install it again with `cte1-mcp models pull {model.manifest.name}` or `models import --force`"
+            f"install it again with {again}"
         )
     if not is_verified(model):
         mark_verified(model.root, model.manifest)

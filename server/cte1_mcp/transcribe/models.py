@@ -149,14 +149,17 @@ def file_problems(
         if not path.is_file() or path.is_symlink():
             problems.append(f"{name} is missing")
             continue
-        size, mtime = stamp_of(path)
-        if size != want.size:
-            problems.append(f"{name} has {size:,} bytes, not {want.size:,}")
-            continue
-        if not rehash and verified is not None and verified.stamp.get(name) == (size, mtime):
-            continue
-        if hash_file(path)[1] != want.sha256:
-            problems.append(f"{name} does not have its recorded sha256")
+        try:
+            size, mtime = stamp_of(path)
+            if size != want.size:
+                problems.append(f"{name} has {size:,} bytes, not {want.size:,}")
+                continue
+            if not rehash and verified is not None and verified.stamp.get(name) == (size, mtime):
+                continue
+            if hash_file(path)[1] != want.sha256:
+                problems.append(f"{name} does not have its recorded sha256")
+        except OSError as exc:
+            problems.append(f"{name} cannot be read ({exc.strerror or exc})")
     return problems
 
 
