@@ -57,12 +57,15 @@ def extract(archive: Path, into: Path) -> None:
                     f"{archive.name} would extract to more than {MAX_EXTRACTED_BYTES // GiB} GiB"
                 )
             plan.append((relative, opener))
-        for relative, opener in plan:
-            target = into.joinpath(*relative.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as out, opener() as source:
-                shutil.copyfileobj(source, out, 1 << 20)
+        try:
+            for relative, opener in plan:
+                target = into.joinpath(*relative.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as out, opener() as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+        except OSError as exc:  # a full disk, say: not the archive's fault
+            raise ModelInvalid(f"extracting {archive.name} failed ({exc.strerror or exc})") from None
 
 
 def single_folder(root: Path) -> Path:
