@@ -68,7 +68,7 @@ class AsrSettings(BaseSettings):
         None,
         pattern=r"^[a-z0-9_]{1,32}$",
         description="Numeric precision, e.g. int8, int8_float16, float16, float32; unset: the engine's "
-        "default for the device (int8 on CPU, float16 on CUDA for Whisper models)",
+        "default (Whisper models: int8 on CPU, the model's own on CUDA)",
     )
     asr_language: str = Field(
         "ja",
