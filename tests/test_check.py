@@ -45,6 +45,7 @@ def test_a_right_configuration_gets_the_documented_200_failure(env: dict[str, st
     assert len(simulator.state.requests) == 1  # exactly one request
     assert DEFAULT_API_KEY not in done.stderr + done.stdout
     assert done.stdout == ""
+    assert "transcription model: none (CTE1_ASR_MODEL is not set" in done.stderr
 
 
 def test_a_real_call_is_a_success_without_downloading_it(env: dict[str, str], simulator: Any) -> None:
@@ -103,6 +104,18 @@ def test_nothing_listening(env: dict[str, str]) -> None:
     done = check({**env, "CTE1_BASE_URL": "http://127.0.0.1:9"})
     assert done.returncode == 1
     assert verdict(done) == "unreachable"
+
+
+def test_a_broken_transcription_model_exits_2_before_any_request(
+    env: dict[str, str], simulator: Any, tmp_path: Path
+) -> None:
+    done = check(
+        {**env, "CTE1_ASR_MODELS_DIR": str(tmp_path / "models"), "CTE1_ASR_MODEL": "reazonspeech-k2-v2"}
+    )
+    assert done.returncode == 2
+    assert "CTE1_ASR_MODEL: no model named 'reazonspeech-k2-v2' is installed" in done.stderr
+    assert "`cte1-mcp models pull reazonspeech-k2-v2`" in done.stderr
+    assert len(simulator.state.requests) == 0
 
 
 def test_a_bad_configuration_exits_2_before_any_request(env: dict[str, str], simulator: Any) -> None:

