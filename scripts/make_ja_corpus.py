@@ -727,6 +727,9 @@ def main(argv: list[str] | None = None) -> int:
             "band16kHz": list(WIDEBAND),
             "filter": "4th-order Butterworth band-pass, zero-phase, then polyphase resampling",
         },
+        "clean": "a call whose speech is free of holds' music, echo, noise and mixing (the calls the "
+        "character error rate is measured on); overtalk and backchannels may be present, each party on its channel",
+        "numerals": "the utterance says a number the TTS was given in kanji (Whisper tends to write digits)",
         "calls": calls,
     }
     text = json.dumps(manifest, ensure_ascii=False, indent=1) + "\n"
