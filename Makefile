@@ -10,10 +10,11 @@ LATEST := .venv-latest
 # The MCP Inspector's CLI for tests/test_inspector.py, from its lock; only where node is installed.
 JS := tests/js
 INSPECTOR := $(JS)/node_modules/.installed
+CORPUS_VENV := .venv-corpus
 # uv uses the Python that made the venv and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator serve lock clean
+.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator serve lock clean corpus
 
 $(STAMP): $(LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -77,6 +78,12 @@ lock: $(STAMP)
 ## bench: the side-by-side benchmark; writes bench/results/latest.md
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## corpus: regenerate tests/corpus_ja/ (Japanese TTS speech) in its own venv, .venv-corpus
+corpus: $(STAMP)
+	@test -x $(CORPUS_VENV)/bin/python || $(BIN)/uv venv --quiet --python $(BIN)/python $(CORPUS_VENV)
+	$(BIN)/uv pip sync --quiet --python $(CORPUS_VENV)/bin/python --require-hashes requirements/corpus.txt
+	KOKORO_JA_CACHE=$(CORPUS_VENV)/kokoro-model $(CORPUS_VENV)/bin/python scripts/make_ja_corpus.py --cache $(CORPUS_VENV)/tts-cache
 
 simulator: $(STAMP)
 	$(BIN)/cte1-mcp simulator
