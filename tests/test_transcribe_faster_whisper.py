@@ -3,6 +3,7 @@ real decoding with Whisper-base (deterministic, sentences cut at their full stop
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +27,18 @@ def model_copy(source: Path, target: Path, *, without: str = "", model_bin: byte
         else:
             (target / file.name).symlink_to(file)
     return target
+
+
+def test_choosing_an_engine_imports_nothing_heavy() -> None:
+    # matches() runs for every configured model, with or without the extra installed
+    probe = (
+        "import sys; from pathlib import Path; from cte1_mcp.transcribe.engines import faster_whisper as f; "
+        "f.matches(Path('.')); print(sorted(m for m in ('faster_whisper', 'ctranslate2', 'av') if m in sys.modules))"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        == "[]\n"
+    )
 
 
 def test_a_folder_is_claimed_by_its_ctranslate2_model_file(tmp_path: Path, whisper_base_dir: Path) -> None:
@@ -92,6 +105,28 @@ def test_without_word_times_a_segment_is_shared_by_how_long_each_sentence_takes_
         Recognised(2.0, 9.0, "確認します。"),
     ]
     assert split_sentences([], 1.0, 2.0, "  ") == []
+
+
+def test_in_japanese_a_space_whisper_writes_ends_a_sentence_and_in_english_it_does_not() -> None:
+    text = "もしもしすみません 料金のことで"
+    assert [r.text for r in split_sentences([], 0.0, 4.0, text, unspaced=True)] == [
+        "もしもしすみません",
+        "料金のことで",
+    ]
+    assert [r.text for r in split_sentences([], 0.0, 4.0, "Hello there? Fine", unspaced=False)] == [
+        "Hello there?",
+        "Fine",
+    ]
+    words = [
+        SimpleNamespace(start=0.0, end=1.0, word="もしもし"),
+        SimpleNamespace(start=1.0, end=1.6, word="すみません"),
+        SimpleNamespace(start=2.0, end=3.0, word=" 料金"),
+        SimpleNamespace(start=3.0, end=3.5, word="のことで"),
+    ]
+    assert split_sentences(words, 0.0, 4.0, text, unspaced=True) == [
+        Recognised(0.0, 1.6, "もしもしすみません"),
+        Recognised(2.0, 3.5, "料金のことで"),
+    ]
 
 
 @pytest.mark.slow

@@ -36,6 +36,9 @@ WORD_TIMESTAMPS = False
 #: A sentence ends at these (Japanese and ASCII full stops, question and exclamation marks).
 SENTENCE_ENDS = "。？！?!"
 _SENTENCE = re.compile(f"[^{SENTENCE_ENDS}]+(?:[{SENTENCE_ENDS}]+|$)")
+#: Languages written without spaces between words: a space Whisper writes there ends a sentence.
+UNSPACED_LANGUAGES = frozenset({"ja", "zh", "yue"})
+_UNSPACED_SENTENCE = re.compile(rf"[^{SENTENCE_ENDS}\s]+(?:[{SENTENCE_ENDS}]+|\s+|$)")
 #: Morae a kanji takes to say, on average (for sharing a segment's time among its sentences).
 KANJI_MORAE = 2.0
 _KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々]")
@@ -120,7 +123,15 @@ class FasterWhisper:
         )
         sentences: list[Recognised] = []
         for segment in segments:  # a generator: decoding happens while it is read
-            sentences.extend(split_sentences(segment.words or (), segment.start, segment.end, segment.text))
+            sentences.extend(
+                split_sentences(
+                    segment.words or (),
+                    segment.start,
+                    segment.end,
+                    segment.text,
+                    unspaced=language in UNSPACED_LANGUAGES,
+                )
+            )
         return sentences
 
     def close(self) -> None:
@@ -136,16 +147,24 @@ class _Word:
     word: str
 
 
-def split_sentences(words: Iterable[Any], start: float, end: float, text: str) -> list[Recognised]:
+def split_sentences(
+    words: Iterable[Any], start: float, end: float, text: str, *, unspaced: bool = False
+) -> list[Recognised]:
     """One Whisper segment as sentences, cut after 。？！?! (Whisper's segments often hold two or
-    three short sentences, 「はい。承知しました。」). With word timestamps each sentence is timed by its
-    first and last word; without, the segment's time is shared by the sentences' spoken length."""
+    three short sentences, 「はい。承知しました。」) and, in a language written without spaces, at a
+    space (where Whisper-base marks the end of a sentence it did not punctuate: 「もしもしすみません
+    料金のことで…」). With word timestamps each sentence is timed by its first and last word; without,
+    the segment's time is shared by the sentences' spoken length."""
     timed = [_Word(float(w.start), float(w.end), str(w.word)) for w in words]
     if not timed:
-        return _shared(start, end, [match.group().strip() for match in _SENTENCE.finditer(text)])
+        pattern = _UNSPACED_SENTENCE if unspaced else _SENTENCE
+        return _shared(start, end, [match.group().strip() for match in pattern.finditer(text)])
     sentences: list[Recognised] = []
     current: list[_Word] = []
     for word in timed:
+        if unspaced and current and word.word[:1].isspace():
+            sentences.extend(_sentence(current))
+            current = []
         current.append(word)
         if word.word.rstrip().endswith(tuple(SENTENCE_ENDS)):
             sentences.extend(_sentence(current))
