@@ -36,3 +36,9 @@ def test_cer_counts_substitutions_deletions_and_insertions_over_the_reference() 
     assert cer("はい", "") == 1.0
     assert cer("はい", "はいはいはい") == 2.0  # insertions can take it past 100 %
     assert cer("", "") == 0.0
+
+
+def test_the_distance_within_a_longer_text_is_to_its_closest_stretch() -> None:
+    assert edit_distance("料金", "もしもし料金のことで", within=True) == 0
+    assert edit_distance("料金", "もしもし科金のことで", within=True) == 1
+    assert edit_distance("はい", "", within=True) == 2

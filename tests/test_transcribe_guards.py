@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cte1_mcp.transcribe import guards
 from cte1_mcp.transcribe.base import Recognised
+from cte1_mcp.transcribe.transcript import Heard
 
 
 def texts(items: list[Recognised]) -> list[str]:
@@ -97,3 +98,31 @@ def test_the_rate_uses_the_time_inside_the_piece() -> None:
 
 def test_empty_and_blank_sentences_are_dropped() -> None:
     assert guards.apply([Recognised(0.0, 1.0, ""), Recognised(0.0, 1.0, "  ")], 1.0) == []
+
+
+def level_of(levels: dict[int, float]) -> guards.Level:
+    return lambda channel, start, end: levels[channel]
+
+
+def test_the_other_partys_words_on_a_quieter_channel_are_its_echo() -> None:
+    heard = [
+        Heard(1, 0.6, 6.0, "お電話ありがとうございます。さくら通信の田中でございます。"),
+        Heard(0, 0.5, 2.7, "お電話ありがとうございます"),  # the echo, split and spelt otherwise
+        Heard(0, 2.7, 6.6, "サクラ通信の田中でございます"),
+    ]
+    assert guards.drop_echoes(heard, level_of({0: -42.0, 1: -21.0})) == heard[:1]
+
+
+def test_the_same_words_said_by_both_parties_at_once_are_both_kept() -> None:
+    heard = [Heard(0, 1.0, 1.4, "はい。"), Heard(1, 1.1, 1.5, "はい。")]
+    assert guards.drop_echoes(heard, level_of({0: -22.0, 1: -20.0})) == heard
+
+
+def test_a_quiet_party_talking_over_a_loud_one_is_kept() -> None:
+    heard = [Heard(1, 0.0, 4.0, "解約手数料はかかりません。"), Heard(0, 1.0, 2.0, "本当ですか。")]
+    assert guards.drop_echoes(heard, level_of({0: -40.0, 1: -20.0})) == heard
+
+
+def test_a_mono_recording_has_no_echo_to_drop() -> None:
+    heard = [Heard(None, 0.0, 1.0, "はい。"), Heard(None, 0.5, 1.5, "はい。")]
+    assert guards.drop_echoes(heard, level_of({})) == heard

@@ -22,13 +22,17 @@ TONES = (440.0, 1000.0)  # channel 0, channel 1
 
 
 def call_file(
-    talk: list[tuple[int, float, float]], channels: int, seconds: float, rate: int = 8000
+    talk: list[tuple[int, float, float]],
+    channels: int,
+    seconds: float,
+    rate: int = 8000,
+    gains: tuple[float, float] = (0.5, 0.5),
 ) -> io.BytesIO:
     """μ-law WAV: each talk span carries its channel's tone, the rest is silence."""
     samples = np.zeros((round(seconds * rate), channels), np.float32)
     for channel, start, end in talk:
         t = np.arange(round(start * rate), round(end * rate)) / rate
-        samples[round(start * rate) : round(start * rate) + len(t), channel] = 0.5 * np.sin(
+        samples[round(start * rate) : round(start * rate) + len(t), channel] = gains[channel] * np.sin(
             2 * np.pi * TONES[channel] * t
         )
     buffer = io.BytesIO()
@@ -195,3 +199,20 @@ def test_an_analysis_that_does_not_describe_the_file_is_refused() -> None:
         )
     with pytest.raises(ValueError, match="2-channel recording, the file has 1"):
         transcribe_file(call_file([], 1, 10.0), analysis(TALK, 2, 10.0), Listener(), language="ja")
+
+
+def test_the_same_words_heard_on_a_channel_20_db_quieter_at_the_same_time_are_dropped_as_echo() -> None:
+    talk = [(0, 1.0, 3.0), (1, 1.0, 3.0)]
+    listener = Listener(answer=[Recognised(0.2, 2.0, "お電話ありがとうございます。")])
+    loud_0 = transcribe_file(
+        call_file(talk, 2, 5.0, gains=(0.5, 0.05)), analysis(talk, 2, 5.0), listener, language="ja"
+    )
+    assert [h.channel for h in loud_0] == [0]
+    loud_1 = transcribe_file(
+        call_file(talk, 2, 5.0, gains=(0.05, 0.5)), analysis(talk, 2, 5.0), listener, language="ja"
+    )
+    assert [h.channel for h in loud_1] == [1]
+    both = transcribe_file(
+        call_file(talk, 2, 5.0, gains=(0.4, 0.5)), analysis(talk, 2, 5.0), listener, language="ja"
+    )
+    assert [h.channel for h in both] == [0, 1]  # both loud: two people said it

@@ -20,15 +20,17 @@ def normalise(text: str) -> str:
     )
 
 
-def edit_distance(reference: str, hypothesis: str) -> int:
-    """Levenshtein distance. Written out with numpy rather than taken from a library: one row at a
-    time, the insertions of a row resolved at once as a running minimum, so a whole call's text
-    (thousands of characters a party) takes milliseconds without another dependency."""
+def edit_distance(reference: str, hypothesis: str, *, within: bool = False) -> int:
+    """Levenshtein distance; with ``within``, the distance from ``reference`` to the closest stretch
+    of ``hypothesis`` (how far ``reference`` is from being said somewhere in it). Written out with
+    numpy rather than taken from a library: one row at a time, the insertions of a row resolved at
+    once as a running minimum, so a whole call's text (thousands of characters a party) takes
+    milliseconds without another dependency."""
     if not reference or not hypothesis:
-        return len(reference) + len(hypothesis)
+        return len(reference) if within else len(reference) + len(hypothesis)
     hyp = np.frombuffer(hypothesis.encode("utf-32-le"), dtype=np.uint32)
     steps = np.arange(len(hyp) + 1, dtype=np.int64)
-    row = steps.copy()
+    row = np.zeros_like(steps) if within else steps.copy()
     for index, char in enumerate(reference, start=1):
         substituted = row[:-1] + (hyp != ord(char))
         deleted = row[1:] + 1
@@ -37,7 +39,7 @@ def edit_distance(reference: str, hypothesis: str) -> int:
         best[1:] = np.minimum(substituted, deleted)
         # an insertion costs 1 from the left neighbour: min over k <= j of best[k] + (j - k)
         row = np.minimum.accumulate(best - steps) + steps
-    return int(row[-1])
+    return int(row.min() if within else row[-1])
 
 
 def cer(reference: str, hypothesis: str) -> float:

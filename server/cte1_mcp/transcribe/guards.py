@@ -12,6 +12,13 @@ Applied to every engine's output, before the sentences are placed in the call:
   sentence holding one is dropped wherever it appears (the pieces are a party's detected talk
   already: a test on the piece being short or quiet would only let some through). Phrases a call
   does contain (「ありがとうございました」, 「お疲れ様です」) are not on the list.
+- **The other party's echo** (two-channel calls). A line echo delayed more than the analyser's
+  crosstalk rule reaches (it matches copies up to 8 ms late; the corpus's line echo is 40-60 ms)
+  leaves the other party's words on a channel, and the engine hears them there too. A sentence is
+  dropped when the other channel says the same words at the same time (``ECHO_MAX_DIFFERENCE``)
+  and its own channel is ``ECHO_QUIETER_DB`` quieter there: the analyser's crosstalk margin. Both
+  tests are needed: overtalk has different words, and two people saying 「はい」 together are both
+  loud on their own channels.
 - **More text than the audio could hold.** Japanese speech runs at about 6-10 characters a second
   (measured on the labelled corpus: see ``MAX_CHARS_PER_SECOND``); a sentence over the bound is an
   invented or looping tail, so it is cut to what its time could hold, at its last sentence-internal
@@ -23,8 +30,11 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 
 from cte1_mcp.transcribe.base import Recognised
+from cte1_mcp.transcribe.cer import edit_distance, normalise
+from cte1_mcp.transcribe.transcript import Heard
 
 #: A unit (1-30 characters) repeated this many times in a row is a loop.
 LOOP_REPEATS = 4
@@ -63,6 +73,51 @@ def apply(recognised: list[Recognised], piece_seconds: float) -> list[Recognised
         text = within_rate(text, min(item.end, piece_seconds) - item.start)
         kept.append(Recognised(item.start, item.end, text))
     return _without_repeated_sentences(kept)
+
+
+#: A sentence at most this far (edit distance over its length) from words the other party says at
+#: the same time is their echo, when its channel is also quieter there.
+ECHO_MAX_DIFFERENCE = 0.5
+#: The analyser's crosstalk margin: the other channel at least this much louder.
+ECHO_QUIETER_DB = 6.0
+#: ``level(channel, start, end)``: the channel's level in dBFS over that time of the recording.
+Level = Callable[[int, float, float], float]
+
+
+def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
+    """``heard`` without the sentences that are the other party's words leaking onto a channel."""
+    kept = []
+    for sentence in heard:
+        if sentence.channel is None:
+            kept.append(sentence)
+            continue
+        said = normalise(sentence.text)
+        other = normalise(
+            "".join(
+                h.text
+                for h in heard
+                if h.channel is not None
+                and h.channel != sentence.channel
+                and h.start < sentence.end
+                and sentence.start < h.end
+            )
+        )
+        if (
+            said
+            and other
+            and edit_distance(said, other, within=True) <= ECHO_MAX_DIFFERENCE * len(said)
+            and _quieter(level, sentence)
+        ):
+            continue
+        kept.append(sentence)
+    return kept
+
+
+def _quieter(level: Level, sentence: Heard) -> bool:
+    assert sentence.channel is not None
+    own = level(sentence.channel, sentence.start, sentence.end)
+    other = level(1 - sentence.channel, sentence.start, sentence.end)
+    return other - own >= ECHO_QUIETER_DB
 
 
 def collapse_loops(text: str) -> str:

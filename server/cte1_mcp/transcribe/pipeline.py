@@ -8,6 +8,7 @@ silence, holds, music or the other party's echo.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -62,7 +63,21 @@ def transcribe_file(
         heard.extend(_placed(recognised, piece, channel))
         if on_piece is not None:
             on_piece(done, len(pieces))
+    if stream.channels == 2:
+        heard = guards.drop_echoes(
+            heard, lambda channel, start, end: level_dbfs(file, channel, start, end, stream.sample_rate)
+        )
     return heard
+
+
+def level_dbfs(file: BinaryIO, channel: int, start: float, end: float, sample_rate: int) -> float:
+    """RMS level of one channel over ``start``-``end`` (a sentence: decoded on its own, bounded)."""
+    total, count = 0.0, 0
+    for block in iter_blocks(file, start=round(start * sample_rate), stop=round(end * sample_rate)):
+        samples = block[:, channel].astype(np.float64) / 32768.0
+        total += float(np.dot(samples, samples))
+        count += len(samples)
+    return 10 * math.log10(max(total / count if count else 0.0, 1e-12))
 
 
 def piece_audio(file: BinaryIO, piece: Piece, sample_rate: int) -> npt.NDArray[np.float32]:
