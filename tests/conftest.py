@@ -11,7 +11,10 @@ import pytest
 
 from cte1_mcp.cte1 import transport
 from cte1_mcp.simulator import RunningSimulator, SimulatorConfig, run_in_thread
+from tests.helpers.asr import whisper_base, whisper_base_dir
 from tests.helpers.redis_server import RedisServer, running_redis
+
+__all__ = ["whisper_base", "whisper_base_dir"]  # session fixtures shared by the transcription tests
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,171 @@
+"""Checks on what an engine heard in one piece, against the engines' known failure modes.
+
+Applied to every engine's output, before the sentences are placed in the call:
+
+- **Repetition loops.** A decoder that loses track repeats a phrase (「はいはいはいはい…」, or the
+  same sentence over and over). A unit repeated ``LOOP_REPEATS`` times or more in a row, in one
+  sentence or across consecutive sentences, is kept once: people do say 「はいはいはい」 (three), but
+  not one phrase four times running.
+- **Text invented for non-speech.** Whisper learnt from subtitled videos and writes their closing
+  lines (「ご視聴ありがとうございました」, 「チャンネル登録」) or captions (「(音楽)」, 「♪」) when it hears
+  breath, noise or nothing. The phrases listed here are never said in a contact-centre call, so a
+  sentence holding one is dropped wherever it appears (the pieces are a party's detected talk
+  already: a test on the piece being short or quiet would only let some through). Phrases a call
+  does contain (「ありがとうございました」, 「お疲れ様です」) are not on the list.
+- **The other party's echo** (two-channel calls). A line echo delayed more than the analyser's
+  crosstalk rule reaches (it matches copies up to 8 ms late; the corpus's line echo is 40-60 ms)
+  leaves the other party's words on a channel, and the engine hears them there too. A sentence is
+  dropped when the other channel says the same words at the same time (``ECHO_MAX_DIFFERENCE``)
+  and its own channel is ``ECHO_QUIETER_DB`` quieter there: the analyser's crosstalk margin. Both
+  tests are needed: overtalk has different words, and two people saying 「はい」 together are both
+  loud on their own channels.
+- **More text than the audio could hold.** Japanese speech runs at about 6-10 characters a second
+  (measured on the labelled corpus: see ``MAX_CHARS_PER_SECOND``); a sentence over the bound is an
+  invented or looping tail, so it is cut to what its time could hold, at its last sentence-internal
+  punctuation mark when there is one (the words an engine gets right come first).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Callable
+
+from cte1_mcp.transcribe.base import Recognised
+from cte1_mcp.transcribe.cer import edit_distance, normalise
+from cte1_mcp.transcribe.transcript import Heard
+
+#: A unit (1-30 characters) repeated this many times in a row is a loop.
+LOOP_REPEATS = 4
+_LOOP = re.compile(rf"(.{{1,30}}?)\1{{{LOOP_REPEATS - 1},}}", re.DOTALL)
+#: Subtitle and video lines Whisper writes for non-speech; none belongs in a phone call.
+INVENTED = (
+    "ご視聴",
+    "ご清聴",
+    "チャンネル登録",
+    "高評価",
+    "字幕",
+    "次回もお楽しみに",
+    "最後までご覧",
+    "thank you for watching",
+    "thanks for watching",
+    "subtitles by",
+    "please subscribe",
+)
+#: A caption for a sound rather than words: (音楽) [拍手] ♪ …
+_CAPTION = re.compile(r"^[\s\W]*[(\[（【《〈][^)\]）】》〉]*[)\]）】》〉][\s\W]*$|^[\s♪♫♬〜~ー…・.。、]*$")
+#: Upper bound on characters a second of Japanese speech (NFKC, punctuation and spaces removed).
+MAX_CHARS_PER_SECOND = 15.0
+#: Times shorter than this are not trusted for the rate: an engine may give a short sentence almost
+#: no duration (「はい。」 at 0.1 s).
+MIN_RATE_SECONDS = 1.0
+_INNER_BREAK = re.compile(r"[、。，,？！?!\s]")
+
+
+def apply(recognised: list[Recognised], piece_seconds: float) -> list[Recognised]:
+    """The sentences worth keeping from one piece, in their order."""
+    kept: list[Recognised] = []
+    for item in recognised:
+        text = collapse_loops(item.text.strip())
+        if not text or is_invented(text):
+            continue
+        text = within_rate(text, min(item.end, piece_seconds) - item.start)
+        kept.append(Recognised(item.start, item.end, text))
+    return _without_repeated_sentences(kept)
+
+
+#: A sentence at most this far (edit distance over its length) from words the other party says at
+#: the same time is their echo, when its channel is also quieter there.
+ECHO_MAX_DIFFERENCE = 0.5
+#: The analyser's crosstalk margin: the other channel at least this much louder.
+ECHO_QUIETER_DB = 6.0
+#: ``level(channel, start, end)``: the channel's level in dBFS over that time of the recording.
+Level = Callable[[int, float, float], float]
+
+
+def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
+    """``heard`` without the sentences that are the other party's words leaking onto a channel."""
+    kept = []
+    for sentence in heard:
+        if sentence.channel is None:
+            kept.append(sentence)
+            continue
+        said = normalise(sentence.text)
+        other = normalise(
+            "".join(
+                h.text
+                for h in heard
+                if h.channel is not None
+                and h.channel != sentence.channel
+                and h.start < sentence.end
+                and sentence.start < h.end
+            )
+        )
+        if (
+            said
+            and other
+            and edit_distance(said, other, within=True) <= ECHO_MAX_DIFFERENCE * len(said)
+            and _quieter(level, sentence)
+        ):
+            continue
+        kept.append(sentence)
+    return kept
+
+
+def _quieter(level: Level, sentence: Heard) -> bool:
+    assert sentence.channel is not None
+    own = level(sentence.channel, sentence.start, sentence.end)
+    other = level(1 - sentence.channel, sentence.start, sentence.end)
+    return other - own >= ECHO_QUIETER_DB
+
+
+def collapse_loops(text: str) -> str:
+    """A unit repeated ``LOOP_REPEATS`` times or more in a row, kept once."""
+    return _LOOP.sub(r"\1", text)
+
+
+def is_invented(text: str) -> bool:
+    """A subtitle line or a caption for a sound: not words anyone said in the call."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _CAPTION.match(folded) is not None or any(phrase in folded for phrase in INVENTED)
+
+
+def spoken_chars(text: str) -> int:
+    """Characters that take time to say: NFKC, without punctuation, symbols and spaces."""
+    return sum(1 for char in unicodedata.normalize("NFKC", text) if _spoken(char))
+
+
+def within_rate(text: str, seconds: float) -> str:
+    """``text`` cut to what ``seconds`` of speech could hold (unchanged when it fits)."""
+    limit = math.ceil(MAX_CHARS_PER_SECOND * max(seconds, MIN_RATE_SECONDS))
+    if spoken_chars(text) <= limit:
+        return text
+    count, cut = 0, len(text)
+    for index, char in enumerate(text):
+        count += spoken_chars(char)
+        if count > limit:
+            cut = index
+            break
+    head = text[:cut]
+    breaks = [match.end() for match in _INNER_BREAK.finditer(head)]
+    # at a punctuation mark when one falls in the second half, else where the bound falls
+    return head[: breaks[-1]].rstrip() if breaks and breaks[-1] > len(head) // 2 else head
+
+
+def _spoken(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LN"
+
+
+def _without_repeated_sentences(sentences: list[Recognised]) -> list[Recognised]:
+    """The same sentence ``LOOP_REPEATS`` times or more in a row (a loop across sentences), kept once."""
+    kept: list[Recognised] = []
+    index = 0
+    while index < len(sentences):
+        run_end = index + 1
+        while run_end < len(sentences) and sentences[run_end].text == sentences[index].text:
+            run_end += 1
+        run = sentences[index:run_end]
+        kept.extend(run[:1] if len(run) >= LOOP_REPEATS else run)
+        index = run_end
+    return kept

@@ -1,0 +1,128 @@
+"""The guards against engines' known failure modes, on crafted engine outputs (what Whisper is known
+to produce: loops, subtitle lines for noise, more text than the audio could hold). The real model on
+real speech is held to them in test_transcribe_whisper_corpus.py."""
+
+from __future__ import annotations
+
+from cte1_mcp.transcribe import guards
+from cte1_mcp.transcribe.base import Recognised
+from cte1_mcp.transcribe.transcript import Heard
+
+
+def texts(items: list[Recognised]) -> list[str]:
+    return [item.text for item in items]
+
+
+def test_a_phrase_looping_inside_a_sentence_is_kept_once() -> None:
+    looped = "ご確認ありがとうございます。" + "よろしくお願いします。" * 12
+    [kept] = guards.apply([Recognised(0.0, 6.0, looped)], 6.0)
+    assert kept.text == "ご確認ありがとうございます。よろしくお願いします。"
+
+
+def test_a_word_said_three_times_is_speech_not_a_loop() -> None:
+    assert texts(guards.apply([Recognised(0.0, 1.5, "はいはいはい")], 1.5)) == ["はいはいはい"]
+    assert texts(guards.apply([Recognised(0.0, 1.5, "はいはいはいはい")], 1.5)) == ["はい"]
+
+
+def test_the_same_sentence_repeated_across_segments_is_kept_once() -> None:
+    loop = [Recognised(float(i), float(i + 1), "ありがとうございます。") for i in range(6)]
+    before = [Recognised(0.0, 0.5, "はい。")]
+    kept = guards.apply(before + loop + [Recognised(7.0, 8.0, "失礼します。")], 8.0)
+    assert texts(kept) == ["はい。", "ありがとうございます。", "失礼します。"]
+    assert kept[1].start == 0.0  # the first of the run, with its own times
+
+
+def test_a_sentence_said_twice_in_a_row_stays() -> None:
+    twice = [Recognised(0.0, 0.5, "はい。"), Recognised(0.6, 1.0, "はい。")]
+    assert guards.apply(twice, 1.0) == twice
+
+
+def test_subtitle_lines_and_sound_captions_are_dropped() -> None:
+    invented = [
+        "ご視聴ありがとうございました",
+        "チャンネル登録お願いします!",
+        "(音楽)",
+        "【拍手】",
+        "♪～",
+        "…",
+        "Thank you for watching.",
+    ]
+    items = [Recognised(0.0, 2.0, text) for text in invented]
+    assert guards.apply([*items, Recognised(2.0, 4.0, "ありがとうございました。")], 4.0) == [
+        Recognised(2.0, 4.0, "ありがとうございました。")
+    ]
+
+
+def test_call_phrases_that_resemble_subtitle_lines_are_kept() -> None:
+    said = [
+        "ありがとうございました。",
+        "お疲れ様です。",
+        "登録のご住所を確認します。",
+        "(株)さくら通信です。",
+    ]
+    items = [Recognised(float(i), float(i + 2), text) for i, text in enumerate(said)]
+    assert texts(guards.apply(items, 6.0)) == said
+
+
+def test_more_text_than_the_audio_could_hold_is_cut_at_a_punctuation_mark() -> None:
+    # 1.5 s holds at most 23 characters at 15 a second: the invented tail goes, the head stays.
+    text = "本日はご連絡ありがとうございます、" + "担当者より折り返しご連絡を差し上げます。"
+    [kept] = guards.apply([Recognised(0.0, 1.5, text)], 1.5)
+    assert kept.text == "本日はご連絡ありがとうございます、"
+    assert guards.spoken_chars(kept.text) <= guards.MAX_CHARS_PER_SECOND * 1.5
+
+
+def test_a_long_sentence_without_a_pause_mark_is_cut_at_the_bound() -> None:
+    [kept] = guards.apply(
+        [Recognised(0.0, 2.0, "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめも")], 2.0
+    )
+    assert guards.spoken_chars(kept.text) == guards.MAX_CHARS_PER_SECOND * 2
+
+
+def test_a_sentence_at_a_normal_pace_is_untouched() -> None:
+    text = "パソコンの調子が悪いんです。"  # 13 characters in 1.8 s: 7 a second
+    assert guards.apply([Recognised(0.2, 2.0, text)], 2.2) == [Recognised(0.2, 2.0, text)]
+
+
+def test_a_short_reply_with_almost_no_duration_is_not_cut() -> None:
+    # engines give 「はい、そうです。」 0.2 s at times: the rate is taken over a second at least
+    assert texts(guards.apply([Recognised(1.0, 1.2, "はい、そうです。")], 1.5)) == ["はい、そうです。"]
+
+
+def test_the_rate_uses_the_time_inside_the_piece() -> None:
+    # an engine timing a sentence past the piece's end gets no extra room for it
+    text = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめも"
+    [kept] = guards.apply([Recognised(0.0, 30.0, text)], 2.0)
+    assert kept.text == text[:30]
+
+
+def test_empty_and_blank_sentences_are_dropped() -> None:
+    assert guards.apply([Recognised(0.0, 1.0, ""), Recognised(0.0, 1.0, "  ")], 1.0) == []
+
+
+def level_of(levels: dict[int, float]) -> guards.Level:
+    return lambda channel, start, end: levels[channel]
+
+
+def test_the_other_partys_words_on_a_quieter_channel_are_its_echo() -> None:
+    heard = [
+        Heard(1, 0.6, 6.0, "お電話ありがとうございます。さくら通信の田中でございます。"),
+        Heard(0, 0.5, 2.7, "お電話ありがとうございます"),  # the echo, split and spelt otherwise
+        Heard(0, 2.7, 6.6, "サクラ通信の田中でございます"),
+    ]
+    assert guards.drop_echoes(heard, level_of({0: -42.0, 1: -21.0})) == heard[:1]
+
+
+def test_the_same_words_said_by_both_parties_at_once_are_both_kept() -> None:
+    heard = [Heard(0, 1.0, 1.4, "はい。"), Heard(1, 1.1, 1.5, "はい。")]
+    assert guards.drop_echoes(heard, level_of({0: -22.0, 1: -20.0})) == heard
+
+
+def test_a_quiet_party_talking_over_a_loud_one_is_kept() -> None:
+    heard = [Heard(1, 0.0, 4.0, "解約手数料はかかりません。"), Heard(0, 1.0, 2.0, "本当ですか。")]
+    assert guards.drop_echoes(heard, level_of({0: -40.0, 1: -20.0})) == heard
+
+
+def test_a_mono_recording_has_no_echo_to_drop() -> None:
+    heard = [Heard(None, 0.0, 1.0, "はい。"), Heard(None, 0.5, 1.5, "はい。")]
+    assert guards.drop_echoes(heard, level_of({})) == heard
