@@ -102,7 +102,7 @@ class AnalysisService:
         """The complete analysis (every segment); tool results use ``.capped()``."""
         name = f"analytics-v{ANALYSER_VERSION}-{self._roles_tag}.json"
 
-        def compute(recording: Recording, report: _Reporter) -> bytes:
+        def compute(recording: Recording, report: Reporter) -> bytes:
             report.start(recording)
             with self.repository.open_audio(recording) as file:
                 result = analyse(
@@ -125,7 +125,7 @@ class AnalysisService:
         name = f"timeline-v{ANALYSER_VERSION}-{self._roles_tag}.png"
         title = f"Call {key.tenant_id}/{key.session_id}/{key.record_id}"
 
-        def draw(_: Recording, report: _Reporter) -> bytes:
+        def draw(_: Recording, report: Reporter) -> bytes:
             from cte1_mcp.audio.timeline import render_png
 
             return render_png(analytics, title)
@@ -161,7 +161,7 @@ class AnalysisService:
         async def load(recording: Recording) -> StoredClip | None:
             return await anyio.to_thread.run_sync(self._read_clip, recording, name, data_max_bytes)
 
-        async def produce(recording: Recording, report: _Reporter, flight: Flight[bytes, Progress]) -> None:
+        async def produce(recording: Recording, report: Reporter, flight: Flight[bytes, Progress]) -> None:
             # The encoder writes straight into a staging file (a clip can be hundreds of MB), in
             # the repository's worker thread: a cancelled flight stops it at its next block.
             with flight.abandonable():
@@ -173,7 +173,7 @@ class AnalysisService:
                     ),
                 )
 
-        recording, stored = await self._once(key, name, load, produce, on_progress)
+        recording, stored = await self.once(key, name, load, produce, on_progress)
         return recording, Clip(
             clip,
             stored.size_bytes,
@@ -184,7 +184,7 @@ class AnalysisService:
             self.repository.artifact_path(recording, name),
         )
 
-    def _cut(self, recording: Recording, clip: ClipPlan, out: BinaryIO, report: _Reporter) -> None:
+    def _cut(self, recording: Recording, clip: ClipPlan, out: BinaryIO, report: Reporter) -> None:
         with self.repository.open_audio(recording) as file:
             cut(file, clip, out, on_block=report.cut)
 
@@ -213,7 +213,7 @@ class AnalysisService:
         self,
         key: CallKey,
         name: str,
-        compute: Callable[[Recording, _Reporter], bytes],
+        compute: Callable[[Recording, Reporter], bytes],
         on_progress: ProgressCallback | None,
     ) -> tuple[Recording, bytes]:
         """The stored artefact (held whole: a JSON or PNG of kilobytes), or compute it once."""
@@ -221,7 +221,7 @@ class AnalysisService:
         async def load(recording: Recording) -> bytes | None:
             return await self.repository.read_artifact(recording, name)
 
-        async def produce(recording: Recording, report: _Reporter, flight: Flight[bytes, Progress]) -> None:
+        async def produce(recording: Recording, report: Reporter, flight: Flight[bytes, Progress]) -> None:
             with flight.abandonable():
                 data = await run_watched(
                     lambda: compute(recording, report), report.stop.abort, poll=lambda: report.relay(flight)
@@ -230,18 +230,19 @@ class AnalysisService:
             # Not abandonable: a result computed whole is kept even if its last caller just left.
             await self.repository.write_artifact(recording, name, data)
 
-        return await self._once(key, name, load, produce, on_progress)
+        return await self.once(key, name, load, produce, on_progress)
 
-    async def _once(
+    async def once(
         self,
         key: CallKey,
         name: str,
         load: Callable[[Recording], Awaitable[T | None]],
-        produce: Callable[[Recording, _Reporter, Flight[bytes, Progress]], Awaitable[None]],
+        produce: Callable[[Recording, Reporter, Flight[bytes, Progress]], Awaitable[None]],
         on_progress: ProgressCallback | None,
     ) -> tuple[Recording, T]:
         """The stored artefact, or produce and store it once for every caller, then load it. A
-        recording evicted meanwhile is fetched again once."""
+        recording evicted meanwhile is fetched again once. ``produce`` runs in the flight's own task
+        and makes ``flight.abandonable()`` what the last caller leaving may cancel."""
         for attempt in (1, 2):
             recording = await self.recordings.get(key, on_progress)
             try:
@@ -259,7 +260,7 @@ class AnalysisService:
         recording: Recording,
         name: str,
         load: Callable[[Recording], Awaitable[T | None]],
-        produce: Callable[[Recording, _Reporter, Flight[bytes, Progress]], Awaitable[None]],
+        produce: Callable[[Recording, Reporter, Flight[bytes, Progress]], Awaitable[None]],
         on_progress: ProgressCallback | None,
     ) -> T:
         stored = await load(recording)
@@ -275,7 +276,7 @@ class AnalysisService:
         recording: Recording,
         name: str,
         load: Callable[[Recording], Awaitable[object | None]],
-        produce: Callable[[Recording, _Reporter, Flight[bytes, Progress]], Awaitable[None]],
+        produce: Callable[[Recording, Reporter, Flight[bytes, Progress]], Awaitable[None]],
         on_progress: ProgressCallback | None,
     ) -> None:
         """Start or join the one production of this artefact, in a task of the flight's own."""
@@ -285,13 +286,13 @@ class AnalysisService:
 
         async def once(flight: Flight[bytes, Progress]) -> bytes:
             if await load(recording) is None:  # a flight that ended just before this one stored it
-                await produce(recording, _Reporter(StopFlag()), flight)
+                await produce(recording, Reporter(StopFlag()), flight)
             return b""  # each caller loads the stored artefact itself
 
         await flights.run((recording.key, recording.audio.sha256, name), once, on_event=on_progress)
 
 
-async def _relaying(report: _Reporter, flight: Flight[bytes, Progress], work: Awaitable[None]) -> None:
+async def _relaying(report: Reporter, flight: Flight[bytes, Progress], work: Awaitable[None]) -> None:
     """Await ``work`` (a thread the repository runs) while relaying its progress to the callers."""
     async with anyio.create_task_group() as group:
 
@@ -313,7 +314,7 @@ async def _relaying(report: _Reporter, flight: Flight[bytes, Progress], work: Aw
     await report.relay(flight)
 
 
-class _Reporter:
+class Reporter:
     """The worker thread's side of progress and cancellation; it never waits for the event loop.
 
     Its events wait in a queue the loop drains (``relay``), and a stop the loop asks for is raised
@@ -329,6 +330,10 @@ class _Reporter:
         #: Appended by the thread, popped by the loop: deque's append and popleft are thread-safe.
         self.events: deque[Progress] = deque()
         self._sent = 0.0
+
+    def emit(self, progress: Progress) -> None:
+        """From the worker thread: queued for the loop, never waited for."""
+        self.events.append(progress)
 
     async def relay(self, flight: Flight[bytes, Progress]) -> None:
         while self.events:

@@ -259,6 +259,17 @@ class TranscriptionUnavailable(Cte1Error):
     )
 
 
+class TranscriptionFailed(Cte1Error):
+    """A transcription started and could not finish (it ran past CTE1_ASR_TIMEOUT_SECONDS, or the
+    engine failed on this recording); nothing was stored."""
+
+    code = "transcription_failed"
+    default_next_step = (
+        "Call again later; if it keeps failing, ask the operator to check the server's log, raise "
+        "CTE1_ASR_TIMEOUT_SECONDS for long calls, or use a faster model or a GPU (CTE1_ASR_DEVICE=cuda)."
+    )
+
+
 class ModelError(Cte1Error):
     """``cte1-mcp models`` could not install or check a model; nothing half-installed is left.
     Only its subclasses are raised (each with its own code)."""

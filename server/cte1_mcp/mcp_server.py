@@ -34,6 +34,7 @@ from cte1_mcp.views import excerpt
 
 if TYPE_CHECKING:
     from cte1_mcp.analysis import AnalysisService
+    from cte1_mcp.transcription import TranscriptionService
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ class Cte1MCPServer(MCPServer):
         self.service = service
         self.transport = transport
         self.tools = discover()
-        self.resources = CallResources(service, self.analysis, samples)
+        self.resources = CallResources(service, self.analysis, self.transcription, samples)
         self._analysis: AnalysisService | None = None
+        self._transcription: TranscriptionService | None = None
         self._drop_prompts()
         self._paginate_resources()
 
@@ -101,6 +103,14 @@ class Cte1MCPServer(MCPServer):
 
             self._analysis = AnalysisService(self.service)
         return self._analysis
+
+    def transcription(self) -> TranscriptionService:
+        """The transcript use case, built on first use like the analysis."""
+        if self._transcription is None:
+            from cte1_mcp.transcription import TranscriptionService
+
+            self._transcription = TranscriptionService(self.analysis())
+        return self._transcription
 
     def _drop_prompts(self) -> None:
         """MCPServer always registers prompts/list and prompts/get, so initialize would advertise a
@@ -136,6 +146,7 @@ class Cte1MCPServer(MCPServer):
                 self.transport == "stdio",
                 progress,
                 self.analysis,
+                self.transcription,
                 base_url=_base_url(context) if self.transport == "http" and context is not None else None,
             )
             return await tool.run(parsed, tool_context)

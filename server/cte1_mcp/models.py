@@ -58,7 +58,10 @@ class CallKey:
     def path_parts(self) -> tuple[str, str, str]:
         return (self.tenant_id, str(self.session_id), str(self.record_id))
 
-    def uri(self, kind: Literal["audio", "metadata", "timeline", "analytics", "clip"]) -> str:
+    def uri(
+        self,
+        kind: Literal["audio", "metadata", "timeline", "analytics", "clip", "transcript", "transcript.vtt"],
+    ) -> str:
         """The call's resource URIs (a clip's adds its query: analysis.clip_uri)."""
         return f"cte1://calls/{self.tenant_id}/{self.session_id}/{self.record_id}/{kind}"
 

@@ -15,7 +15,7 @@ from typing import Literal, TypeAlias
 class Progress:
     """Queued behind the rate limit, bytes received so far, analysis or a clip under way."""
 
-    stage: Literal["waiting", "downloading", "analysing", "cutting"]
+    stage: Literal["waiting", "downloading", "analysing", "cutting", "transcribing"]
     done: float
     total: float | None
     message: str

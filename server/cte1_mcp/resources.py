@@ -31,6 +31,7 @@ from cte1_mcp.views import CallView, MetadataResult, excerpt, names_excerpt
 
 if TYPE_CHECKING:
     from cte1_mcp.analysis import AnalysisService
+    from cte1_mcp.transcription import TranscriptionService
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ AUDIO_TEMPLATE = f"{CALL_URI_PREFIX}/audio"
 METADATA_TEMPLATE = f"{CALL_URI_PREFIX}/metadata"
 TIMELINE_TEMPLATE = f"{CALL_URI_PREFIX}/timeline"
 ANALYTICS_TEMPLATE = f"{CALL_URI_PREFIX}/analytics"
+TRANSCRIPT_TEMPLATE = f"{CALL_URI_PREFIX}/transcript"
+TRANSCRIPT_VTT_TEMPLATE = f"{CALL_URI_PREFIX}/transcript.vtt"
 #: RFC 6570 form-style query: ``…/clip?start=60&end=120&channel=agent&format=mp3&rate=16000``.
 CLIP_TEMPLATE = f"{CALL_URI_PREFIX}/clip{{?start,end,channel,format,rate}}"
 #: The clip URI's query names → get_call_clip's argument names.
@@ -52,13 +55,13 @@ CLIP_QUERY = {
 #: The audio and clip templates' mimeType: their matches' formats vary (the platform's, or the
 #: clip's ``format``), and a template's mimeType must hold for all of them.
 GENERIC_MIME = "application/octet-stream"
-_TEMPLATES_HINT = "cte1://calls/{tenantId}/{sessionId}/{recordId}/audio (or /metadata, /timeline, /analytics, /clip?start=&end=&channel=&format=&rate=)"
+_TEMPLATES_HINT = "cte1://calls/{tenantId}/{sessionId}/{recordId}/audio (or /metadata, /timeline, /analytics, /transcript, /transcript.vtt, /clip?start=&end=&channel=&format=&rate=)"
 #: Longer URIs are refused before any parsing (none of ours comes near it).
 MAX_URI_CHARS = 2048
 
 _CALL_URI = re.compile(
     r"cte1://calls/(?P<tenantId>[^/?#]+)/(?P<sessionId>[^/?#]+)/(?P<recordId>[^/?#]+)"
-    r"/(?P<kind>[a-z]+)(?:\?(?P<query>[^#]*))?"
+    r"/(?P<kind>[a-z]+(?:\.vtt)?)(?:\?(?P<query>[^#]*))?"
 )
 
 Reader = Callable[
@@ -73,6 +76,8 @@ class CallResources:
     service: RecordingService
     #: Built on first use (see Cte1MCPServer.analysis).
     analysis: Callable[[], AnalysisService]
+    #: Built on first use, like the analysis.
+    transcription: Callable[[], TranscriptionService]
     #: Listed on the first page besides the stored recordings (demo mode: the sample calls).
     samples: tuple[MCPResource, ...] = ()
     pages: ResourcePages = field(init=False)
@@ -115,6 +120,22 @@ class CallResources:
                 title="Call analytics",
                 description="The whole analysis of get_call_analytics as JSON, every segment.",
                 mime_type="application/json",
+            ),
+            MCPResourceTemplate(
+                uri_template=TRANSCRIPT_TEMPLATE,
+                name="call-transcript",
+                title="Call transcript",
+                description="The whole transcript of get_call_transcript as JSON (CT-e1's sentenceList with "
+                "offsets, every sentence; transcribed on demand, then stored).",
+                mime_type="application/json",
+            ),
+            MCPResourceTemplate(
+                uri_template=TRANSCRIPT_VTT_TEMPLATE,
+                name="call-transcript-vtt",
+                title="Call transcript (WebVTT)",
+                description="The transcript as WebVTT subtitles, one cue a sentence with a <v speaker> voice "
+                "span, for players and subtitle tools.",
+                mime_type="text/vtt",
             ),
             MCPResourceTemplate(
                 uri_template=CLIP_TEMPLATE,
@@ -184,6 +205,20 @@ class CallResources:
         _, analytics = await self.analysis().analytics(arguments.key, progress)
         return ReadResourceContents(content=analytics.model_dump_json(), mime_type="application/json")
 
+    async def _transcript(
+        self, arguments: CallArguments, query: str | None, progress: ProgressCallback | None
+    ) -> ReadResourceContents:
+        _no_query(query, "transcript")
+        _, transcript = await self.transcription().transcript(arguments.key, progress)
+        return ReadResourceContents(content=transcript.model_dump_json(), mime_type="application/json")
+
+    async def _transcript_vtt(
+        self, arguments: CallArguments, query: str | None, progress: ProgressCallback | None
+    ) -> ReadResourceContents:
+        _no_query(query, "transcript.vtt")
+        _, transcript = await self.transcription().transcript(arguments.key, progress)
+        return ReadResourceContents(content=transcript.vtt(), mime_type="text/vtt")
+
     async def _clip(
         self, arguments: CallArguments, query: str | None, progress: ProgressCallback | None
     ) -> ReadResourceContents:
@@ -204,6 +239,8 @@ _READERS: dict[str, Reader] = {
     "timeline": CallResources._timeline,
     "analytics": CallResources._analytics,
     "clip": CallResources._clip,
+    "transcript": CallResources._transcript,
+    "transcript.vtt": CallResources._transcript_vtt,
 }
 
 

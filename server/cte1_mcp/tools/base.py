@@ -24,6 +24,7 @@ from cte1_mcp.tools.arguments import ArgumentsT
 
 if TYPE_CHECKING:
     from cte1_mcp.analysis import AnalysisService
+    from cte1_mcp.transcription import TranscriptionService
     from cte1_mcp.views import AudioView, ClipView
 
 
@@ -36,6 +37,8 @@ class ToolContext:
     progress: ProgressCallback | None
     #: Built on first use: the analysis stack (numpy, the detectors) stays out of start-up.
     analysis_factory: Callable[[], AnalysisService]
+    #: Built on first use, like the analysis (the engines are imported when a model is loaded).
+    transcription_factory: Callable[[], TranscriptionService]
     #: Over HTTP, the server as this request reached it (``http://host:port/``): what a download
     #: URL is built on, so it names a host this client can reach. None over stdio.
     base_url: str | None = None
@@ -43,6 +46,10 @@ class ToolContext:
     @property
     def analysis(self) -> AnalysisService:
         return self.analysis_factory()
+
+    @property
+    def transcription(self) -> TranscriptionService:
+        return self.transcription_factory()
 
     @property
     def settings(self) -> Settings:

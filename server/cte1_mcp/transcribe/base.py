@@ -89,7 +89,7 @@ def cached_fingerprint(model_dir: Path) -> str:
     """``fingerprint``, computed again only when a file's name, size or modification time changed:
     loading a model a second time does not re-read its hundreds of megabytes."""
     root = model_dir.resolve()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    files = sorted(p for p in root.rglob("*") if p.is_file())  # links followed, as ``fingerprint`` does
     key = (
         str(root),
         *(
