@@ -74,6 +74,9 @@ class TranscriptionService:
         model_id = model.fingerprint
         if model_id is None:  # a model directory with no manifest: its files' own digest
             model_id = await anyio.to_thread.run_sync(cached_fingerprint, model.files_dir)
+        # Loaded (once per process) before the recording is fetched: a model that does not load is
+        # [transcription_unavailable] without spending a platform request.
+        transcriber = await self._transcriber(model)
         recording, analysis = await self.analysis.analytics(key, on_progress)
         name = f"transcript-v{PIPELINE_VERSION}-{model.engine}-{model_id[:16]}-{self._settings_tag}.json"
 
@@ -82,7 +85,7 @@ class TranscriptionService:
             return None if data is None else Transcript.model_validate_json(data)
 
         async def produce(recording: Recording, report: Reporter, flight: Flight[bytes, Progress]) -> None:
-            transcript = await self._transcribe(recording, analysis, model, report, flight)
+            transcript = await self._transcribe(recording, analysis, transcriber, report, flight)
             # Not abandonable: a transcript computed whole is kept even if its last caller just left.
             await self.repository.write_artifact(recording, name, transcript.to_json())
 
@@ -105,13 +108,12 @@ class TranscriptionService:
         self,
         recording: Recording,
         analysis: CallAnalytics,
-        model: ResolvedModel,
+        transcriber: Transcriber,
         report: Reporter,
         flight: Flight[bytes, Progress],
     ) -> Transcript:
         settings = self.settings
         with flight.abandonable():
-            transcriber = await self._transcriber(model)
             if self._slots.value == 0:
                 await flight.emit(
                     Progress(

@@ -1,0 +1,202 @@
+"""get_call_transcript and its resources through the official MCP client, on real Japanese speech
+(a call of the labelled corpus, served by the simulator as a recording) with the real Whisper-base
+model: the words, the parties, the times, storage, single-flight, cancellation and every refusal.
+Ground truth is the corpus manifest (how the audio was made), never the recogniser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp.shared.exceptions import MCPError
+from mcp_types import TextResourceContents
+
+from cte1_mcp.transcribe.cer import cer
+from tests.mcp_harness import SMALL, call_uri, in_process, structured, text
+from tests.test_mcp_hostile_audio import serve_once
+
+CORPUS = Path(__file__).parent / "corpus_ja"
+MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
+CALL = next(c for c in MANIFEST["calls"] if c["id"] == "c10_wideband_16k_pcm")
+ROLES = ("customer", "agent")
+
+pytestmark = pytest.mark.anyio
+
+
+def reference(role: str) -> str:
+    return "".join(u["text"] for u in CALL["utterances"] if u["role"] == role and not u["numerals"])
+
+
+def heard(sentences: list[dict[str, Any]], role: str) -> str:
+    return "".join(s["text"] for s in sentences if s["speaker"] == role)
+
+
+def serve_corpus_call(simulator: Any) -> None:
+    serve_once(simulator, (CORPUS / CALL["file"]).read_bytes())
+
+
+async def test_without_a_model_the_tool_and_resources_refuse_before_any_upstream_request(
+    simulator: Any, tmp_path: Path
+) -> None:
+    simulator.state.reset()
+    async with in_process(simulator.url, tmp_path, asr_models_dir=tmp_path / "models") as client:
+        result = await client.call_tool("get_call_transcript", SMALL)
+        assert result.is_error
+        assert text(result).startswith("[transcription_unavailable]") and "CTE1_ASR_MODEL" in text(result)
+        assert "cte1-mcp models" in text(result)
+        for kind in ("transcript", "transcript.vtt"):
+            with pytest.raises(MCPError) as caught:
+                await client.read_resource(call_uri(SMALL, kind))
+            assert caught.value.error.data["code"] == "transcription_unavailable"
+    assert simulator.state.requests == []
+
+
+async def test_a_transcript_of_real_speech_per_party_with_times(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path
+) -> None:
+    serve_corpus_call(simulator)
+    events: list[Any] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        events.append(message)
+
+    async with in_process(
+        simulator.url, tmp_path, asr_model=str(whisper_base_dir), channel_roles=ROLES, asr_threads=2
+    ) as client:
+        result = await client.call_tool("get_call_transcript", SMALL, progress_callback=progress)
+        body = structured(result)
+        again = structured(await client.call_tool("get_call_transcript", SMALL))
+        whole = json.loads(_text_of(await client.read_resource(call_uri(SMALL, "transcript"))))
+        vtt = _text_of(await client.read_resource(call_uri(SMALL, "transcript.vtt")))
+    transcript = body["transcript"]
+    assert transcript["language"] == "ja" and transcript["channels"] == 2
+    assert transcript["engine"]["name"] == "faster-whisper" and len(transcript["engine"]["modelSha256"]) == 64
+    assert transcript["speakers"] == [
+        {"speakerId": 1, "speaker": "customer", "channel": 0},
+        {"speakerId": 2, "speaker": "agent", "channel": 1},
+    ]
+    sentences = transcript["sentenceList"]
+    assert [s["sequence"] for s in sentences] == list(range(1, len(sentences) + 1))
+    assert [s["startOffsetMs"] for s in sentences] == sorted(s["startOffsetMs"] for s in sentences)
+    # the words of each party, from its own channel (the reference leaves out read-out numbers,
+    # which the corpus spells in kanji and Whisper in digits)
+    for role in ROLES:
+        assert cer(reference(role), heard(sentences, role)) <= 0.25, (role, heard(sentences, role))
+    # every sentence lies on speech the corpus placed on that party's channel
+    for sentence in sentences:
+        spoken = [u for u in CALL["utterances"] if u["role"] == sentence["speaker"]]
+        assert any(
+            sentence["startOffsetMs"] < u["endMs"] + 300 and u["startMs"] - 300 < sentence["endOffsetMs"]
+            for u in spoken
+        ), sentence
+        assert sentence["startTime"].endswith("Z") and sentence["startTime"] < sentence["endTime"]
+    # clients that show only text get the words too, one line a sentence after the summary
+    lines = text(result).splitlines()
+    assert "transcript of 0:32 (ja) by faster-whisper" in lines[0]
+    assert lines[0].count("sentence") == 2 and "cte1://calls/05053698341/942126/1/transcript" in lines[0]
+    assert lines[2:] == [
+        f"{_clock(s['startOffsetMs'])}\N{EN DASH}{_clock(s['endOffsetMs'])} {s['speaker']}: {s['text']}"
+        for s in sentences
+    ]
+    assert body["transcriptUri"] == call_uri(SMALL, "transcript")
+    assert body["call"]["audioUri"] == call_uri(SMALL)
+    # stored: asked again, the same sentences, no second transcription and no second download
+    assert again["transcript"] == transcript and whole == transcript
+    assert len(list(tmp_path.rglob("transcript-v*.json"))) == 1
+    assert len(simulator.state.requests) == 1
+    assert vtt.startswith("WEBVTT\n\n1\n") and vtt.count("<v customer>") + vtt.count("<v agent>") == len(
+        sentences
+    )
+    assert any(m and m.startswith("Transcribed ") for m in events)
+
+
+async def test_concurrent_callers_share_one_transcription_and_a_lone_cancel_stops_it(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cte1_mcp.transcription as transcription
+
+    runs: list[int] = []
+    pieces_heard: list[int] = []
+    real = transcription.transcribe_file
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        on_piece = kwargs["on_piece"]
+        kwargs["on_piece"] = lambda done, total: (pieces_heard.append(done), on_piece(done, total))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transcription, "transcribe_file", counted)
+    serve_corpus_call(simulator)
+    async with in_process(simulator.url, tmp_path, asr_model=str(whisper_base_dir), asr_threads=2) as client:
+        # the only caller gives up at the first piece: the work stops, nothing is stored
+        with anyio.CancelScope() as scope:
+
+            async def give_up(done: float, total: float | None, message: str | None) -> None:
+                if message and message.startswith("Transcribed 1 "):
+                    scope.cancel()
+
+            await client.call_tool("get_call_transcript", SMALL, progress_callback=give_up)
+        with anyio.fail_after(60):  # the abandoned work ends at its next piece: no more pieces come
+            last = -1
+            while len(pieces_heard) != last:
+                last = len(pieces_heard)
+                await anyio.sleep(1.0)
+        assert not list(tmp_path.rglob("transcript-v*.json"))
+        stopped_at = len(pieces_heard)
+        # two callers at once: one transcription, both get it
+        results: list[dict[str, Any]] = []
+        async with anyio.create_task_group() as group:
+            for _ in range(2):
+
+                async def one() -> None:
+                    results.append(structured(await client.call_tool("get_call_transcript", SMALL)))
+
+                group.start_soon(one)
+    assert len(runs) == 2  # the cancelled one and the shared one
+    assert results[0] == results[1] and results[0]["transcript"]["sentenceList"]
+    total = max(pieces_heard)
+    assert stopped_at < total  # the cancelled run did not go on to the end
+
+
+async def test_a_transcription_past_its_timeout_is_stopped_and_says_so(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path
+) -> None:
+    serve_corpus_call(simulator)
+    async with in_process(
+        simulator.url, tmp_path, asr_model=str(whisper_base_dir), asr_timeout_seconds=0.2, asr_threads=1
+    ) as client:
+        result = await client.call_tool("get_call_transcript", SMALL)
+    assert result.is_error
+    assert text(result).startswith(
+        "[transcription_failed] The transcription took longer than CTE1_ASR_TIMEOUT_SECONDS"
+    )
+    assert not list(tmp_path.rglob("transcript-v*.json"))
+
+
+async def test_a_model_directory_that_does_not_load_is_unavailable_before_any_upstream_request(
+    simulator: Any, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.json"):
+        (broken / name).write_bytes(b"not a model")
+    simulator.state.reset()
+    async with in_process(simulator.url, tmp_path / "store", asr_model=str(broken)) as client:
+        result = await client.call_tool("get_call_transcript", SMALL)
+    assert result.is_error and text(result).startswith("[transcription_unavailable]"), text(result)
+    assert "does not load" in text(result)
+    assert simulator.state.requests == []
+
+
+def _text_of(result: Any) -> str:
+    (content,) = result.contents
+    assert isinstance(content, TextResourceContents)
+    return content.text
+
+
+def _clock(ms: int) -> str:
+    tenths = round(ms / 100)
+    return f"{tenths // 600:02d}:{tenths % 600 / 10:04.1f}"
