@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import pytest
 
 from tests.browser_host import ROOT, harness_app, host_page, node_ready, serving
-from tests.mcp_harness import EXAMPLE, IN_PROGRESS, server_env, structured
+from tests.mcp_harness import EXAMPLE, IN_PROGRESS, SMALL, server_env, structured
 from tests.test_review_call import connected
 
 pytestmark = pytest.mark.anyio
@@ -112,6 +113,13 @@ async def review(
         yield page, view, calls, requested
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (checked as the event loop turns), failing only after WAIT_MS."""
+    with anyio.fail_after(WAIT_MS / 1000):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
 @pytest.fixture
 def env(simulator: Any, tmp_path: Path) -> dict[str, str]:
     return server_env(
@@ -184,6 +192,8 @@ async def test_the_view_shows_the_call_its_lanes_and_plays_it(
         assert asked["endSeconds"] - asked["startSeconds"] <= 20  # bounded clips, never the whole call
         # the click landed at the turn's start (to the pixel: the track is ~800 px for 280 s)
         assert playing["start"] == pytest.approx(turn["startSeconds"], abs=0.5)
+        # and the next clip is fetched ahead while this one plays
+        await until(lambda: any(c["arguments"]["startSeconds"] == playing["end"] for c in calls[before:]))
         start = await view.evaluate("document.querySelector('#audio').currentTime")
         await view.wait_for_function(
             f"() => document.querySelector('#audio').currentTime > {start} + 0.5", timeout=WAIT_MS
@@ -260,3 +270,31 @@ def test_the_committed_view_is_a_fresh_build(tmp_path: Path) -> None:
     html = committed.read_text(encoding="utf-8")
     for remote in ("http://", "https://", "//cdn", "@import", "<link"):
         assert remote not in html, remote
+
+
+async def test_a_mono_call_has_one_lane_and_no_party_choice(env: dict[str, str], page_html: str) -> None:
+    async with connected("stdio", env, apps=False) as client:
+        expected = structured(await client.call_tool("get_call_analytics", {**SMALL, "timeline": False}))
+    async with review("stdio", env, page_html, SMALL) as (page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        lanes = await view.eval_on_selector_all(".lane", "nodes => nodes.map(n => n.dataset.lane)")
+        assert lanes == ["ch0", "silence"]  # one party ("mixed"), no overtalk on a mono recording
+        drawn = await view.eval_on_selector_all(
+            '[data-lane="ch0"] .span',
+            "nodes => nodes.map(n => [Number(n.dataset.start), Number(n.dataset.end)])",
+        )
+        assert drawn == [[s["startSeconds"], s["endSeconds"]] for s in expected["analytics"]["segments"]]
+        assert await view.eval_on_selector_all("#channel option", "nodes => nodes.map(n => n.value)") == [
+            "mix"
+        ]
+        # the keyboard from the start: space plays the mix from 0:00; the left arrow stays at 0
+        await view.focus("#timeline")
+        await page.keyboard.press("ArrowLeft")
+        assert await view.evaluate("window.review.position") == 0
+        await page.keyboard.press(" ")
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        [clip] = [c["arguments"] for c in calls if c["name"] == "get_call_clip"][:1]
+        assert (clip["startSeconds"], clip["channel"]) == (0, "mix")
+        assert clip["endSeconds"] == pytest.approx(
+            min(20, expected["analytics"]["durationSeconds"]), abs=0.01
+        )
