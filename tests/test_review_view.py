@@ -226,10 +226,12 @@ async def screenshots(page: Page, view: Frame, directory: Path) -> None:
     await view.evaluate("document.querySelector('#audio').pause()")
     await view.evaluate("window.review.seek(96, false)")
     await page.screenshot(path=str(directory / "review-light.png"), full_page=True)
+    # the host's background variable (a light-dark() pair) is used, on the side the theme says
+    assert await view.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(254, 254, 254)"
     await page.evaluate("window.harness.setTheme('dark')")
     await view.wait_for_function("document.documentElement.dataset.theme === 'dark'", timeout=WAIT_MS)
     background = await view.evaluate("getComputedStyle(document.body).backgroundColor")
-    assert background == "rgb(13, 17, 23)"
+    assert background == "rgb(16, 16, 16)"
     await page.screenshot(path=str(directory / "review-dark.png"), full_page=True)
     await page.evaluate("window.harness.setTheme('light')")
     await page.set_viewport_size({"width": 360, "height": 900})

@@ -5,10 +5,12 @@
 // same-origin access, under the CSP hosts apply when a resource declares no domains.
 import { AppBridge, PostMessageTransport } from "@modelcontextprotocol/ext-apps/app-bridge";
 
-// The spec's default for a ui:// resource that declares no CSP domains.
+// The spec's (2026-01-26) restrictive default for a ui:// resource that declares no CSP, with the
+// sandbox's own rules (no nested frames, no plugins, base URI self).
 const CSP =
   "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; " +
-  "img-src 'self' data:; font-src 'self' data:; media-src 'self' data:; connect-src 'none'";
+  "img-src 'self' data:; media-src 'self' data:; connect-src 'none'; frame-src 'none'; " +
+  "object-src 'none'; base-uri 'self'";
 
 const harness = (window.harness = { toolCalls: [], log: [] });
 
@@ -45,6 +47,8 @@ async function main() {
     availableDisplayModes: ["inline"],
     platform: "web",
     toolInfo: { tool },
+    // as hosts send them: light-dark() pairs that follow the theme (the tests check both colours)
+    styles: { variables: { "--color-background-primary": "light-dark(#fefefe, #101010)" } },
   };
   const bridge = new AppBridge(
     null,
