@@ -57,6 +57,11 @@ def harness_app(client: Client, page: str, calls: list[dict[str, Any]]) -> Starl
         assert isinstance(contents, TextResourceContents)
         return JSONResponse({"text": contents.text, "mimeType": contents.mime_type})
 
+    async def read(request: Request) -> Response:
+        """resources/read for the view, as the server answered it."""
+        result = await client.read_resource(request.query_params["uri"])
+        return JSONResponse(result.model_dump(mode="json", by_alias=True, exclude_none=True))
+
     async def tool(request: Request) -> Response:
         params = await request.json()
         calls.append(params)
@@ -68,6 +73,7 @@ def harness_app(client: Client, page: str, calls: list[dict[str, Any]]) -> Starl
             Route("/", index),
             Route("/tools", tools),
             Route("/resource", resource),
+            Route("/read", read),
             Route("/tool", tool, methods=["POST"]),
         ]
     )

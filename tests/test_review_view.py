@@ -300,3 +300,27 @@ async def test_a_mono_call_has_one_lane_and_no_party_choice(env: dict[str, str],
         assert clip["endSeconds"] == pytest.approx(
             min(20, expected["analytics"]["durationSeconds"]), abs=0.01
         )
+
+
+async def test_clips_over_the_inline_limit_come_as_resources_read_through_the_host(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    env = server_env(
+        simulator.url,
+        tmp_path / "cache",
+        CTE1_CHANNEL_ROLES="customer,agent",
+        CTE1_INLINE_AUDIO_MAX_BYTES="0",
+    )
+    async with review("http", env, page_html, EXAMPLE) as (page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.focus("#timeline")
+        await page.keyboard.press(" ")
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        await view.wait_for_function(
+            "() => document.querySelector('#audio').currentTime > 0.5", timeout=WAIT_MS
+        )
+        assert await page.evaluate("window.harness.resourceReads") >= 1
+        assert await view.evaluate(
+            "document.querySelector('#audio').src.startsWith('data:audio/wav;base64,')"
+        )
+        assert any(c["name"] == "get_call_clip" for c in calls)

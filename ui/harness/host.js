@@ -53,12 +53,16 @@ async function main() {
   const bridge = new AppBridge(
     null,
     { name: "cte1-mcp-test-host", version: "1.0.0" },
-    { serverTools: {}, logging: {} },
+    { serverTools: {}, serverResources: {}, logging: {} },
     { hostContext },
   );
   bridge.oncalltool = async (params) => {
     harness.toolCalls.push(params);
     return rpc("/tool", params);
+  };
+  bridge.onreadresource = async (params) => {
+    harness.resourceReads = (harness.resourceReads || 0) + 1;
+    return rpc(`/read?uri=${encodeURIComponent(params.uri)}`);
   };
   bridge.onsizechange = ({ height }) => {
     harness.log.push(["size", height]);

@@ -250,11 +250,18 @@ class Review {
     if (!this.clips.has(key)) {
       const end = Math.min(from + CLIP_SECONDS, duration);
       const args = { ...this.args, startSeconds: from, endSeconds: end, channel: this.channel, format: "wav", sampleRate: 8000, inline: true };
-      const pending = this.host.callTool("get_call_clip", args).then((result) => {
+      const pending = this.host.callTool("get_call_clip", args).then(async (result) => {
+        if (result.isError) throw new Error(textOf(result));
         const audio = (result.content || []).find((block) => block.type === "audio");
-        if (result.isError || !audio) throw new Error(textOf(result) || "The server sent no audio for this clip.");
         // a data: URL, not a blob: one: hosts' default CSP allows media from data: only
-        return { start: from, end, url: `data:${audio.mimeType};base64,${audio.data}` };
+        if (audio) return { start: from, end, url: `data:${audio.mimeType};base64,${audio.data}` };
+        // over the server's inline limit: the clip's resource, read through the host
+        const link = (result.content || []).find((block) => block.type === "resource_link");
+        if (!link) throw new Error("The server sent no audio for this clip.");
+        const read = await this.host.request("resources/read", { uri: link.uri });
+        const contents = (read?.contents || []).find((item) => item.blob);
+        if (!contents) throw new Error(`The host returned no audio for ${link.uri}.`);
+        return { start: from, end, url: `data:${contents.mimeType || link.mimeType};base64,${contents.blob}` };
       });
       pending.catch(() => this.clips.delete(key));
       this.clips.set(key, pending);
