@@ -40,7 +40,8 @@ CHROMIUM_ARGS = [
 #: Where the run's screenshots go: docs/images/ with CTE1_UPDATE_SCREENSHOTS=1 (the committed ones
 #: come from such a run), else a temporary directory (the header's time differs every run).
 SCREENSHOTS = ROOT / "docs" / "images" if os.environ.get("CTE1_UPDATE_SCREENSHOTS") else None
-#: Playwright waits up to this for a condition (the first review analyses the call).
+#: Playwright waits up to this for a condition (the first review analyses the call). Conditions in
+#: the view are functions: a bare expression is eval()ed when polled, which the view's CSP forbids.
 WAIT_MS = 90_000
 
 
@@ -229,13 +230,13 @@ async def screenshots(page: Page, view: Frame, directory: Path) -> None:
     # the host's background variable (a light-dark() pair) is used, on the side the theme says
     assert await view.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(254, 254, 254)"
     await page.evaluate("window.harness.setTheme('dark')")
-    await view.wait_for_function("document.documentElement.dataset.theme === 'dark'", timeout=WAIT_MS)
+    await view.wait_for_function("() => document.documentElement.dataset.theme === 'dark'", timeout=WAIT_MS)
     background = await view.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(16, 16, 16)"
     await page.screenshot(path=str(directory / "review-dark.png"), full_page=True)
     await page.evaluate("window.harness.setTheme('light')")
     await page.set_viewport_size({"width": 360, "height": 900})
-    await view.wait_for_function("document.documentElement.scrollWidth <= 360", timeout=WAIT_MS)
+    await view.wait_for_function("() => document.documentElement.scrollWidth <= 360", timeout=WAIT_MS)
     # the view told the host its new height (ui/notifications/size-changed) and the host applied it
     height = await view.evaluate("document.body.scrollHeight")
     await page.wait_for_function(f"document.querySelector('#app').clientHeight >= {height}", timeout=WAIT_MS)
@@ -251,7 +252,8 @@ async def test_a_server_error_is_shown_in_the_servers_words(
     async with review(transport, env, page_html, IN_PROGRESS) as (page, view, _calls, _requested):
         await view.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
         await view.wait_for_function(
-            "document.querySelector('#error').innerText.startsWith('[call_in_progress]')", timeout=WAIT_MS
+            "() => document.querySelector('#error').innerText.startsWith('[call_in_progress]')",
+            timeout=WAIT_MS,
         )
         shown = await view.inner_text("#error")
         said = await page.evaluate("window.harness.reviewResult.content[0].text")
@@ -324,3 +326,46 @@ async def test_clips_over_the_inline_limit_come_as_resources_read_through_the_ho
             "document.querySelector('#audio').src.startsWith('data:audio/wav;base64,')"
         )
         assert any(c["name"] == "get_call_clip" for c in calls)
+
+
+async def test_a_thirty_minute_call_draws_every_segment_and_plays_any_point_in_bounded_clips(
+    env: dict[str, str], page_html: str
+) -> None:
+    """The simulator's benchmark call of 56 MiB: 30.6 minutes, more talk segments than a tool
+    result carries (500): the view reads the analytics resource through the host for the rest."""
+    from mcp_types import TextResourceContents
+
+    from cte1_mcp.simulator.calls import BENCHMARK_TENANT
+
+    long_call = {"tenantId": BENCHMARK_TENANT, "sessionId": 56, "recordId": 1}
+    async with connected("http", env, apps=False) as client:
+        read = await client.read_resource(f"cte1://calls/{BENCHMARK_TENANT}/56/1/analytics")
+    [contents] = read.contents
+    assert isinstance(contents, TextResourceContents)
+    whole = json.loads(contents.text)
+    assert len(whole["segments"]) > 500
+    async with review("http", env, page_html, long_call) as (_page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.wait_for_function(
+            f'() => document.querySelectorAll(\'[data-lane="ch0"] .span, [data-lane="ch1"] .span\').length'
+            f" === {len(whole['segments'])}",
+            timeout=WAIT_MS,
+        )
+        for channel in (0, 1):
+            drawn = await view.eval_on_selector_all(
+                f'[data-lane="ch{channel}"] .span',
+                "nodes => nodes.map(n => [Number(n.dataset.start), Number(n.dataset.end)])",
+            )
+            assert drawn == [
+                [s["startSeconds"], s["endSeconds"]] for s in whole["segments"] if s["channel"] == channel
+            ]
+        # near the end of the call: one bounded clip from there, not the call
+        await view.evaluate("window.review.seek(1800, true)")
+        await view.wait_for_function(
+            "() => document.querySelector('#audio').currentTime > 0.5", timeout=WAIT_MS
+        )
+        clips = [c["arguments"] for c in calls if c["name"] == "get_call_clip"]
+        assert clips
+        assert all(c["endSeconds"] - c["startSeconds"] <= 20 for c in clips)
+        assert any(c["startSeconds"] == 1800 for c in clips)
+        assert (await view.inner_text("#now")).startswith("30:0")

@@ -117,6 +117,20 @@ class Review {
     this.renderHeader();
     this.renderTimeline();
     this.loadTranscript();
+    if (data.analytics.segmentsTruncated && data.analyticsUri) this.loadAllSegments(data.analyticsUri);
+  }
+
+  /** A tool result carries the first 500 talk segments; the analytics resource has them all. */
+  async loadAllSegments(uri) {
+    try {
+      const read = await this.host.request("resources/read", { uri });
+      const text = (read?.contents || []).find((item) => typeof item.text === "string")?.text;
+      if (!text) throw new Error(`The host returned nothing for ${uri}.`);
+      this.analytics = JSON.parse(text);
+      this.renderTimeline();
+    } catch (error) {
+      $("#status").textContent = `タイムラインは最初の${this.analytics.segments.length}区間のみ表示: ${error.message}`;
+    }
   }
 
   // --- rendering ---------------------------------------------------------------------------
