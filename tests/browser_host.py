@@ -41,9 +41,24 @@ def host_page(directory: Path) -> str:
     return out.read_text(encoding="utf-8")
 
 
+#: The spec's (2026-01-26) restrictive default CSP for a ui:// resource that declares none, with the
+#: sandbox's own rules (no nested frames, no plugins, base URI self).
+VIEW_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; media-src 'self' data:; connect-src 'none'; frame-src 'none'; "
+    "object-src 'none'; base-uri 'self'"
+)
+
+
 def harness_app(client: Client, page: str, calls: list[dict[str, Any]]) -> Starlette:
+    sandbox_page = (UI / "harness" / "sandbox.html").read_text(encoding="utf-8")
+
     async def index(request: Request) -> Response:
         return HTMLResponse(page)
+
+    async def sandbox(request: Request) -> Response:
+        """The sandbox proxy; its CSP header is inherited by the view it writes into its frame."""
+        return HTMLResponse(sandbox_page, headers={"Content-Security-Policy": VIEW_CSP})
 
     async def tools(request: Request) -> Response:
         listed = await client.list_tools()
@@ -71,6 +86,7 @@ def harness_app(client: Client, page: str, calls: list[dict[str, Any]]) -> Starl
     return Starlette(
         routes=[
             Route("/", index),
+            Route("/sandbox", sandbox),
             Route("/tools", tools),
             Route("/resource", resource),
             Route("/read", read),

@@ -109,7 +109,9 @@ async def review(
         page.on("request", lambda request: requested.append(request.url))
         await page.goto(f"{url}/?call={json.dumps(call)}&theme={theme}")
         await page.wait_for_function("window.harness && window.harness.initialized === true", timeout=WAIT_MS)
-        view = await (await page.wait_for_selector("#app")).content_frame()
+        sandbox = await (await page.wait_for_selector("#app")).content_frame()
+        assert sandbox is not None
+        view = await (await sandbox.wait_for_selector("#view")).content_frame()
         assert view is not None
         yield page, view, calls, requested
 
@@ -215,8 +217,12 @@ async def test_the_view_shows_the_call_its_lanes_and_plays_it(
         await view.click('[data-speed="2"]')
         assert await view.evaluate("document.querySelector('#audio').playbackRate") == 2
         await page.keyboard.press(" ")
-        # nothing left loopback: the page, its API and the view's own data: audio only
-        assert all(u.startswith(("http://127.0.0.1:", "data:", "about:")) for u in requested), requested
+        # the view runs under the spec's default CSP (here it could reach its own origin otherwise)
+        assert await view.evaluate("fetch('/tools').then(() => 'fetched', () => 'blocked')") == "blocked"
+        # nothing left loopback: the page, its API, the sandbox and the view's own data: audio only
+        assert all(
+            u.startswith(("http://127.0.0.1:", "http://localhost:", "data:", "about:")) for u in requested
+        )
         if transport == "stdio":
             await screenshots(page, view, SCREENSHOTS or tmp_path)
 

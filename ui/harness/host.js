@@ -5,13 +5,6 @@
 // same-origin access, under the CSP hosts apply when a resource declares no domains.
 import { AppBridge, PostMessageTransport } from "@modelcontextprotocol/ext-apps/app-bridge";
 
-// The spec's (2026-01-26) restrictive default for a ui:// resource that declares no CSP, with the
-// sandbox's own rules (no nested frames, no plugins, base URI self).
-const CSP =
-  "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; " +
-  "img-src 'self' data:; media-src 'self' data:; connect-src 'none'; frame-src 'none'; " +
-  "object-src 'none'; base-uri 'self'";
-
 const harness = (window.harness = { toolCalls: [], log: [] });
 
 async function rpc(path, body) {
@@ -36,8 +29,19 @@ async function main() {
   const iframe = document.createElement("iframe");
   iframe.id = "app";
   iframe.title = "cte1-mcp review";
-  iframe.setAttribute("sandbox", "allow-scripts");
+  iframe.setAttribute("sandbox", "allow-scripts allow-same-origin");
+  const proxyReady = new Promise((resolve) => {
+    window.addEventListener("message", function ready(event) {
+      if (event.source === iframe.contentWindow && event.data?.method === "ui/notifications/sandbox-proxy-ready") {
+        window.removeEventListener("message", ready);
+        resolve();
+      }
+    });
+  });
+  // the sandbox on another origin: localhost where this page is 127.0.0.1 (the same server)
+  iframe.src = `http://localhost:${location.port}/sandbox`;
   document.body.append(iframe);
+  await proxyReady;
 
   const hostContext = {
     theme: query.get("theme") || "light",
@@ -77,8 +81,7 @@ async function main() {
   };
   harness.setTheme = (theme) => bridge.setHostContext({ ...hostContext, theme });
   await bridge.connect(new PostMessageTransport(iframe.contentWindow, iframe.contentWindow));
-  const csp = `<meta http-equiv="Content-Security-Policy" content="${CSP}">`;
-  iframe.srcdoc = resource.text.replace("<head>", `<head>${csp}`);
+  await bridge.sendSandboxResourceReady({ html: resource.text });
 }
 
 main().catch((error) => {
