@@ -96,10 +96,15 @@ async def test_a_call_in_progress_is_the_servers_documented_error(env: dict[str,
     assert text(result).startswith("[call_in_progress]")
 
 
-async def test_an_unknown_view_is_an_error_not_a_crash(env: dict[str, str]) -> None:
+async def test_an_unknown_view_is_the_documented_unknown_resource_error(env: dict[str, str]) -> None:
     from mcp.shared.exceptions import MCPError
 
     async with connected("stdio", env, apps=True) as client:
-        with pytest.raises(MCPError):
+        with pytest.raises(MCPError) as raised:
             await client.read_resource("ui://cte1/nothing.html")
         assert (await client.call_tool("get_call_metadata", EXAMPLE)).is_error is not True
+    assert raised.value.error.message.startswith(
+        "[invalid_parameter] Unknown resource 'ui://cte1/nothing.html'"
+    )
+    assert isinstance(raised.value.error.data, dict)
+    assert raised.value.error.data.get("code") == "invalid_parameter"

@@ -24,7 +24,7 @@ from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl
 
 from cte1_mcp import __version__
-from cte1_mcp.app_view import apps_extension
+from cte1_mcp.app_view import REVIEW_URI, apps_extension
 from cte1_mcp.errors import Cte1Error, UnknownTool
 from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.resources import CallResources, unexpected
@@ -178,7 +178,7 @@ class Cte1MCPServer(MCPServer):
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
     ) -> Iterable[ReadResourceContents]:
-        if str(uri).startswith("ui://"):  # the view, registered by the Apps extension (app_view)
+        if str(uri) == REVIEW_URI:  # the view, registered by the Apps extension (app_view)
             contents = await super().read_resource(uri, context)
             if isinstance(contents, InputRequiredResult):  # a static resource never asks for input
                 raise unexpected()
