@@ -11,10 +11,17 @@ LATEST := .venv-latest
 JS := tests/js
 INSPECTOR := $(JS)/node_modules/.installed
 CORPUS_VENV := .venv-corpus
+# The review view (ui/): its locked build tools and the browser its tests drive.
+UI := ui
+UI_DEPS := $(UI)/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
+# Debian's package of the Japanese font the screenshots need (bookworm's; chromium itself follows
+# Debian's security updates, whose old versions leave the mirror, so it is not pinned)
+JA_FONT := fonts-ipafont-gothic=00303-23
 # uv uses the Python that made the venv and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator serve lock clean corpus
+.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator serve lock clean ui browser corpus
 
 $(STAMP): $(LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -31,6 +38,23 @@ $(INSPECTOR): $(JS)/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		cd $(JS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: tests/test_inspector.py will be skipped"; fi
+
+$(UI_DEPS): $(UI)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(UI) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the review view's build check and browser tests will be skipped"; fi
+
+## ui: rebuild the review view (server/cte1_mcp/app/review.html, committed) from ui/src
+ui: $(UI_DEPS)
+	cd $(UI) && node build.mjs
+
+## browser: Debian's chromium and a Japanese font for the review view's browser tests (as root)
+browser:
+	@if [ -x $(CHROMIUM) ] && dpkg-query -W -f='$${Status}' fonts-ipafont-gothic 2>/dev/null | grep -q installed; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium $(JA_FONT); \
+	else echo "$(CHROMIUM) or the Japanese font is missing and this is not root with apt-get:" \
+		"the review view's browser tests will be skipped (apt-get install chromium fonts-ipafont-gothic)"; fi
 
 ## setup: create .venv from the lock (every other target does this first)
 setup: $(STAMP)
@@ -53,7 +77,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(INSPECTOR)
+pytest: $(STAMP) $(INSPECTOR) $(UI_DEPS) browser
 	$(BIN)/pytest
 
 ## test-latest: the same checks against the newest versions pyproject.toml allows (a scratch venv)
@@ -89,4 +113,4 @@ simulator: $(STAMP)
 	$(BIN)/cte1-mcp simulator
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache cte1-demo
+	rm -rf $(VENV) $(LATEST) $(JS)/node_modules $(UI)/node_modules .pytest_cache .mypy_cache .ruff_cache cte1-demo

@@ -11,18 +11,20 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+from mcp.server.apps import client_supports_apps
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, ListResourcesResult, PaginatedRequestParams
+from mcp_types import CallToolResult, InputRequiredResult, ListResourcesResult, PaginatedRequestParams
 from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl
 
 from cte1_mcp import __version__
+from cte1_mcp.app_view import REVIEW_URI, apps_extension
 from cte1_mcp.errors import Cte1Error, UnknownTool
 from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.resources import CallResources, unexpected
@@ -47,6 +49,8 @@ Fetches call recordings and their metadata from the CT-e1/SaaS contact-centre pl
 - get_call_analytics: who talked how much, silences and holds, overtalk and interruptions, measured
   from the audio on this server, with a timeline picture: for assistants that cannot listen.
 - get_call_clip: a stretch of one party (or both) as WAV/MP3/FLAC/OGG, for assistants that take audio.
+- review_call: for the person you help: an interactive view of the call (timeline, transcript,
+  playback) in hosts that render MCP Apps; elsewhere the analytics summary and the transcript's start.
 A call is named by tenantId (digits, as a string), sessionId and recordId (a transferred call has
 recordId 1, 2, ...). The platform allows one request every 5 seconds: the first fetch of a call may
 wait; later calls for the same recording are served from the local store at once.
@@ -86,6 +90,7 @@ class Cte1MCPServer(MCPServer):
             token_verifier=token_verifier,
             auth=auth,
             log_level=service.settings.log_level,
+            extensions=[apps_extension()],
         )
         self.service = service
         self.transport = transport
@@ -148,6 +153,7 @@ class Cte1MCPServer(MCPServer):
                 self.analysis,
                 self.transcription,
                 base_url=_base_url(context) if self.transport == "http" and context is not None else None,
+                client_renders_apps=context is not None and client_supports_apps(context),
             )
             return await tool.run(parsed, tool_context)
         except Cte1Error as error:
@@ -183,6 +189,11 @@ class Cte1MCPServer(MCPServer):
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
     ) -> Iterable[ReadResourceContents]:
+        if str(uri) == REVIEW_URI:  # the view, registered by the Apps extension (app_view)
+            contents = await super().read_resource(uri, context)
+            if isinstance(contents, InputRequiredResult):  # a static resource never asks for input
+                raise unexpected()
+            return contents
         progress = _progress_reporter(context) if context is not None else None
         return await self.resources.read(str(uri), progress)
 

@@ -42,6 +42,9 @@ class ToolContext:
     #: Over HTTP, the server as this request reached it (``http://host:port/``): what a download
     #: URL is built on, so it names a host this client can reach. None over stdio.
     base_url: str | None = None
+    #: The client negotiated MCP Apps (it renders a tool's ``ui://`` view): a tool with a view
+    #: may then leave to the view what it would otherwise have to put in text.
+    client_renders_apps: bool = False
 
     @property
     def analysis(self) -> AnalysisService:
@@ -70,6 +73,8 @@ class Tool(Generic[ArgumentsT]):
     #: analytics) is then imported at the first tools/list, not at start-up.
     result: Callable[[], type[BaseModel]]
     run: Callable[[ArgumentsT, ToolContext], Awaitable[CallToolResult]]
+    #: The tool's ``_meta`` (e.g. MCP Apps' ``ui.resourceUri`` naming its view), None for most.
+    meta: dict[str, Any] | None = None
 
     def definition(self) -> MCPTool:
         """What tools/list shows: the argument model's schema (all ids required, no extras) and
@@ -87,6 +92,7 @@ class Tool(Generic[ArgumentsT]):
                 idempotent_hint=True,
                 open_world_hint=True,
             ),
+            meta=self.meta,
         )
 
 

@@ -1,0 +1,377 @@
+"""The review view in a real browser: Debian's Chromium (headless, through Playwright, no browser
+download) loads the test host page (ext-apps' AppBridge), which loads the real ui:// resource from
+the real server and proxies the view's tool calls to it over a real MCP client (stdio and HTTP).
+
+Chromium comes from the project's set-up (``make browser``: Debian's package), the host page's
+packages from ui/package-lock.json (``make ui-deps``). Screenshots of the run go to docs/images/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import pytest
+
+from tests.browser_host import ROOT, harness_app, host_page, node_ready, serving
+from tests.mcp_harness import EXAMPLE, IN_PROGRESS, SMALL, server_env, structured
+from tests.test_review_call import connected
+
+pytestmark = pytest.mark.anyio
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: The flags that work on this project's machines (no GPU, no sandbox as root, nothing phoned home).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Where the run's screenshots go: docs/images/ with CTE1_UPDATE_SCREENSHOTS=1 (the committed ones
+#: come from such a run), else a temporary directory (the header's time differs every run).
+SCREENSHOTS = ROOT / "docs" / "images" if os.environ.get("CTE1_UPDATE_SCREENSHOTS") else None
+#: Playwright waits up to this for a condition (the first review analyses the call). Conditions in
+#: the view are functions: a bare expression is eval()ed when polled, which the view's CSP forbids.
+WAIT_MS = 90_000
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return "no /usr/bin/chromium (make browser installs Debian's package as root)"
+    if not node_ready():
+        return "node or ui/node_modules missing (make ui-deps)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (the dev extra)"
+    return None
+
+
+if (reason := _missing()) is not None:
+    # CI installs all three through make; there a missing one is a failure, not a skip
+    if os.environ.get("CI"):
+        raise RuntimeError(f"browser tests cannot run: {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+from playwright.async_api import BrowserContext, Frame, Page, async_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def page_html(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return host_page(tmp_path_factory.mktemp("host"))
+
+
+@asynccontextmanager
+async def browser() -> AsyncIterator[BrowserContext]:
+    with tempfile.TemporaryDirectory() as profile:
+        async with async_playwright() as playwright:
+            # a persistent context is how Playwright takes a --user-data-dir: a new, empty one
+            context = await playwright.chromium.launch_persistent_context(
+                profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                yield context
+            finally:
+                await context.close()
+
+
+@asynccontextmanager
+async def review(
+    transport: Literal["stdio", "http"],
+    env: dict[str, str],
+    page_html: str,
+    call: dict[str, Any],
+    *,
+    width: int = 900,
+    theme: str = "light",
+) -> AsyncIterator[tuple[Page, Frame, list[dict[str, Any]], list[str]]]:
+    """The host page open on ``call``; yields the page, the view's frame, the tool calls the host
+    proxied, and every URL the browser requested (to show nothing left loopback)."""
+    calls: list[dict[str, Any]] = []
+    requested: list[str] = []
+    async with (
+        connected(transport, env, apps=True) as client,
+        serving(harness_app(client, page_html, calls)) as url,
+        browser() as context,
+    ):
+        page = await context.new_page()
+        await page.set_viewport_size({"width": width, "height": 900})
+        page.on("request", lambda request: requested.append(request.url))
+        await page.goto(f"{url}/?call={json.dumps(call)}&theme={theme}")
+        await page.wait_for_function("window.harness && window.harness.initialized === true", timeout=WAIT_MS)
+        sandbox = await (await page.wait_for_selector("#app")).content_frame()
+        assert sandbox is not None
+        view = await (await sandbox.wait_for_selector("#view")).content_frame()
+        assert view is not None
+        yield page, view, calls, requested
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (checked as the event loop turns), failing only after WAIT_MS."""
+    with anyio.fail_after(WAIT_MS / 1000):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
+@pytest.fixture
+def env(simulator: Any, tmp_path: Path) -> dict[str, str]:
+    return server_env(
+        simulator.url, tmp_path / "cache", CTE1_CHANNEL_ROLES="customer,agent", CTE1_MASK_NUMBERS="true"
+    )
+
+
+async def analytics_of(transport: Literal["stdio", "http"], env: dict[str, str]) -> dict[str, Any]:
+    async with connected(transport, env, apps=False) as client:
+        analytics: dict[str, Any] = structured(
+            await client.call_tool("get_call_analytics", {**EXAMPLE, "timeline": False})
+        )["analytics"]
+    return analytics
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_the_view_shows_the_call_its_lanes_and_plays_it(
+    transport: Literal["stdio", "http"], env: dict[str, str], page_html: str, tmp_path: Path
+) -> None:
+    expected = await analytics_of(transport, env)
+    async with review(transport, env, page_html, EXAMPLE) as (page, view, calls, requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        # the header: the call, its parties' numbers masked, the agent, the duration
+        header = await view.inner_text("header")
+        assert "942125" in header
+        assert "*******2398" in header  # ani, masked (CTE1_MASK_NUMBERS)
+        assert "08075082398" not in header
+        assert "コムデザイン一郎" in header
+        assert "着信スキル名1" in header
+        assert "4:40" in header  # 280.447 s
+        assert "2026" in header or "20" in header  # the start time, in the viewer's locale
+        # the lanes: each party's talk is exactly the analysis' segments
+        for channel in (0, 1):
+            drawn = await view.eval_on_selector_all(
+                f'[data-lane="ch{channel}"] .span',
+                "nodes => nodes.map(n => [Number(n.dataset.start), Number(n.dataset.end)])",
+            )
+            assert drawn == [
+                [s["startSeconds"], s["endSeconds"]] for s in expected["segments"] if s["channel"] == channel
+            ]
+        silences = await view.eval_on_selector_all(
+            '[data-lane="silence"] .span',
+            "nodes => nodes.map(n => Number(n.dataset.end) - Number(n.dataset.start))",
+        )
+        assert len(silences) == expected["longSilences"]["count"]
+        assert sum(silences) == pytest.approx(expected["longSilences"]["totalSeconds"], abs=0.05)
+        overtalk = await view.eval_on_selector_all(
+            '[data-lane="overtalk"] .span',
+            "nodes => nodes.map(n => Number(n.dataset.end) - Number(n.dataset.start))",
+        )
+        assert sum(overtalk) == pytest.approx(expected["overtalkSeconds"], abs=0.05)
+        # no model on this server: the how-to line, not a blank
+        how_to = await view.wait_for_selector("#how-to", timeout=WAIT_MS)
+        assert "CTE1_ASR_MODEL" in await how_to.inner_text()
+        assert "cte1-mcp models" in await how_to.inner_text()
+        # the customer only, from a customer's turn far from anything fetched yet: a clip of that
+        # channel starting there is asked for, and it plays
+        await view.select_option("#channel", "0")
+        turn = next(s for s in expected["segments"] if s["channel"] == 0 and s["startSeconds"] > 150)
+        before = len(calls)
+        await view.click(
+            f'[data-lane="ch0"] .span[data-start="{turn["startSeconds"]}"]', position={"x": 1, "y": 4}
+        )
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        clips = [c["arguments"] for c in calls[before:] if c["name"] == "get_call_clip"]
+        playing = await view.evaluate("({start: window.review.clip.start, end: window.review.clip.end})")
+        asked = next(c for c in clips if c["startSeconds"] == playing["start"])
+        assert asked["channel"] == "0"
+        assert asked["endSeconds"] == playing["end"]
+        assert asked["endSeconds"] - asked["startSeconds"] <= 20  # bounded clips, never the whole call
+        # the click landed at the turn's start (to the pixel: the track is ~800 px for 280 s)
+        assert playing["start"] == pytest.approx(turn["startSeconds"], abs=0.5)
+        # and the next clip is fetched ahead while this one plays
+        await until(lambda: any(c["arguments"]["startSeconds"] == playing["end"] for c in calls[before:]))
+        start = await view.evaluate("document.querySelector('#audio').currentTime")
+        await view.wait_for_function(
+            f"() => document.querySelector('#audio').currentTime > {start} + 0.5", timeout=WAIT_MS
+        )
+        position = await view.evaluate("window.review.position")
+        assert turn["startSeconds"] - 0.5 <= position <= expected["durationSeconds"]
+        # the keyboard: space pauses, the right arrow moves 5 s on, space plays again
+        await view.focus("#timeline")
+        await page.keyboard.press(" ")
+        await view.wait_for_function("() => document.querySelector('#audio').paused", timeout=WAIT_MS)
+        paused_at = await view.evaluate("window.review.position")
+        await page.keyboard.press("ArrowRight")
+        await view.wait_for_function(f"() => window.review.position >= {paused_at} + 4.9", timeout=WAIT_MS)
+        assert await view.get_attribute("#timeline", "aria-valuetext") is not None
+        await page.keyboard.press(" ")
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        # speed
+        await view.click('[data-speed="2"]')
+        assert await view.evaluate("document.querySelector('#audio').playbackRate") == 2
+        await page.keyboard.press(" ")
+        # the view runs under the spec's default CSP (here it could reach its own origin otherwise)
+        assert await view.evaluate("fetch('/tools').then(() => 'fetched', () => 'blocked')") == "blocked"
+        # nothing left loopback: the page, its API, the sandbox and the view's own data: audio only
+        assert all(
+            u.startswith(("http://127.0.0.1:", "http://localhost:", "data:", "about:")) for u in requested
+        )
+        if transport == "stdio":
+            await screenshots(page, view, SCREENSHOTS or tmp_path)
+
+
+async def screenshots(page: Page, view: Frame, directory: Path) -> None:
+    """The view as a reviewer sees it, light, dark (the host's theme, changed live) and 360 px."""
+    directory.mkdir(parents=True, exist_ok=True)
+    await view.evaluate("document.querySelector('#audio').pause()")
+    await view.evaluate("window.review.seek(96, false)")
+    await page.screenshot(path=str(directory / "review-light.png"), full_page=True)
+    # the host's background variable (a light-dark() pair) is used, on the side the theme says
+    assert await view.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(254, 254, 254)"
+    await page.evaluate("window.harness.setTheme('dark')")
+    await view.wait_for_function("() => document.documentElement.dataset.theme === 'dark'", timeout=WAIT_MS)
+    background = await view.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(16, 16, 16)"
+    await page.screenshot(path=str(directory / "review-dark.png"), full_page=True)
+    await page.evaluate("window.harness.setTheme('light')")
+    await page.set_viewport_size({"width": 360, "height": 900})
+    await view.wait_for_function("() => document.documentElement.scrollWidth <= 360", timeout=WAIT_MS)
+    # the view told the host its new height (ui/notifications/size-changed) and the host applied it
+    height = await view.evaluate("document.body.scrollHeight")
+    await page.wait_for_function(f"document.querySelector('#app').clientHeight >= {height}", timeout=WAIT_MS)
+    for frame in (page, view):  # both documents laid out and painted at the new size
+        await frame.evaluate("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    await page.screenshot(path=str(directory / "review-narrow.png"), full_page=True)
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_server_error_is_shown_in_the_servers_words(
+    transport: Literal["stdio", "http"], env: dict[str, str], page_html: str
+) -> None:
+    async with review(transport, env, page_html, IN_PROGRESS) as (page, view, _calls, _requested):
+        await view.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
+        await view.wait_for_function(
+            "() => document.querySelector('#error').innerText.startsWith('[call_in_progress]')",
+            timeout=WAIT_MS,
+        )
+        shown = await view.inner_text("#error")
+        said = await page.evaluate("window.harness.reviewResult.content[0].text")
+        assert shown == said
+        assert "未完了の通話" in shown
+        assert await view.is_hidden("#review")
+
+
+def test_the_committed_view_is_a_fresh_build(tmp_path: Path) -> None:
+    """``make ui`` was run after the last change to ui/: the served file is what the sources build."""
+    from tests.browser_host import build
+
+    build("--out", str(tmp_path / "review.html"))
+    committed = ROOT / "server" / "cte1_mcp" / "app" / "review.html"
+    assert (tmp_path / "review.html").read_bytes() == committed.read_bytes(), "run make ui"
+    size = committed.stat().st_size
+    assert size < 300 * 1024
+    html = committed.read_text(encoding="utf-8")
+    for remote in ("http://", "https://", "//cdn", "@import", "<link"):
+        assert remote not in html, remote
+
+
+async def test_a_mono_call_has_one_lane_and_no_party_choice(env: dict[str, str], page_html: str) -> None:
+    async with connected("stdio", env, apps=False) as client:
+        expected = structured(await client.call_tool("get_call_analytics", {**SMALL, "timeline": False}))
+    async with review("stdio", env, page_html, SMALL) as (page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        lanes = await view.eval_on_selector_all(".lane", "nodes => nodes.map(n => n.dataset.lane)")
+        assert lanes == ["ch0", "silence"]  # one party ("mixed"), no overtalk on a mono recording
+        drawn = await view.eval_on_selector_all(
+            '[data-lane="ch0"] .span',
+            "nodes => nodes.map(n => [Number(n.dataset.start), Number(n.dataset.end)])",
+        )
+        assert drawn == [[s["startSeconds"], s["endSeconds"]] for s in expected["analytics"]["segments"]]
+        assert await view.eval_on_selector_all("#channel option", "nodes => nodes.map(n => n.value)") == [
+            "mix"
+        ]
+        # the keyboard from the start: space plays the mix from 0:00; the left arrow stays at 0
+        await view.focus("#timeline")
+        await page.keyboard.press("ArrowLeft")
+        assert await view.evaluate("window.review.position") == 0
+        await page.keyboard.press(" ")
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        [clip] = [c["arguments"] for c in calls if c["name"] == "get_call_clip"][:1]
+        assert (clip["startSeconds"], clip["channel"]) == (0, "mix")
+        assert clip["endSeconds"] == pytest.approx(
+            min(20, expected["analytics"]["durationSeconds"]), abs=0.01
+        )
+
+
+async def test_clips_over_the_inline_limit_come_as_resources_read_through_the_host(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    env = server_env(
+        simulator.url,
+        tmp_path / "cache",
+        CTE1_CHANNEL_ROLES="customer,agent",
+        CTE1_INLINE_AUDIO_MAX_BYTES="0",
+    )
+    async with review("http", env, page_html, EXAMPLE) as (page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.focus("#timeline")
+        await page.keyboard.press(" ")
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        await view.wait_for_function(
+            "() => document.querySelector('#audio').currentTime > 0.5", timeout=WAIT_MS
+        )
+        assert await page.evaluate("window.harness.resourceReads") >= 1
+        assert await view.evaluate(
+            "document.querySelector('#audio').src.startsWith('data:audio/wav;base64,')"
+        )
+        assert any(c["name"] == "get_call_clip" for c in calls)
+
+
+async def test_a_thirty_minute_call_draws_every_segment_and_plays_any_point_in_bounded_clips(
+    env: dict[str, str], page_html: str
+) -> None:
+    """The simulator's benchmark call of 56 MiB: 30.6 minutes, more talk segments than a tool
+    result carries (500): the view reads the analytics resource through the host for the rest."""
+    from mcp_types import TextResourceContents
+
+    from cte1_mcp.simulator.calls import BENCHMARK_TENANT
+
+    long_call = {"tenantId": BENCHMARK_TENANT, "sessionId": 56, "recordId": 1}
+    async with connected("http", env, apps=False) as client:
+        read = await client.read_resource(f"cte1://calls/{BENCHMARK_TENANT}/56/1/analytics")
+    [contents] = read.contents
+    assert isinstance(contents, TextResourceContents)
+    whole = json.loads(contents.text)
+    assert len(whole["segments"]) > 500
+    async with review("http", env, page_html, long_call) as (_page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.wait_for_function(
+            f'() => document.querySelectorAll(\'[data-lane="ch0"] .span, [data-lane="ch1"] .span\').length'
+            f" === {len(whole['segments'])}",
+            timeout=WAIT_MS,
+        )
+        for channel in (0, 1):
+            drawn = await view.eval_on_selector_all(
+                f'[data-lane="ch{channel}"] .span',
+                "nodes => nodes.map(n => [Number(n.dataset.start), Number(n.dataset.end)])",
+            )
+            assert drawn == [
+                [s["startSeconds"], s["endSeconds"]] for s in whole["segments"] if s["channel"] == channel
+            ]
+        # near the end of the call: one bounded clip from there, not the call
+        await view.evaluate("window.review.seek(1800, true)")
+        await view.wait_for_function(
+            "() => document.querySelector('#audio').currentTime > 0.5", timeout=WAIT_MS
+        )
+        clips = [c["arguments"] for c in calls if c["name"] == "get_call_clip"]
+        assert clips
+        assert all(c["endSeconds"] - c["startSeconds"] <= 20 for c in clips)
+        assert any(c["startSeconds"] == 1800 for c in clips)
+        assert (await view.inner_text("#now")).startswith("30:0")
