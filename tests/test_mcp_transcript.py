@@ -71,6 +71,7 @@ async def test_a_transcript_of_real_speech_per_party_with_times(
         again = structured(await client.call_tool("get_call_transcript", SMALL))
         whole = json.loads(_text_of(await client.read_resource(call_uri(SMALL, "transcript"))))
         vtt = _text_of(await client.read_resource(call_uri(SMALL, "transcript.vtt")))
+        review = await client.call_tool("review_call", SMALL)  # a client without apps: text
     transcript = body["transcript"]
     assert transcript["language"] == "ja" and transcript["channels"] == 2
     assert transcript["engine"]["name"] == "faster-whisper" and len(transcript["engine"]["modelSha256"]) == 64
@@ -111,6 +112,13 @@ async def test_a_transcript_of_real_speech_per_party_with_times(
         sentences
     )
     assert any(m and m.startswith("Transcribed ") for m in events)
+    # review_call's text answer, for hosts without apps, carries the transcript's first lines
+    review_lines = text(review).splitlines()
+    first = review_lines.index("Transcript:")
+    assert (
+        review_lines[first + 1 : first + 1 + min(10, len(sentences))]
+        == lines[2 : 2 + min(10, len(sentences))]
+    )
 
 
 async def test_concurrent_callers_share_one_transcription_and_a_lone_cancel_stops_it(

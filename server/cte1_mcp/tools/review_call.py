@@ -10,8 +10,10 @@ from mcp_types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel, Field, create_model
 
 from cte1_mcp.app_view import REVIEW_URI, tool_meta
+from cte1_mcp.errors import Cte1Error, TranscriptionUnavailable
+from cte1_mcp.models import CallKey
 from cte1_mcp.tools import call_analytics
-from cte1_mcp.tools.arguments import CallArguments, parse_arguments
+from cte1_mcp.tools.arguments import CallArguments
 from cte1_mcp.tools.base import Tool, ToolContext
 
 DESCRIPTION = """\
@@ -65,7 +67,7 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
             f"The review view shows the call, its transcript and playback ({TRANSCRIPT_TOOL} gives you the words)."
         )
     else:
-        transcript = await _transcript_start(ids, context)
+        transcript = await _transcript_start(arguments.key, context)
         lines.extend(
             ["Transcript:", *transcript.lines, transcript.note] if transcript.lines else [transcript.note]
         )
@@ -78,44 +80,25 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
     return CallToolResult(content=blocks, structured_content=result.model_dump(mode="json"))
 
 
-async def _transcript_start(ids: dict[str, Any], context: ToolContext) -> TranscriptStart:
-    """The transcript tool's answer, cut to its first lines, when this server has that tool and a
-    model; otherwise how to enable it (the tool answers [transcription_unavailable] without one)."""
-    from cte1_mcp.tools import discover  # the registry, at run time: it imports this module
-
-    tool = discover().get(TRANSCRIPT_TOOL)
-    if tool is None:
+async def _transcript_start(key: CallKey, context: ToolContext) -> TranscriptStart:
+    """The transcript's first lines (as get_call_transcript's text writes them), or how to enable
+    transcripts when this server has no model ([transcription_unavailable])."""
+    try:
+        _, transcript = await context.transcription.transcript(key, context.progress)
+    except TranscriptionUnavailable:
         return TranscriptStart(available=False, lines=[], note=HOW_TO_TRANSCRIBE)
-    answer = await tool.run(parse_arguments(tool.arguments, ids), context)
-    if answer.is_error:
-        said = " ".join(block.text for block in answer.content if isinstance(block, TextContent))
-        if said.startswith("[transcription_unavailable]"):
-            return TranscriptStart(available=False, lines=[], note=HOW_TO_TRANSCRIBE)
-        return TranscriptStart(available=True, lines=[], note=f"The transcript failed: {said}")
-    sentences = ((answer.structured_content or {}).get("transcript") or {}).get("sentenceList") or []
-    shown = [_line(sentence) for sentence in sentences[:FIRST_LINES]]
-    rest = len(sentences) - len(shown)
+    except Cte1Error as error:
+        return TranscriptStart(available=True, lines=[], note=f"The transcript failed: {error.render()}")
+    lines = transcript.lines()
+    shown = lines[:FIRST_LINES]
+    rest = len(lines) - len(shown)
     note = (
-        f"{rest} more sentence(s): call {TRANSCRIPT_TOOL} with the same ids for the whole transcript."
+        f"{rest} more sentence{'s' if rest > 1 else ''}: call {TRANSCRIPT_TOOL} with the same ids for the "
+        "whole transcript."
         if rest > 0
         else "That is the whole transcript."
     )
-    return TranscriptStart(available=True, lines=shown, sentenceCount=len(sentences), note=note)
-
-
-def _line(sentence: dict[str, Any]) -> str:
-    """``00:06.1–00:08.4 customer: text``, as get_call_transcript's own text block writes it."""  # noqa: RUF002
-    return (
-        f"{_clock(sentence.get('startOffsetMs'))}–{_clock(sentence.get('endOffsetMs'))} "  # noqa: RUF001
-        f"{sentence.get('speaker', '?')}: {sentence.get('text', '')}"
-    )
-
-
-def _clock(milliseconds: Any) -> str:
-    if not isinstance(milliseconds, int | float):
-        return "?"
-    minutes, seconds = divmod(milliseconds / 1000, 60)
-    return f"{int(minutes):02d}:{seconds:04.1f}"
+    return TranscriptStart(available=True, lines=shown, sentenceCount=len(lines), note=note)
 
 
 TOOL = Tool(
