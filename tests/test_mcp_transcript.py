@@ -6,6 +6,7 @@ Ground truth is the corpus manifest (how the audio was made), never the recognis
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,62 @@ def _text_of(result: Any) -> str:
 def _clock(ms: int) -> str:
     tenths = round(ms / 100)
     return f"{tenths // 600:02d}:{tenths % 600 / 10:04.1f}"
+
+
+async def test_a_transcript_ct_e1_pushed_is_served_without_a_model_and_local_is_used_when_preferred(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """CTE1_TRANSCRIPT_SOURCE=platform (the default): the platform's own sentences, timed from the
+    stored recording's connectTime; =local: the local model, here none, so [transcription_unavailable]."""
+    from datetime import datetime, timedelta
+
+    from cte1_mcp.models import CallKey
+    from cte1_mcp.service import RecordingService
+    from cte1_mcp.transcribe.pushed import PushBody, StoredPush
+    from tests.helpers.push_server import example
+
+    services: list[RecordingService] = []
+
+    def keep(service: RecordingService) -> RecordingService:
+        services.append(service)
+        return service
+
+    simulator.state.reset()
+    for source in ("platform", "local"):
+        async with in_process(simulator.url, tmp_path, wrap=keep, transcript_source=source) as client:
+            metadata = structured(await client.call_tool("get_call_metadata", SMALL))
+            connected = datetime.fromisoformat(metadata["connectTime"])
+            body = example()
+            conversation = body["conversation"]
+            conversation.update(tenantId=SMALL["tenantId"], sessionId=SMALL["sessionId"])
+            conversation["connectTime"] = metadata["connectTime"]
+            conversation["recordList"] = conversation["recordList"][:1]
+            for sentence, offset in zip(
+                conversation["recordList"][0]["sentenceList"], (4.36, 8.18), strict=True
+            ):
+                sentence["startTime"] = _iso(connected + timedelta(seconds=offset))
+                sentence["endTime"] = _iso(connected + timedelta(seconds=offset + 1.8))
+            parsed = PushBody.model_validate(body).conversation
+            stored = StoredPush.of(parsed, parsed.recordList[0])
+            await services[-1].repository.write_pushed_transcript(
+                CallKey(SMALL["tenantId"], SMALL["sessionId"], SMALL["recordId"]),
+                stored.model_dump_json().encode(),
+                available_until=datetime.now(UTC) + timedelta(days=1),
+            )
+            result = await client.call_tool("get_call_transcript", SMALL)
+            if source == "platform":
+                transcript = structured(result)["transcript"]
+                assert transcript["engine"]["name"] == "cte1"
+                assert [
+                    (s["speakerId"], s["text"], s["startOffsetMs"]) for s in transcript["sentenceList"]
+                ] == [
+                    (2, "私はコムデザイン一郎です", 4360),
+                    (1, "パソコンの調子が悪いです", 8180),
+                ]
+                assert "CT-e1's own speech recognition" in text(result)
+            else:
+                assert result.is_error and text(result).startswith("[transcription_unavailable]")
+
+
+def _iso(moment: Any) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
