@@ -41,8 +41,13 @@ def test_choosing_an_engine_imports_nothing_heavy() -> None:
     )
 
 
-def test_a_folder_is_claimed_by_its_ctranslate2_model_file(tmp_path: Path, whisper_base_dir: Path) -> None:
+def test_a_folder_is_claimed_when_it_holds_a_whole_ctranslate2_conversion(
+    tmp_path: Path, whisper_base_dir: Path
+) -> None:
     assert faster_whisper.matches(whisper_base_dir)
+    assert not faster_whisper.matches(
+        model_copy(whisper_base_dir, tmp_path / "half", without="tokenizer.json")
+    )
     (tmp_path / "tokens.txt").write_text("<blk> 0\n")
     (tmp_path / "encoder.onnx").write_bytes(b"")
     assert not faster_whisper.matches(tmp_path)  # a sherpa-onnx transducer

@@ -1,0 +1,144 @@
+"""Whisper-base through the whole pipeline on real Japanese speech: the labelled corpus
+(tests/corpus_ja/, scripts/make_ja_corpus.py), whose ground truth comes from its construction.
+
+Each call is analysed by the real analyser (the stored analysis a transcription starts from), then
+transcribed with the real model, once a session. Few calls, chosen for what they test, since CPU is
+scarce: two clean calls for the character error rate (8 kHz μ-law, and 16 kHz PCM, which is not
+resampled), a silent hold, a music hold, line echo, and a mono call.
+
+Tolerances, and why:
+
+- **CER ≤ 12 % over both parties of the clean calls** (the issue's target with Whisper-base), and
+  **≤ 20 % for each party**: Whisper-base meets 12 % for the agent's voice and misses it for the male
+  customer voice (13-19 % on the 8-kHz clean calls: homophones such as 料金→両筋, 請求額→成球学).
+  Utterances that read out numbers are left out: Whisper writes digits, the corpus has kanji numerals.
+- **a sentence overlaps the truth by time**: every sentence lies at least partly on an utterance of
+  its own party; times are Whisper's segment times (or a share of them), not exact.
+- **holds and music**: no sentence overlaps a hold or music by more than ``EDGE`` (0.5 s): the pieces
+  reach 0.2 s into the pause either side, and a segment's time may run past its last word.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cte1_mcp.audio.analytics import analyse
+from cte1_mcp.transcribe.base import Transcriber
+from cte1_mcp.transcribe.cer import cer, edit_distance, normalise
+from cte1_mcp.transcribe.pipeline import transcribe_file
+from cte1_mcp.transcribe.transcript import Heard
+
+CORPUS = Path(__file__).parent / "corpus_ja"
+MANIFEST: dict[str, Any] = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
+CALLS = {call["id"]: call for call in MANIFEST["calls"]}
+CLEAN_CALLS = ["c01_identity_clean", "c10_wideband_16k_pcm"]
+MAX_CER = 0.12
+MAX_PARTY_CER = 0.20
+EDGE = 0.5
+
+pytestmark = pytest.mark.slow
+
+Transcribed = Callable[[str], tuple[dict[str, Any], list[Heard]]]
+
+
+@pytest.fixture(scope="module")
+def transcribed(whisper_base: Transcriber) -> Transcribed:
+    """``call id -> (manifest entry, sentences)``, each call analysed and transcribed once."""
+    done: dict[str, tuple[dict[str, Any], list[Heard]]] = {}
+
+    def run(call_id: str) -> tuple[dict[str, Any], list[Heard]]:
+        if call_id not in done:
+            call = CALLS[call_id]
+            audio = io.BytesIO((CORPUS / call["file"]).read_bytes())
+            analysis = analyse(audio, tuple(call["channelRoles"]) if call["channels"] == 2 else ())
+            done[call_id] = call, transcribe_file(audio, analysis, whisper_base, language="ja")
+        return done[call_id]
+
+    return run
+
+
+def seconds(item: dict[str, Any]) -> tuple[float, float]:
+    return item["startMs"] / 1000, item["endMs"] / 1000
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def party_texts(call: dict[str, Any], heard: list[Heard], channel: int) -> tuple[str, str]:
+    """One party's reference and heard text over the call, without the utterances (and the
+    sentences timed on them) that read out numbers."""
+    mine = [u for u in call["utterances"] if u["channel"] == channel]
+    numbers = [seconds(u) for u in mine if u["numerals"]]
+    party = None if call["channels"] == 1 else channel
+    reference = "".join(u["text"] for u in mine if not u["numerals"])
+    hypothesis = "".join(
+        h.text
+        for h in heard
+        if h.channel == party and not any(overlap((h.start, h.end), span) > 0 for span in numbers)
+    )
+    return reference, hypothesis
+
+
+def test_the_clean_calls_are_heard_within_the_error_target(transcribed: Transcribed) -> None:
+    parties = [party_texts(*transcribed(call_id), channel) for call_id in CLEAN_CALLS for channel in (0, 1)]
+    rates = [cer(reference, hypothesis) for reference, hypothesis in parties]
+    lengths = [len(normalise(reference)) for reference, _ in parties]
+    pooled = sum(rate * length for rate, length in zip(rates, lengths, strict=True)) / sum(lengths)
+    assert pooled <= MAX_CER, (pooled, rates)
+    assert all(rate <= MAX_PARTY_CER for rate in rates), rates
+
+
+@pytest.mark.parametrize(
+    "call_id", [*CLEAN_CALLS, "c05_hold_silent_12s", "c06_hold_music", "c07_line_echo_20db"]
+)
+def test_every_sentence_is_timed_on_an_utterance_of_its_own_party(
+    transcribed: Transcribed, call_id: str
+) -> None:
+    call, heard = transcribed(call_id)
+    assert heard
+    for sentence in heard:
+        spoken = [seconds(u) for u in call["utterances"] if u["channel"] == sentence.channel]
+        assert any(overlap((sentence.start, sentence.end), span) > 0 for span in spoken), sentence
+
+
+@pytest.mark.parametrize("call_id", ["c05_hold_silent_12s", "c06_hold_music"])
+def test_no_sentence_spans_a_hold_or_music_and_none_is_heard_in_it(
+    transcribed: Transcribed, call_id: str
+) -> None:
+    call, heard = transcribed(call_id)
+    quiet = [seconds(hold) for hold in call["holds"]] + [seconds(music) for music in call["music"]]
+    assert quiet
+    for span in quiet:
+        inside = [h for h in heard if overlap((h.start, h.end), span) > EDGE]
+        assert inside == [], span
+
+
+def test_the_echo_channel_does_not_repeat_the_other_party(transcribed: Transcribed) -> None:
+    call, heard = transcribed("c07_line_echo_20db")
+    for sentence in heard:
+        other = [u for u in call["utterances"] if u["channel"] != sentence.channel]
+        said_there = [u["text"] for u in other if overlap((sentence.start, sentence.end), seconds(u)) > 0]
+        # the echo of the other party's words would be close to them (measured before the echo
+        # guard: 245 % CER on the echo channel, every sentence of the other party heard twice)
+        said = normalise(sentence.text)
+        assert all(
+            edit_distance(said, normalise(text), within=True) > 0.5 * len(said) for text in said_there
+        ), (
+            sentence,
+            said_there,
+        )
+    assert {h.channel for h in heard} == {0, 1}
+
+
+def test_a_mono_call_is_one_party_and_heard(transcribed: Transcribed) -> None:
+    call, heard = transcribed("c09_mono_mixed")
+    assert heard and {h.channel for h in heard} == {None}
+    # two voices mixed on one channel: measured 17.8 %, short of the clean calls
+    assert cer(*party_texts(call, heard, 0)) <= 0.3
