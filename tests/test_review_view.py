@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ import pytest
 
 from tests.browser_host import ROOT, harness_app, host_page, node_ready, serving
 from tests.mcp_harness import EXAMPLE, IN_PROGRESS, SMALL, server_env, structured
+from tests.test_mcp_transcript import serve_corpus_call
 from tests.test_review_call import connected
 
 pytestmark = pytest.mark.anyio
@@ -223,15 +225,16 @@ async def test_the_view_shows_the_call_its_lanes_and_plays_it(
         assert all(
             u.startswith(("http://127.0.0.1:", "http://localhost:", "data:", "about:")) for u in requested
         )
-        if transport == "stdio":
-            await screenshots(page, view, SCREENSHOTS or tmp_path)
+        if transport == "stdio":  # the committed screenshots are the transcript test's
+            await screenshots(page, view, tmp_path, at=96)
 
 
-async def screenshots(page: Page, view: Frame, directory: Path) -> None:
-    """The view as a reviewer sees it, light, dark (the host's theme, changed live) and 360 px."""
+async def screenshots(page: Page, view: Frame, directory: Path, *, at: float) -> None:
+    """The view as a reviewer sees it at ``at`` seconds, light, dark (the host's theme, changed
+    live) and 360 px."""
     directory.mkdir(parents=True, exist_ok=True)
     await view.evaluate("document.querySelector('#audio').pause()")
-    await view.evaluate("window.review.seek(96, false)")
+    await view.evaluate(f"window.review.seek({at}, false)")
     await page.screenshot(path=str(directory / "review-light.png"), full_page=True)
     # the host's background variable (a light-dark() pair) is used, on the side the theme says
     assert await view.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(254, 254, 254)"
@@ -375,3 +378,117 @@ async def test_a_thirty_minute_call_draws_every_segment_and_plays_any_point_in_b
         assert all(c["endSeconds"] - c["startSeconds"] <= 20 for c in clips)
         assert any(c["startSeconds"] == 1800 for c in clips)
         assert (await view.inner_text("#now")).startswith("30:0")
+
+
+#: How the view names each party (its own words, as ui/src/lanes.js has them).
+PARTY_LABELS = {"customer": "顧客", "agent": "オペレーター"}
+
+
+@pytest.fixture(scope="module")
+async def transcribed(
+    _shared_simulator: Any, whisper_base_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A call of real Japanese speech (the corpus's, served once by the simulator as SMALL's
+    recording) transcribed once by Whisper-base through a real client: the servers of this module's
+    transcript tests share its cache, so they find the recording and the transcript stored."""
+    serve_corpus_call(_shared_simulator)
+    env = server_env(
+        _shared_simulator.url,
+        tmp_path_factory.mktemp("transcribed") / "cache",
+        CTE1_CHANNEL_ROLES="customer,agent",
+        CTE1_ASR_MODEL=str(whisper_base_dir),
+        CTE1_ASR_THREADS="2",
+    )
+    async with connected("stdio", env, apps=False) as client:
+        transcript: dict[str, Any] = structured(await client.call_tool("get_call_transcript", SMALL))[
+            "transcript"
+        ]
+    assert not transcript["shortened"] and len(transcript["sentenceList"]) >= 4
+    return env, transcript
+
+
+def clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_the_transcript_is_listed_and_a_clicked_sentence_plays_and_follows_the_playhead(
+    transport: Literal["stdio", "http"],
+    transcribed: tuple[dict[str, str], dict[str, Any]],
+    simulator: Any,
+    page_html: str,
+    tmp_path: Path,
+) -> None:
+    env, transcript = transcribed
+    sentences = transcript["sentenceList"]
+    async with review(transport, env, page_html, SMALL) as (page, view, calls, _requested):
+        await view.wait_for_selector(".sentence", timeout=WAIT_MS)
+        # every sentence of get_call_transcript, in order, with its speaker, its time and its words
+        listed = await view.eval_on_selector_all(
+            ".sentence",
+            "nodes => nodes.map(n => [Number(n.dataset.start), n.querySelector('.who').innerText,"
+            " n.querySelector('.when').innerText, n.querySelector('.text').innerText])",
+        )
+        assert listed == [
+            [
+                s["startOffsetMs"] / 1000,
+                PARTY_LABELS[s["speaker"]],
+                clock(s["startOffsetMs"] / 1000),
+                s["text"],
+            ]
+            for s in sentences
+        ]
+        # a sentence that the next one follows closely (a turn change): clicked, its party's channel
+        # is asked for from its start, and it plays
+        index = next(
+            i
+            for i, (s, after) in enumerate(pairwise(sentences))
+            if i > 0 and after["startOffsetMs"] - s["endOffsetMs"] < 1000 and s["channel"] != after["channel"]
+        )
+        sentence, following = sentences[index], sentences[index + 1]
+        await view.evaluate(
+            """() => {
+                window.samples = [];
+                document.querySelector('#audio').addEventListener('timeupdate', () => {
+                    const current = document.querySelectorAll('.sentence.current');
+                    const marked = document.querySelectorAll('.sentence[aria-current="true"]');
+                    window.samples.push([window.review.position, [...current].map(n => Number(n.dataset.sequence)),
+                                         [...marked].map(n => Number(n.dataset.sequence))]);
+                });
+            }"""
+        )
+        before = len(calls)
+        await view.click(f'.sentence[data-sequence="{sentence["sequence"]}"]')
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        [clip] = [c["arguments"] for c in calls[before:] if c["name"] == "get_call_clip"]
+        assert clip["startSeconds"] == pytest.approx(sentence["startOffsetMs"] / 1000, abs=0.001)
+        assert clip["channel"] == str(sentence["channel"])
+        assert await view.input_value("#channel") == str(sentence["channel"])  # the choice shows it
+        start = await view.evaluate("document.querySelector('#audio').currentTime")
+        await view.wait_for_function(
+            f"() => document.querySelector('#audio').currentTime > {start} + 0.5", timeout=WAIT_MS
+        )
+        # the clicked sentence is the current one, then the next once the playhead passes its start
+        # (a second before it, to keep the wait short whatever the sentence's length)
+        following_start = following["startOffsetMs"] / 1000
+        await view.evaluate(
+            f"window.review.seek({max(sentence['startOffsetMs'] / 1000, following_start - 1)}, true)"
+        )
+        await view.wait_for_function(
+            f"() => window.review.position > {following_start} + 0.3", timeout=WAIT_MS
+        )
+        await view.evaluate("document.querySelector('#audio').pause()")
+        samples = await view.evaluate("window.samples")
+        for position, current, marked in samples:
+            assert current == marked  # the class and aria-current go together, on one sentence at most
+            if sentence["startOffsetMs"] / 1000 <= position < following_start - 0.05:
+                assert current == [sentence["sequence"]], (position, current)
+            elif following_start + 0.05 <= position <= following["endOffsetMs"] / 1000:
+                assert current == [following["sequence"]], (position, current)
+        seen = [current for _position, current, _marked in samples if current]
+        assert seen[0] == [sentence["sequence"]] and seen[-1] == [following["sequence"]]
+        # the recording was the one stored with the transcript, not fetched again
+        assert simulator.state.requests == []
+        if transport == "stdio":  # paused in a sentence: the screenshots show it as the current one
+            await screenshots(page, view, SCREENSHOTS or tmp_path, at=following_start + 0.5)

@@ -208,7 +208,16 @@ class Review {
 
   // --- playback ----------------------------------------------------------------------------
 
+  /** A sentence plays from its start on its speaker's channel (the channel choice shows it; a mono
+   * call has only the mix). */
   playSentence(sentence) {
+    const channel = String(sentence.channel ?? "mix");
+    const choice = $("#channel");
+    if (channel !== this.channel && [...choice.options].some((option) => option.value === channel)) {
+      choice.value = channel;
+      this.channel = channel;
+      this.clip = null; // the next clip comes from the sentence's channel
+    }
     this.seek(sentence.startOffsetMs / 1000, true);
   }
 
