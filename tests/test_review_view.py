@@ -3,7 +3,7 @@ download) loads the test host page (ext-apps' AppBridge), which loads the real u
 the real server and proxies the view's tool calls to it over a real MCP client (stdio and HTTP).
 
 Chromium comes from the project's set-up (``make browser``: Debian's package), the host page's
-packages from ui/package-lock.json (``make ui-deps``). Screenshots of the run go to docs/images/.
+packages from ui/package-lock.json (``make ui``). Screenshots of the run go to docs/images/.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _missing() -> str | None:
     if not CHROMIUM.exists():
         return "no /usr/bin/chromium (make browser installs Debian's package as root)"
     if not node_ready():
-        return "node or ui/node_modules missing (make ui-deps)"
+        return "node or ui/node_modules missing (make ui)"
     try:
         import playwright  # noqa: F401
     except ImportError:
