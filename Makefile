@@ -21,7 +21,7 @@ JA_FONT := fonts-ipafont-gothic=00303-23
 # uv uses the Python that made the venv and never downloads one of its own.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator serve lock clean ui browser corpus
+.PHONY: setup demo config test test-latest lint typecheck pytest bench simulator lock clean ui browser corpus corpus-venv dialogues
 
 $(STAMP): $(LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -104,10 +104,16 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 ## corpus: regenerate tests/corpus_ja/ (Japanese TTS speech) in its own venv, .venv-corpus
-corpus: $(STAMP)
+corpus: corpus-venv
+	KOKORO_JA_CACHE=$(CORPUS_VENV)/kokoro-model $(CORPUS_VENV)/bin/python scripts/make_ja_corpus.py --cache $(CORPUS_VENV)/tts-cache
+
+## dialogues: regenerate the sample calls' Japanese sentences (simulator/speech/dialogues_ja.*), same venv and clip cache
+dialogues: corpus-venv
+	KOKORO_JA_CACHE=$(CORPUS_VENV)/kokoro-model $(CORPUS_VENV)/bin/python scripts/make_ja_dialogues.py --cache $(CORPUS_VENV)/tts-cache
+
+corpus-venv: $(STAMP)
 	@test -x $(CORPUS_VENV)/bin/python || $(BIN)/uv venv --quiet --python $(BIN)/python $(CORPUS_VENV)
 	$(BIN)/uv pip sync --quiet --python $(CORPUS_VENV)/bin/python --require-hashes requirements/corpus.txt
-	KOKORO_JA_CACHE=$(CORPUS_VENV)/kokoro-model $(CORPUS_VENV)/bin/python scripts/make_ja_corpus.py --cache $(CORPUS_VENV)/tts-cache
 
 simulator: $(STAMP)
 	$(BIN)/cte1-mcp simulator

@@ -249,7 +249,7 @@ def test_counts_read_as_words_in_the_summary_and_the_caption(
     )
     summary = summarise(changed)
     assert f", and {silences} lasted 5 s or more." in summary
-    assert f"(1.0%), {overtalk} for 0.5 s or more;" in summary
+    assert f"%), {overtalk} for 0.5 s or more;" in summary
     second_line = caption(changed)[1]
     assert f" · {silences} of 5 s or more · " in second_line
     assert f" · overtalk {overtalk} for 0.5 s or more " in second_line

@@ -78,14 +78,14 @@ def test_agent_client_saves_the_longest_call(tmp_path: Path) -> None:
     assert [p.name for p in output.iterdir()] == [saved[0].name]  # no partial file left
 
 
-def test_demo_saves_its_wav_privately(tmp_path: Path) -> None:
+def test_demo_saves_its_wav_privately_and_shows_a_transcript(tmp_path: Path) -> None:
     output = tmp_path / "cte1-demo"
     done = subprocess.run(
         [sys.executable, "-m", "cte1_mcp", "demo", "--output", str(output)],
         env={**demo_env(tmp_path), "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # the example's 4 min 40 s transcribed with Whisper-base on a shared CPU
     )
     assert done.returncode == 0, done.stderr
     saved = sorted(output.iterdir())
@@ -95,6 +95,18 @@ def test_demo_saves_its_wav_privately(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path  # before: 0644
     assert stat.S_IMODE(output.stat().st_mode) == 0o700
     assert "sha256 matches" in done.stdout
+    # Before: no transcript step. Now the example call's transcript: its summary, then its first
+    # sentences as `mm:ss.s-mm:ss.s party: text` (an en dash), the agent's greeting first.
+    step = done.stdout.split("3c. transcript of the example call")[1].split("\n4. ")[0]
+    assert "get_call_transcript(tenantId='05053698341', sessionId=942125, recordId=1) → ok" in step
+    assert "by faster-whisper with the model whisper-base" in step
+    lines = [line.strip() for line in step.splitlines() if "\u2013" in line and ": " in line]
+    assert (
+        len(lines) == 8 and lines[0].startswith("00:00.") and " agent: お電話ありがとうございます" in lines[0]
+    )
+    assert {line.split(" ")[1].rstrip(":") for line in lines} == {"customer", "agent"}
+    assert "more sentences in cte1://calls/05053698341/942125/1/transcript" in step
+    assert "platform requests: 3 for 6 successful and 2 refused tool calls" in done.stdout
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["2026-07-28", "2025-11-25"])

@@ -12,14 +12,17 @@ import soundfile
 from cte1_mcp.audio import metrics
 from cte1_mcp.simulator.calls import SAMPLE_CALLS, benchmark_call
 from cte1_mcp.simulator.conversation import Acoustics, Conversation, Line, render, scripted
-from cte1_mcp.simulator.speech import phrase_bank
+from cte1_mcp.simulator.dialogues import utterances
+from cte1_mcp.simulator.speech import dialogue_bank, phrase_bank
 from cte1_mcp.simulator.wav import wav_bytes
 
 
 def test_the_phrase_bank_is_small_and_ships_with_the_package() -> None:
     folder = resources.files("cte1_mcp.simulator") / "speech"
-    sizes = [entry.stat().st_size for entry in folder.iterdir() if entry.is_file()]  # type: ignore[attr-defined]
-    assert sum(sizes) < 300 * 1024
+    sizes = {entry.name: entry.stat().st_size for entry in folder.iterdir() if entry.is_file()}  # type: ignore[attr-defined]
+    assert sizes["phrases.ogg"] + sizes["phrases.json"] < 300 * 1024
+    # the Kokoro sentences of the sample calls' dialogues: about 345 s of Vorbis at ~24 kbit/s
+    assert sizes["dialogues_ja.ogg"] + sizes["dialogues_ja.json"] < 1536 * 1024
     bank = phrase_bank()
     assert len(bank) >= 20
     assert {p.language for p in bank.values()} == {"ja", "en"}
@@ -97,3 +100,35 @@ def test_benchmark_calls_are_speech_with_a_repeating_truth() -> None:
     assert any(abs(start - period) < 1e-6 for start, _ in truth[1])
     samples, rate = soundfile.read(io.BytesIO(wav_bytes(benchmark_call(1).wav_spec())), dtype="int16")
     assert rate == 8000 and np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > 300
+
+
+REVOICED = {
+    ("05053698341", 942125, 1): "example",
+    ("05053698341", 942130, 1): "transfer-reception",
+    ("05053698341", 942130, 2): "transfer-support",
+    ("0312345678", 7001, 1): "outbound",
+}
+
+
+@pytest.mark.parametrize("key", list(REVOICED), ids=["/".join(map(str, key)) for key in REVOICED])
+def test_the_revoiced_samples_speak_their_dialogue_in_order_on_the_right_channels(
+    key: tuple[str, int, int],
+) -> None:
+    # Before: every sample spoke random espeak phrases; now these speak a written Kokoro dialogue.
+    phrases, dialogues = dialogue_bank()
+    steps = [s for s in dialogues[REVOICED[key]].steps if not s.hold]
+    sample = next(c for c in SAMPLE_CALLS if c.key == key)
+    conversation = sample.wav_spec().conversation
+    assert conversation is not None
+    said = [u for u in utterances(conversation) if not u.backchannel]
+    expected = [(phrases[s.phrase].text, 0 if s.role == "customer" else 1) for s in steps]
+    got = [(u.text, u.party) for u in said]
+    # all of it, or (the example) as much as fits before its closing sentence, and the closing
+    assert got[:-1] == expected[: len(got) - 1] and got[-1] == expected[-1]
+    assert len(got) >= min(len(expected), 40)
+    assert said[-1].end <= conversation.seconds - 0.5
+    truth = conversation.truth(2)
+    for u in utterances(conversation):  # a sentence starts and ends in its channel's ground-truth talk
+        assert any(a - 1e-6 <= u.start < b for a, b in truth[u.party]), u
+        assert any(a < u.end <= b + 1e-6 for a, b in truth[u.party]), u
+    assert bool(conversation.holds) == (sample.style.hold_seconds > 0)

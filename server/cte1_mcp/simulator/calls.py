@@ -1,6 +1,8 @@
 """The simulator's call catalogue: seeded sample calls plus on-demand benchmark recordings.
 
-Every recording is a scripted conversation of synthesised speech (see ``conversation.py``): the
+Every recording is a scripted conversation of synthesised speech (see ``conversation.py``; the
+documentation's example, the transferred call and 7001 speak written Japanese dialogues, see
+``dialogues.py``): the
 customer on channel 0, the agent on channel 1, or both mixed on a mono call; ``wav_spec().truth()``
 is its ground truth. Times are offsets before the simulator's *epoch* (the instant its state was
 created), not before "now": moving the simulated clock forward therefore ages every call, which is
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cte1_mcp.simulator.conversation import Acoustics, Style, scripted
+from cte1_mcp.simulator.dialogues import spoken
 from cte1_mcp.simulator.wav import Encoding, WavSpec
 from cte1_mcp.units import MiB
 
@@ -59,6 +62,9 @@ class SampleCall:
     #: What the scripted conversation contains (a hold, overtalk) and how the line sounds.
     style: Style = field(default=Style(), compare=False)
     acoustics: Acoustics = field(default=Acoustics(), compare=False)
+    #: A written dialogue of natural Japanese sentences it speaks (``simulator.dialogues``), or None
+    #: for random phrases of the espeak bank.
+    dialogue: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -101,7 +107,10 @@ class SampleCall:
             return self.wav
         seconds = (self.duration or timedelta(seconds=30)).total_seconds()
         seed = call_seed(*self.key)
-        conversation = scripted(seconds, seed, self.style, self.acoustics)
+        if self.dialogue is not None:
+            conversation = spoken(self.dialogue, seconds, seed, self.style, self.acoustics)
+        else:
+            conversation = scripted(seconds, seed, self.style, self.acoustics)
         return WavSpec.for_duration(
             seconds, channels=self.channels, encoding=self.encoding, seed=seed, conversation=conversation
         )
@@ -132,7 +141,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         0, "08075082398", "05053698333", "F99971353", "コムデザイン一郎", "着信スキル名1",
         "0368509999@0368939999", "局番スキル名1",
         _ago(hours=2), timedelta(seconds=280.447), 2, "mulaw",
-        style=Style(hold_seconds=45.0, overtalks=2, backchannels=3),
+        style=Style(hold_seconds=45.0, overtalks=2, backchannels=3), dialogue="example",
     ),
     SampleCall(
         DOC_TENANT, 942126, 1,
@@ -147,7 +156,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         "Transferred call, record 1: first agent (reception), 45 s 2-channel μ-law",
         0, "09012345678", "05053698333", "F99971355", "佐藤健太", "受付スキル",
         "0368509999@0368939999", "局番スキル名1",
-        _ago(minutes=50), timedelta(seconds=45), 2, "mulaw",
+        _ago(minutes=50), timedelta(seconds=45), 2, "mulaw", dialogue="transfer-reception",
     ),
     SampleCall(
         DOC_TENANT, 942130, 2,
@@ -155,7 +164,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         0, "09012345678", "05053698333", "F99971356", "鈴木美咲", "技術サポートスキル",
         "0368509999@0368939999", "局番スキル名1",
         _ago(minutes=50) - timedelta(seconds=45), timedelta(seconds=120), 2, "mulaw",
-        style=Style(overtalks=4, backchannels=3),
+        style=Style(overtalks=4, backchannels=3), dialogue="transfer-support",
     ),
     SampleCall(
         DOC_TENANT, 942140, 1,
@@ -193,7 +202,7 @@ SAMPLE_CALLS: tuple[SampleCall, ...] = (
         1, "0312345678", "0667778888", "T00000101", "伊藤直樹", "営業発信スキル",
         "0312345678@0312340000", "東京営業",
         _ago(hours=6), timedelta(seconds=60), 2, "mulaw",
-        style=Style(overtalks=1), acoustics=Acoustics(bleed_db=-24.0, noise_dbfs=-50.0),
+        style=Style(overtalks=1), acoustics=Acoustics(bleed_db=-24.0, noise_dbfs=-50.0), dialogue="outbound",
     ),
     SampleCall(
         OTHER_TENANT, 7002, 1,

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from cte1_mcp.simulator.speech import SAMPLE_RATE, phrase_bank
+from cte1_mcp.simulator.speech import SAMPLE_RATE, phrase, phrase_bank
 
 #: Party index = its channel in a two-channel recording.
 CUSTOMER: Literal[0] = 0
@@ -68,10 +68,9 @@ class Conversation:
     def truth(self, channels: Literal[1, 2]) -> tuple[tuple[Interval, ...], ...]:
         """Per channel, the voiced intervals (seconds) the script put there; mono: both parties'."""
         per_party: list[list[Interval]] = [[], []]
-        bank = phrase_bank()
         end_of_call = self.seconds
         for line in self.lines:
-            for start, end in bank[line.phrase].spans:
+            for start, end in phrase(line.phrase).spans:
                 a = line.start + start / SAMPLE_RATE
                 b = min(line.start + end / SAMPLE_RATE, end_of_call)
                 if b > a:
@@ -112,11 +111,10 @@ def hold_music(frames: int, seed: int) -> npt.NDArray[np.float32]:
 def render(conversation: Conversation, channels: Literal[1, 2]) -> npt.NDArray[np.int16]:
     """The recording as int16 samples, shape (frames, channels)."""
     frames = conversation.frames
-    bank = phrase_bank()
     parties = np.zeros((2, frames), dtype=np.float32)
     acoustics = conversation.acoustics
     for line in conversation.lines:
-        samples = bank[line.phrase].samples
+        samples = phrase(line.phrase).samples
         begin = round(line.start * SAMPLE_RATE)
         if begin >= frames:
             continue
