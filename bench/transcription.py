@@ -349,7 +349,8 @@ def transcription_section(r: TranscriptionResult) -> list[str]:
             )
     pooled = []
     for clean in (True, False):
-        for party in r.pooled("ours", numerals=True, clean=clean):
+        parties = r.pooled("ours", numerals=True, clean=clean)
+        for party in sorted(parties, key=lambda name: name == "all"):  # the total last
             pooled.append(
                 f"| {'clean calls' if clean else 'every call'} | {party} | "
                 + " | ".join(
@@ -379,7 +380,9 @@ def transcription_section(r: TranscriptionResult) -> list[str]:
         "process, the model loaded first (not timed). CER: `cer.py` (NFKC, punctuation and spaces "
         "removed) against the corpus manifest (truth by construction), a party's sentences joined "
         "in time order; *w/o numbers*: the utterances reading out numbers left out, with every heard "
-        "sentence overlapping one of them (the corpus writes numbers in kanji, Whisper in digits).",
+        "sentence overlapping one of them (the corpus writes numbers in kanji, Whisper in digits); the "
+        "obvious approach's sentences are whole VAD windows (up to 30 s), so it loses more of its text "
+        "there: compare the two with numbers.",
         "",
         "| call | conditions | party | CER ours | CER obvious | w/o numbers ours | w/o numbers obvious | ref chars |",
         "|---|---|---|---|---|---|---|---|",
