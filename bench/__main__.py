@@ -13,12 +13,23 @@ from pathlib import Path
 
 import anyio
 
-from bench import analysis, coordination, download, economy, machine, report, startup, store_size, warm
+from bench import (
+    analysis,
+    coordination,
+    download,
+    economy,
+    machine,
+    report,
+    startup,
+    store_size,
+    transcription,
+    warm,
+)
 from bench.interleave import MIN_REPETITIONS
 from bench.simproc import simulator_process
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("download", "warm", "economy", "startup", "store_size", "coordination", "analysis")
+PARTS = ("download", "warm", "economy", "startup", "store_size", "coordination", "analysis", "transcription")
 #: Five, not the minimum three: on a shared 2-core machine the spread between runs is wide.
 DEFAULT_REPETITIONS = 5
 
@@ -178,6 +189,15 @@ async def run(plan: Plan, workdir: Path) -> report.Results:
             print(f"7. call analytics: 5 and 30 min x {plan.repetitions}, corpus", file=say, flush=True)
             with simulator_process(simlog) as upstream:
                 analysed = await analysis.run(upstream, plan.repetitions, workdir, say)
+        transcribed = None
+        if "transcription" in plan.parts:
+            print(
+                f"8. transcripts: ours vs faster-whisper's own VAD, corpus + 5-min call "
+                f"x {transcription.FIVE_MINUTE_REPETITIONS}",
+                file=say,
+                flush=True,
+            )
+            transcribed = await transcription.run(workdir, errlog, say, quick=plan.quick)
     finally:
         errlog.close()
         simlog.close()
@@ -190,6 +210,7 @@ async def run(plan: Plan, workdir: Path) -> report.Results:
         store_size=sized,
         coordination=coordinated,
         analysis=analysed,
+        transcription=transcribed,
         client_compile_seconds=compile_seconds,
     )
 

@@ -8,7 +8,8 @@ not hidden by the simulator's own pace.
 N MiB; every record id from 1 up is the same recording (distinct keys for several cold calls in
 one session). The body (metadata part, audio part) is built once per size, kept in memory, and
 written with a ``Content-Length`` in :data:`WRITE_BYTES` ``write()`` calls: the sender does
-nothing per chunk but hand the bytes to the kernel. :func:`plain_upstream_process` runs it over
+nothing per chunk but hand the bytes to the kernel. With ``--audio FILE`` every call is that
+recording instead (the transcription part serves a corpus call this way). :func:`plain_upstream_process` runs it over
 HTTP or, given a certificate (``bench.tls_simulator.test_ca``), over HTTPS.
 """
 
@@ -38,6 +39,8 @@ from bench.simproc import BENCHMARK_TENANT, defaults
 WRITE_BYTES = 1 << 20
 #: Largest recording it serves (its body is held in memory).
 MAX_MIB = 1024
+#: ``--audio``: the recording served for every call instead of the sized noise.
+AUDIO_FILE: Path | None = None
 #: 8 kHz, 2 channels, 16-bit PCM: a telephone recording with one channel per party.
 RATE, CHANNELS, SAMPLE_BYTES = 8000, 2, 2
 
@@ -85,7 +88,7 @@ def metadata(session_id: int, record_id: int, size: int) -> dict[str, object]:
 @cache
 def audio(mib: int) -> bytes:
     """The recording of session ``mib`` (built once; a few hundred ms for 256 MiB)."""
-    return wav(mib << 20)
+    return AUDIO_FILE.read_bytes() if AUDIO_FILE is not None else wav(mib << 20)
 
 
 def body(session_id: int, record_id: int) -> tuple[str, list[bytes]]:
@@ -157,12 +160,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def plain_upstream_process(log: TextIO, certfile: Path | None = None) -> Iterator[Upstream]:
-    """This module's server on 127.0.0.1:<free port>, over HTTPS when given a certificate."""
+def plain_upstream_process(
+    log: TextIO, certfile: Path | None = None, audio_file: Path | None = None
+) -> Iterator[Upstream]:
+    """This module's server on 127.0.0.1:<free port>, over HTTPS when given a certificate; serving
+    ``audio_file`` for every call when given one."""
     port = free_port()
     command = [str(VENV_BIN / "python"), "-m", "bench.plain_upstream", "--port", str(port)]
     if certfile is not None:
         command += ["--certfile", str(certfile)]
+    if audio_file is not None:
+        command += ["--audio", str(audio_file.resolve())]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
     try:
         wait_for_port(port, process)
@@ -177,7 +185,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--certfile", type=Path, help="key and certificate (PEM): serve HTTPS")
+    parser.add_argument("--audio", type=Path, help="serve this recording for every call")
     args = parser.parse_args()
+    global AUDIO_FILE
+    AUDIO_FILE = args.audio
     api_key, source_uuid = defaults()
     Handler.api_key = api_key
     Handler.path_expected = f"/general/v1/{source_uuid}/call/audio_data"

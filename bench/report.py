@@ -14,6 +14,7 @@ from bench.economy import EconomyResult
 from bench.startup import StartupResult
 from bench.stats import DASH, MDASH, MINUS, TIMES, Summary, fmt_bytes
 from bench.store_size import STORE_SIZES, StoreSizeResult
+from bench.transcription import TranscriptionResult, transcription_section, transcription_targets
 from bench.warm import WarmResult
 from cte1_mcp.coordination import SPACING_MARGIN_SECONDS, spacing
 from cte1_mcp.units import MiB
@@ -54,6 +55,7 @@ class Results:
     store_size: StoreSizeResult | None = None
     coordination: CoordinationResult | None = None
     analysis: AnalysisResult | None = None
+    transcription: TranscriptionResult | None = None
     #: The MCP client's one-time check and compile of get_call_audio's output schema, in seconds.
     client_compile_seconds: float | None = None
 
@@ -171,6 +173,8 @@ def targets(r: Results) -> list[Target]:
         )
     if r.analysis:
         out += [Target(*row) for row in analysis_targets(r.analysis)]
+    if r.transcription:
+        out += [Target(*row) for row in transcription_targets(r.transcription)]
     return out
 
 
@@ -523,6 +527,8 @@ def render(
         ]
     if r.analysis:
         lines += analysis_section(r.analysis)
+    if r.transcription:
+        lines += transcription_section(r.transcription)
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
 """The ``cte1-mcp`` command: serve (stdio / HTTP, or against the embedded simulator), check, config,
-simulator, demo, models.
+simulator, demo, models, asr eval.
 
 Heavy modules are imported inside each command so start-up stays quick and ``--help`` instant.
 """
@@ -639,6 +639,98 @@ def _models_run(action: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         _stderr_line("cte1-mcp: interrupted; nothing was installed")
         sys.exit(130)
+
+
+# --- asr -----------------------------------------------------------------------------------
+
+#: Exit status of `asr eval` when some file in the folder could not be scored (the rest were).
+EXIT_SOME_SKIPPED = 1
+#: Settings ``cte1-mcp asr eval`` reads.
+ASR_EVAL_SETTINGS = (
+    "asr_model",
+    "asr_models_dir",
+    "asr_device",
+    "asr_compute_type",
+    "asr_language",
+    "asr_threads",
+    "channel_roles",
+)
+
+
+@main.group(context_settings=CONTEXT)
+def asr() -> None:
+    """Speech recognition: measure the configured model on your own calls."""
+
+
+@asr.command("eval", cls=_WithEnvironment, settings=ASR_EVAL_SETTINGS, context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", default=None, help="A model name or directory instead of CTE1_ASR_MODEL.")
+@click.option(
+    "--roles",
+    envvar="CTE1_CHANNEL_ROLES",
+    default="",
+    help="Role of each channel, channel 0 first (e.g. customer,agent): maps references that name a "
+    "role but no channel, and labels the parties [CTE1_CHANNEL_ROLES].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def asr_eval(folder: Path, model: str | None, roles: str, as_json: bool) -> None:
+    """Transcribe every recording in FOLDER as the server does (analysis, then the transcription
+    pipeline) and score it against its reference: character error rate per call and party
+    (NFKC, punctuation and spaces removed), totals weighted by reference characters, real-time
+    factor (wall / audio seconds) and the model's load time.
+
+    Beside each recording NAME.<audio> put its reference, NAME.json (a list of {"channel": 0|1|null,
+    "role", "text", "startMs", "endMs"}, or an object with a sentenceList as get_call_transcript or
+    CT-e1 give it) or NAME.tsv (channel<TAB>text lines; channel 0, 1, or - for mono).
+
+    Exit 0: every recording scored; 1: some file could not be (a line says which and why; the
+    others are scored); 2: no usable model or bad settings; 130: interrupted.
+    """
+    import time
+
+    from cte1_mcp.errors import TranscriptionUnavailable
+    from cte1_mcp.settings import load_asr_settings
+    from cte1_mcp.transcribe import evaluate
+    from cte1_mcp.transcribe.configured import load_model, resolve_model
+
+    role_names = tuple(r.strip() for r in roles.split(",") if r.strip())
+    if role_names and (len(role_names) != 2 or role_names[0] == role_names[1]):
+        raise click.BadParameter("give two different role names, channel 0 first", param_hint="--roles")
+    settings = _or_exit(load_asr_settings)
+    if model is not None:
+        settings = settings.model_copy(update={"asr_model": model})
+    try:
+        resolved = resolve_model(settings)
+        started = time.perf_counter()
+        transcriber = load_model(resolved, settings)
+        load_seconds = time.perf_counter() - started
+    except TranscriptionUnavailable as error:
+        _stderr_line(f"cte1-mcp: {error.render()}")
+        sys.exit(EXIT_CONFIG)
+    try:
+        result = evaluate.evaluate_folder(
+            folder,
+            transcriber,
+            model=transcriber.info.model,
+            engine=transcriber.info.name,
+            load_seconds=load_seconds,
+            language=settings.asr_language,
+            roles=role_names,
+            on_call=None if as_json else lambda name: _stderr_line(f"transcribing {name} ..."),
+        )
+    except KeyboardInterrupt:
+        _stderr_line("cte1-mcp: interrupted")
+        sys.exit(130)
+    finally:
+        transcriber.close()
+    if not result.calls and not result.problems:
+        result.problems.append(f"[invalid_parameter] {folder} holds no recordings")
+    if as_json:
+        click.echo(json.dumps(evaluate.as_json(result), ensure_ascii=False, indent=1))
+    else:
+        click.echo(evaluate.table(result))
+    if result.problems:
+        sys.exit(EXIT_SOME_SKIPPED)
 
 
 # --- running and failing ---------------------------------------------------------------------
