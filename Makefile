@@ -81,7 +81,7 @@ pytest: $(STAMP) $(INSPECTOR) $(UI_DEPS) browser
 	$(BIN)/pytest
 
 ## test-latest: the same checks against the newest versions pyproject.toml allows (a scratch venv)
-test-latest: $(STAMP)
+test-latest: $(STAMP) $(INSPECTOR) $(UI_DEPS) browser
 	rm -rf $(LATEST)
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LATEST)
 	$(BIN)/uv pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[dev]'
