@@ -14,8 +14,8 @@ import pytest
 import soundfile
 
 from cte1_mcp.audio.analytics import CallAnalytics, LongSilences, Segment
-from cte1_mcp.transcribe.base import ENGINE_SAMPLE_RATE, MAX_PIECE_SECONDS, EngineInfo, Recognised
-from cte1_mcp.transcribe.pipeline import TranscriptionCancelled, transcribe_file
+from cte1_mcp.transcribe.base import ENGINE_SAMPLE_RATE, MAX_PIECE_SECONDS, EngineInfo, Recognised, Word
+from cte1_mcp.transcribe.pipeline import PACK_GAP_SECONDS, TranscriptionCancelled, transcribe_file
 from cte1_mcp.transcribe.transcript import Heard
 
 TONES = (440.0, 1000.0)  # channel 0, channel 1
@@ -67,18 +67,53 @@ def analysis(
 
 
 @dataclass
-class Heard1:
-    seconds: float
+class Sound:
+    """A stretch of sound in what the engine was given, seconds from the start of its audio."""
+
+    start: float
+    end: float
     tone: float
     peak: float
 
 
 @dataclass
-class Listener:
-    """Reports what each piece sounded like and answers with what the test scripts."""
+class Call:
+    """One engine call: how long its audio was, and the stretches of sound in it."""
 
-    answer: list[Recognised] = field(default_factory=lambda: [Recognised(0.0, 1.0, "もしもし。")])
-    pieces: list[Heard1] = field(default_factory=list)
+    seconds: float
+    sounds: list[Sound]
+
+
+def sounds(audio: npt.NDArray[np.float32]) -> list[Sound]:
+    """Runs of 10-ms frames louder than -26 dBFS (a test tone is -9 dBFS, the silence between is 0)."""
+    frame = ENGINE_SAMPLE_RATE // 100
+    loud = [
+        float(np.sqrt(np.mean(np.square(audio[i : i + frame])))) > 0.05 for i in range(0, len(audio), frame)
+    ]
+    found: list[Sound] = []
+    index = 0
+    while index < len(loud):
+        if not loud[index]:
+            index += 1
+            continue
+        end = index
+        while end < len(loud) and loud[end]:
+            end += 1
+        part = audio[index * frame : end * frame]
+        spectrum = np.abs(np.fft.rfft(part))
+        tone = float(np.fft.rfftfreq(len(part), 1 / ENGINE_SAMPLE_RATE)[int(np.argmax(spectrum))])
+        found.append(Sound(index / 100, end / 100, tone, float(np.max(np.abs(part)))))
+        index = end
+    return found
+
+
+@dataclass
+class Listener:
+    """Reports what each engine call sounded like. Answers with what the test scripts, or else, like
+    an engine, with one sentence (no word times) at the start of every stretch of sound it heard."""
+
+    answer: list[Recognised] | None = None
+    calls: list[Call] = field(default_factory=list)
 
     @property
     def info(self) -> EngineInfo:
@@ -86,10 +121,11 @@ class Listener:
 
     def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
         assert audio.dtype == np.float32 and audio.ndim == 1 and language == "ja"
-        spectrum = np.abs(np.fft.rfft(audio))
-        tone = float(np.fft.rfftfreq(len(audio), 1 / ENGINE_SAMPLE_RATE)[int(np.argmax(spectrum))])
-        self.pieces.append(Heard1(len(audio) / ENGINE_SAMPLE_RATE, tone, float(np.max(np.abs(audio)))))
-        return list(self.answer)
+        heard = sounds(audio)
+        self.calls.append(Call(len(audio) / ENGINE_SAMPLE_RATE, heard))
+        if self.answer is not None:
+            return list(self.answer)
+        return [Recognised(s.start, min(s.start + 1.0, s.end), "もしもし。") for s in heard]
 
     def close(self) -> None:
         pass
@@ -98,37 +134,74 @@ class Listener:
 TALK = [(1, 1.0, 3.0), (0, 4.0, 5.5), (1, 7.0, 8.0)]
 
 
-def test_each_piece_is_its_own_channel_at_16_khz_and_placed_in_the_call() -> None:
+def test_a_channels_pieces_share_one_engine_call_at_16_khz_with_silence_between_and_are_placed_in_the_call() -> (
+    None
+):
     listener = Listener()
     heard = transcribe_file(call_file(TALK, 2, 10.0), analysis(TALK, 2, 10.0), listener, language="ja")
-    assert [(round(p.tone), round(p.seconds, 2)) for p in listener.pieces] == [
-        (1000, 2.4),
-        (440, 1.9),
-        (1000, 1.4),
+    # channel 1's pieces (0.8-3.2 s and 6.8-8.2 s: padded 0.2 s) in one call, 0.5 s apart; channel 0's alone
+    assert [round(c.seconds, 2) for c in listener.calls] == [2.4 + PACK_GAP_SECONDS + 1.4, 1.9]
+    assert [[(round(s.tone), s.start, s.end) for s in c.sounds] for c in listener.calls] == [
+        [(1000, 0.2, 2.2), (1000, 2.4 + PACK_GAP_SECONDS + 0.2, 2.4 + PACK_GAP_SECONDS + 1.2)],
+        [(440, 0.2, 1.7)],
     ]
-    assert all(0.4 < p.peak < 0.6 for p in listener.pieces)  # scaled to [-1, 1], not int16
-    # the pieces are padded 0.2 s either side: a sentence at 0-1 s of a piece starts 0.2 s early
+    assert all(0.4 < s.peak < 0.6 for c in listener.calls for s in c.sounds)  # scaled to [-1, 1], not int16
+    # each sentence back on its piece, at the time its sound has in the recording
     assert heard == [
-        Heard(1, 0.8, 1.8, "もしもし。"),
-        Heard(0, 3.8, 4.8, "もしもし。"),
-        Heard(1, 6.8, 7.8, "もしもし。"),
+        Heard(1, 1.0, 2.0, "もしもし。"),
+        Heard(0, 4.0, 5.0, "もしもし。"),
+        Heard(1, 7.0, 8.0, "もしもし。"),
     ]
 
 
 def test_a_16_khz_recording_is_not_resampled() -> None:
     listener = Listener()
     transcribe_file(call_file(TALK, 2, 10.0, rate=16000), analysis(TALK, 2, 10.0), listener, language="ja")
-    assert [(round(p.tone), round(p.seconds, 2)) for p in listener.pieces] == [
-        (1000, 2.4),
-        (440, 1.9),
-        (1000, 1.4),
+    assert [round(c.seconds, 2) for c in listener.calls] == [2.4 + PACK_GAP_SECONDS + 1.4, 1.9]
+    assert [[(round(s.tone), s.start, s.end) for s in c.sounds] for c in listener.calls] == [
+        [(1000, 0.2, 2.2), (1000, 2.4 + PACK_GAP_SECONDS + 0.2, 2.4 + PACK_GAP_SECONDS + 1.2)],
+        [(440, 0.2, 1.7)],
     ]
 
 
 def test_a_mono_recording_is_one_party_without_a_channel() -> None:
     talk = [(0, 1.0, 2.0), (0, 5.0, 6.0)]
     heard = transcribe_file(call_file(talk, 1, 8.0), analysis(talk, 1, 8.0), Listener(), language="ja")
-    assert [h.channel for h in heard] == [None, None]
+    assert heard == [Heard(None, 1.0, 2.0, "もしもし。"), Heard(None, 5.0, 6.0, "もしもし。")]
+
+
+def test_packing_maps_times_back_exactly_and_splits_a_sentence_whose_words_span_two_pieces() -> None:
+    talk = [(0, 1.0, 2.0), (0, 5.0, 6.0)]  # pieces 0.8-2.2 s and 4.8-6.2 s; in the call 0-1.4 s and 1.9-3.3 s
+    second = 1.4 + PACK_GAP_SECONDS
+    words = (
+        Word(0.3, 0.9, "もしもし"),
+        Word(0.9, 1.1, "、"),
+        Word(second + 0.1, second + 0.6, "お電話"),
+        Word(second + 0.6, second + 1.2, "です。"),
+    )
+    listener = Listener(
+        answer=[
+            Recognised(0.3, second + 1.2, "もしもし、お電話です。", words),
+            Recognised(second + 1.25, second + 1.35, "はい。"),  # no word times: placed by its middle
+        ]
+    )
+    heard = transcribe_file(call_file(talk, 2, 8.0), analysis(talk, 2, 8.0), listener, language="ja")
+    assert [round(c.seconds, 3) for c in listener.calls] == [round(second + 1.4, 3)]
+    assert heard == [
+        Heard(0, 1.1, 1.9, "もしもし、"),
+        Heard(0, 4.9, 6.0, "お電話です。"),
+        Heard(0, 6.05, 6.15, "はい。"),
+    ]
+
+
+def test_a_channels_pieces_are_packed_up_to_the_engines_window_and_each_heard_where_it_was_said() -> None:
+    talk = [(0, 1.0 + 4 * i, 3.0 + 4 * i) for i in range(20)]  # 20 pieces of 2.4 s (padded)
+    listener = Listener()
+    heard = transcribe_file(call_file(talk, 2, 82.0), analysis(talk, 2, 82.0), listener, language="ja")
+    # 9 pieces fill 9 x 2.4 + 8 x 0.5 = 25.6 s; a tenth would not fit in 28 s
+    assert [len(c.sounds) for c in listener.calls] == [9, 9, 2]
+    assert all(c.seconds <= MAX_PIECE_SECONDS for c in listener.calls)
+    assert [(h.channel, h.start, h.end) for h in heard] == [(0, start, start + 1.0) for _, start, _ in talk]
 
 
 def test_times_an_engine_gives_outside_its_piece_are_kept_inside_it() -> None:
@@ -152,13 +225,14 @@ def test_long_talk_reaches_the_engine_in_pieces_no_longer_than_its_window() -> N
     talk = [(0, 0.5, 70.0)]  # 70 s without a pause
     listener = Listener()
     transcribe_file(call_file(talk, 2, 71.0), analysis(talk, 2, 71.0), listener, language="ja")
-    assert len(listener.pieces) == 3
-    assert all(p.seconds <= MAX_PIECE_SECONDS for p in listener.pieces)
+    # three pieces of 23.3 s: no two fit in one call
+    assert len(listener.calls) == 3
+    assert all(c.seconds <= MAX_PIECE_SECONDS for c in listener.calls)
     # cut into equal parts, padded 0.2 s at the outer ends only: every moment heard once
-    assert sum(p.seconds for p in listener.pieces) == pytest.approx(69.5 + 0.4, abs=0.01)
+    assert sum(c.seconds for c in listener.calls) == pytest.approx(69.5 + 0.4, abs=0.01)
 
 
-def test_progress_is_told_before_the_first_piece_and_after_each() -> None:
+def test_progress_is_told_before_the_first_engine_call_and_after_each() -> None:
     told: list[tuple[int, int]] = []
     transcribe_file(
         call_file(TALK, 2, 10.0),
@@ -167,10 +241,10 @@ def test_progress_is_told_before_the_first_piece_and_after_each() -> None:
         language="ja",
         on_piece=lambda d, n: told.append((d, n)),
     )
-    assert told == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert told == [(0, 2), (1, 2), (2, 2)]  # channel 1's two pieces in one call, channel 0's in another
 
 
-def test_cancelling_stops_before_the_next_piece() -> None:
+def test_cancelling_stops_before_the_next_engine_call() -> None:
     listener = Listener()
     with pytest.raises(TranscriptionCancelled):
         transcribe_file(
@@ -178,15 +252,15 @@ def test_cancelling_stops_before_the_next_piece() -> None:
             analysis(TALK, 2, 10.0),
             listener,
             language="ja",
-            cancelled=lambda: len(listener.pieces) >= 1,
+            cancelled=lambda: len(listener.calls) >= 1,
         )
-    assert len(listener.pieces) == 1
+    assert len(listener.calls) == 1
 
 
 def test_a_recording_without_talk_gives_no_sentence_and_no_engine_call() -> None:
     listener = Listener()
     assert transcribe_file(call_file([], 2, 5.0), analysis([], 2, 5.0), listener, language="ja") == []
-    assert listener.pieces == []
+    assert listener.calls == []
 
 
 def test_an_analysis_that_does_not_describe_the_file_is_refused() -> None:

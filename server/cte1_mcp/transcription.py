@@ -34,8 +34,9 @@ from cte1_mcp.watched import DEADLINE, run_watched
 
 logger = logging.getLogger(__name__)
 
-#: Part of a stored transcript's name: a change in how pieces are cut or guarded makes new ones.
-PIPELINE_VERSION = 1
+#: Part of a stored transcript's name: a change in how pieces are cut, packed or guarded makes new ones
+#: (2: consecutive pieces of a channel share one engine call).
+PIPELINE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

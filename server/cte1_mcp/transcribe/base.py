@@ -1,7 +1,8 @@
 """The seam between the transcript pipeline and a speech-recognition engine.
 
-An engine hears one piece of one party's speech at a time (16 kHz float32 mono, at most
-``MAX_PIECE_SECONDS``) and answers with the sentences it recognised, timed from the piece's start.
+An engine hears one party's speech at a time (16 kHz float32 mono, at most ``MAX_PIECE_SECONDS``:
+one piece, or several packed with silence between them) and answers with the sentences it
+recognised, timed from the start of that audio.
 Everything call-shaped (which channel, where the piece sits, the guards against an engine's known
 failure modes, the speaker labels) is the pipeline's, so a new engine is one module here.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -44,12 +45,25 @@ class EngineInfo(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Recognised:
-    """One sentence (or phrase) an engine heard, seconds from the start of the piece it was given."""
+class Word:
+    """One word (or token) of a sentence, timed like the sentence."""
 
     start: float
     end: float
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recognised:
+    """One sentence (or phrase) an engine heard, seconds from the start of the audio it was given.
+    ``words``, when the engine times them, spell ``text`` in order: the pipeline splits a sentence
+    that runs across two pieces packed into one engine call at the boundary between them."""
+
+    start: float
+    end: float
+    text: str
+    #: Not part of equality: two engines' answers with the same sentences and times are the same.
+    words: tuple[Word, ...] = field(default=(), compare=False)
 
 
 class Transcriber(Protocol):

@@ -12,14 +12,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cte1_mcp.transcribe.base import EngineInfo, ModelUnusable, Recognised, Transcriber, cached_fingerprint
+from cte1_mcp.transcribe.base import (
+    EngineInfo,
+    ModelUnusable,
+    Recognised,
+    Transcriber,
+    Word,
+    cached_fingerprint,
+)
 
 NAME = "faster-whisper"
 #: What a CTranslate2 Whisper conversion holds (``vocabulary.json`` or ``vocabulary.txt``);
@@ -34,6 +40,7 @@ NO_SPEECH_THRESHOLD = 0.6
 #: by its own words. Measured on the corpus's 5-minute call with Whisper-base int8: 103.5 s of CPU
 #: against 97.1 s without (+6.6 %), the same text. Without them a segment's time is shared among its
 #: sentences by their spoken length (``_shared``), which engines without word times also use.
+#: The words go with each sentence: the pipeline splits one that runs across two packed pieces.
 WORD_TIMESTAMPS = True
 #: A sentence ends at these (Japanese and ASCII full stops, question and exclamation marks).
 SENTENCE_ENDS = "。？！?!"
@@ -144,13 +151,6 @@ class FasterWhisper:
             model.model.unload_model()
 
 
-@dataclass(frozen=True, slots=True)
-class _Word:
-    start: float
-    end: float
-    word: str
-
-
 def split_sentences(
     words: Iterable[Any], start: float, end: float, text: str, *, unspaced: bool = False
 ) -> list[Recognised]:
@@ -159,29 +159,29 @@ def split_sentences(
     space (where Whisper-base marks the end of a sentence it did not punctuate: 「もしもしすみません
     料金のことで…」). With word timestamps each sentence is timed by its first and last word; without,
     the segment's time is shared by the sentences' spoken length."""
-    timed = [_Word(float(w.start), float(w.end), str(w.word)) for w in words]
+    timed = [Word(float(w.start), float(w.end), str(w.word)) for w in words]
     if not timed:
         pattern = _UNSPACED_SENTENCE if unspaced else _SENTENCE
         return _shared(start, end, [match.group().strip() for match in pattern.finditer(text)])
     sentences: list[Recognised] = []
-    current: list[_Word] = []
+    current: list[Word] = []
     for word in timed:
-        if unspaced and current and word.word[:1].isspace():
+        if unspaced and current and word.text[:1].isspace():
             sentences.extend(_sentence(current))
             current = []
         current.append(word)
-        if word.word.rstrip().endswith(tuple(SENTENCE_ENDS)):
+        if word.text.rstrip().endswith(tuple(SENTENCE_ENDS)):
             sentences.extend(_sentence(current))
             current = []
     sentences.extend(_sentence(current))
     return sentences
 
 
-def _sentence(words: Sequence[_Word]) -> list[Recognised]:
-    text = "".join(word.word for word in words).strip()
+def _sentence(words: Sequence[Word]) -> list[Recognised]:
+    text = "".join(word.text for word in words).strip()
     if not text:
         return []
-    return [Recognised(words[0].start, max(words[0].start, words[-1].end), text)]
+    return [Recognised(words[0].start, max(words[0].start, words[-1].end), text, tuple(words))]
 
 
 def _shared(start: float, end: float, texts: list[str]) -> list[Recognised]:
