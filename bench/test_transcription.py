@@ -36,31 +36,37 @@ CALL = {
     "channelRoles": ["customer", "agent"],
     "conditions": [],
     "utterances": [
-        {"channel": 0, "startMs": 0, "endMs": 1000, "text": "もしもし。", "numerals": False},
-        {"channel": 1, "startMs": 1000, "endMs": 2000, "text": "はい、田中です", "numerals": False},
-        {"channel": 0, "startMs": 3000, "endMs": 5000, "text": "番号は一二三です", "numerals": True},
+        {"channel": 0, "startMs": 0, "endMs": 1000, "text": "もしもし。", "written": "もしもし。"},
+        {"channel": 1, "startMs": 1000, "endMs": 2000, "text": "はい、田中です", "written": "はい、田中です"},
+        {
+            "channel": 0,
+            "startMs": 3000,
+            "endMs": 5000,
+            "text": "番号は一二三です",
+            "written": "番号は123です",
+        },
     ],
 }
 
 
-def test_scoring_per_party_with_and_without_numbers() -> None:
+def test_scoring_per_party_against_the_written_and_the_kanji_reference() -> None:
     heard = [
         Said(0, 0.1, 0.9, "もしもし"),
         Said(1, 1.0, 2.0, "はい田中です"),
         Said(0, 3.1, 4.8, "番号は123です"),
     ]
-    with_numbers = score(CALL, heard, numerals=True)
+    written = score(CALL, heard)
+    assert written["customer"] == Score(0, len(normalise("もしもし。番号は123です")))
+    assert written["agent"] == Score(0, len(normalise("はい、田中です")))
+    assert written["all"] == written["customer"] + written["agent"] and written["all"].cer == 0.0
+    # against the kanji the TTS read, the digits count as three substitutions
+    kanji = score(CALL, heard, written=False)
     customer = normalise("もしもし。番号は一二三です")
-    assert with_numbers["customer"] == Score(edit_distance(customer, "もしもし番号は123です"), len(customer))
-    assert with_numbers["agent"] == Score(0, len(normalise("はい、田中です")))
-    assert with_numbers["all"] == with_numbers["customer"] + with_numbers["agent"]
-    assert with_numbers["customer"].errors > 0
-    # without: the read-out number and what was heard over it are both left out
-    without = score(CALL, heard, numerals=False)
-    assert without["customer"] == Score(0, 4) and without["all"].cer == 0.0
-    # the other party's sentence over it stays
-    over = [*heard, Said(1, 3.5, 4.0, "ええ")]
-    assert score(CALL, over, numerals=False)["agent"].errors == 2
+    assert kanji["customer"] == Score(3, len(customer))
+    # a wrong number is an error against the written reference too; the other party's words count
+    misheard = [*heard[:2], Said(0, 3.1, 4.8, "番号は124です"), Said(1, 3.5, 4.0, "ええ")]
+    assert score(CALL, misheard)["customer"].errors == 1
+    assert score(CALL, misheard)["agent"].errors == 2
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +80,9 @@ def test_both_children_transcribe_a_corpus_call(whisper: Path) -> None:
         assert sample.audio_seconds == pytest.approx(SHORT["durationMs"] / 1000)
         assert sample.seconds > 0 and sample.rss_growth_bytes > 0
         assert sample.heard and {h.channel for h in sample.heard} == {None}
-        scored = score(SHORT, sample.heard, numerals=True)
+        scored = score(SHORT, sample.heard)
         reference = normalise(
-            "".join(u["text"] for u in sorted(SHORT["utterances"], key=lambda u: u["startMs"]))
+            "".join(u["written"] for u in sorted(SHORT["utterances"], key=lambda u: u["startMs"]))
         )
         hypothesis = normalise("".join(h.text for h in sorted(sample.heard, key=lambda h: h.start)))
         assert scored["mixed"] == Score(edit_distance(reference, hypothesis), len(reference))
@@ -94,7 +100,11 @@ def test_the_stored_transcript_over_stdio(whisper: Path, tmp_path: Path) -> None
 def test_the_report_shows_the_comparison_and_its_targets() -> None:
     five = {**CALL, "id": FIVE_MINUTES, "conditions": ["backchannels"]}
     echo = {**CALL, "id": "echo", "clean": False, "conditions": ["line-echo"]}
-    good = [Said(0, 0.1, 0.9, "もしもし"), Said(1, 1.0, 2.0, "はい田中です")]
+    good = [
+        Said(0, 0.1, 0.9, "もしもし"),
+        Said(1, 1.0, 2.0, "はい田中です"),
+        Said(0, 3.1, 4.8, "番号は123です"),
+    ]
     echoed = [*good, Said(1, 0.1, 0.9, "もしもし")]
     r = TranscriptionResult(calls=[five, echo], model="whisper-base")
     for call_id in (FIVE_MINUTES, "echo"):
@@ -105,7 +115,7 @@ def test_the_report_shows_the_comparison_and_its_targets() -> None:
     r.first_service_seconds, r.service_rss_growth_bytes, r.stored_seconds = 40.0, 300 << 20, [0.004] * 5
     results = report.Results(None, None, 0, None, None, transcription=r)
     targets = {t.name: t for t in report.targets(results)}
-    assert len(targets) == 4
+    assert len(targets) == 6  # CER per party (2), against the obvious per party (2), speed, stored
     rtf = next(t for t in targets.values() if "wall / audio" in t.name)
     assert rtf.met and rtf.measured.startswith("0.100")
     assert all(t.met for t in targets.values() if "CER" in t.name)

@@ -58,9 +58,12 @@ class Say:
     role: str
     text: str
     gap: float = 0.7
-    #: Says a number (a date, an amount, a phone number): Whisper writes those in digits, the
-    #: text here has the kanji numerals the TTS reads correctly, so a CER can be given without them.
-    numerals: bool = False
+    #: The words as a transcript writes them, when that differs from ``text``: an utterance that
+    #: says a number (a date, an amount, a phone number, an address) gives the TTS kanji numerals,
+    #: which it reads correctly, and is written with Arabic digits, as horizontal Japanese business
+    #: writing has them (文化審議会「公用文作成の考え方」, 2022: 横書きでは算用数字) and as speech
+    #: recognisers write them; idioms keep their kanji (一部). The reference a CER is measured against.
+    written: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,12 @@ GREETING = "お電話ありがとうございます。さくら通信サポー�
 CLOSING = "お電話ありがとうございました。失礼いたします。"
 
 
-def a(text: str, gap: float = 0.7, *, numerals: bool = False) -> Say:
-    return Say("agent", text, gap, numerals)
+def a(text: str, gap: float = 0.7, *, written: str | None = None) -> Say:
+    return Say("agent", text, gap, written)
 
 
-def c(text: str, gap: float = 0.7, *, numerals: bool = False) -> Say:
-    return Say("customer", text, gap, numerals)
+def c(text: str, gap: float = 0.7, *, written: str | None = None) -> Say:
+    return Say("customer", text, gap, written)
 
 
 def bc_a(text: str = "はい。", at: float = 0.5) -> Backchannel:
@@ -127,14 +130,17 @@ IDENTITY = [
     a("かしこまりました。ご本人様確認のため、ご契約者様のお名前をお願いいたします。"),
     c("山本健一です。"),
     a("山本健一様ですね。生年月日をお願いいたします。"),
-    c("千九百八十五年四月十二日です。", numerals=True),
+    c("千九百八十五年四月十二日です。", written="1985年4月12日です。"),
     a("ありがとうございます。ご登録のお電話番号もお願いできますか。"),
-    c("〇九〇、一二三四、五六七八です。", numerals=True),
+    c("〇九〇、一二三四、五六七八です。", written="090-1234-5678です。"),
     a("確認が取れました。本日はどのようなご用件でしょうか。"),
 ]
 BILLING = [
     c("先月の請求額がいつもより高かったので、理由を知りたいんです。"),
-    a("確認いたします。先月は通話料が三千円ほど増えておりました。", numerals=True),
+    a(
+        "確認いたします。先月は通話料が三千円ほど増えておりました。",
+        written="確認いたします。先月は通話料が3,000円ほど増えておりました。",
+    ),
     c("ああ、海外に電話したからかもしれません。"),
     a("さようでございますね。国際通話の料金が加算されております。"),
     c("わかりました、ありがとうございます。"),
@@ -142,8 +148,8 @@ BILLING = [
 ADDRESS = [
     c("引っ越しをしたので、住所の変更をお願いしたいのですが。"),
     a("かしこまりました。新しいご住所をお伺いしてもよろしいでしょうか。"),
-    c("東京都世田谷区桜新町二丁目十五番八号です。", numerals=True),
-    a("東京都世田谷区桜新町二丁目十五番八号ですね。", numerals=True),
+    c("東京都世田谷区桜新町二丁目十五番八号です。", written="東京都世田谷区桜新町2丁目15番8号です。"),
+    a("東京都世田谷区桜新町二丁目十五番八号ですね。", written="東京都世田谷区桜新町2丁目15番8号ですね。"),
     c("はい、そうです。"),
     a("ありがとうございます。来月の請求書から新しいご住所にお送りいたします。"),
     c("助かります。よろしくお願いします。"),
@@ -155,7 +161,7 @@ PLAN_CHECK = [
 PLAN_ANSWER = [
     a("大変お待たせいたしました。現在はスタンダードプランにご加入です。", 0.4),
     c("月額はいくらでしたっけ。"),
-    a("月額四千九百八十円でございます。", numerals=True),
+    a("月額四千九百八十円でございます。", written="月額4,980円でございます。"),
 ]
 CANCEL = [
     c("インターネットの契約を解約したいのですが。"),
@@ -189,7 +195,7 @@ CALLS: list[CallSpec] = [
             a(GREETING, 0.0),
             *ADDRESS,
             a("郵便番号もお願いいたします。"),
-            c("一五四の〇〇一五です。", numerals=True),
+            c("一五四の〇〇一五です。", written="154の0015です。"),
             a("ありがとうございます。ほかにご不明な点はございますか。"),
             c("いえ、大丈夫です。"),
             a(CLOSING),
@@ -251,7 +257,11 @@ CALLS: list[CallSpec] = [
             c("先月申し込んだオプションが反映されているか知りたいです。"),
             a("確認いたしますので、このまま少々お待ちください。"),
             Hold(15.0, music=True),
-            a("お待たせいたしました。オプションは今月一日から反映されております。", 0.4, numerals=True),
+            a(
+                "お待たせいたしました。オプションは今月一日から反映されております。",
+                0.4,
+                written="お待たせいたしました。オプションは今月1日から反映されております。",
+            ),
             c("よかったです。ありがとうございます。"),
             a(CLOSING),
         ],
@@ -284,9 +294,15 @@ CALLS: list[CallSpec] = [
             c("駅の近くから掛けているので、少しうるさいかもしれません。"),
             a("承知いたしました。ご用件をお伺いいたします。"),
             c("明日の工事の時間を変更してほしいんです。"),
-            a("明日の工事ですね。午後二時からの枠でしたら空いております。", numerals=True),
-            c("では、午後二時でお願いします。", numerals=True),
-            a("かしこまりました。午後二時に変更いたしました。", numerals=True),
+            a(
+                "明日の工事ですね。午後二時からの枠でしたら空いております。",
+                written="明日の工事ですね。午後2時からの枠でしたら空いております。",
+            ),
+            c("では、午後二時でお願いします。", written="では、午後2時でお願いします。"),
+            a(
+                "かしこまりました。午後二時に変更いたしました。",
+                written="かしこまりました。午後2時に変更いたしました。",
+            ),
             a(CLOSING),
         ],
         "jf_gongitsune",
@@ -300,7 +316,10 @@ CALLS: list[CallSpec] = [
         [
             a(GREETING, 0.0),
             c("ポイントの有効期限について教えてください。"),
-            a("ポイントの有効期限は、最後にご利用された日から一年間です。", numerals=True),
+            a(
+                "ポイントの有効期限は、最後にご利用された日から一年間です。",
+                written="ポイントの有効期限は、最後にご利用された日から1年間です。",
+            ),
             bc_c("はい。", 0.5),
             c("じゃあ、来月で切れてしまうポイントもあるんですか。"),
             a("はい、一部のポイントが来月末で失効いたします。", -0.7),
@@ -342,7 +361,7 @@ CALLS: list[CallSpec] = [
             a("港北区では現在、基地局の工事を行っております。"),
             bc_c("ええ。", 0.5),
             c("いつ頃直りますか。", -0.7),
-            a("本日の午後六時には復旧する見込みです。", numerals=True),
+            a("本日の午後六時には復旧する見込みです。", written="本日の午後6時には復旧する見込みです。"),
             c("わかりました。"),
             a(CLOSING),
         ],
@@ -375,17 +394,26 @@ LONG = CallSpec(
         bc_a("ええ。", 0.6),
         a("さようでございますか。解約のお手続きは、いつでもお電話で承っております。"),
         c("手続きにどれくらい時間がかかりますか。"),
-        a("お電話で五分ほどでございます。ご希望の月末で解約できます。", numerals=True),
+        a(
+            "お電話で五分ほどでございます。ご希望の月末で解約できます。",
+            written="お電話で5分ほどでございます。ご希望の月末で解約できます。",
+        ),
         bc_c("はい。", 0.5),
         c("違約金はかかりますか。"),
-        a("二年以上ご契約いただいておりますので、違約金はかかりません。", numerals=True),
+        a(
+            "二年以上ご契約いただいておりますので、違約金はかかりません。",
+            written="2年以上ご契約いただいておりますので、違約金はかかりません。",
+        ),
         c("それは安心しました。"),
         *CANCEL[6:],
         a("かしこまりました。では、ご出発の日が決まりましたら、改めてご連絡ください。"),
         c("はい、そうします。"),
         a("ほかにご不明な点はございますか。"),
         c("ポイントの有効期限について教えてください。"),
-        a("ポイントの有効期限は、最後にご利用された日から一年間です。", numerals=True),
+        a(
+            "ポイントの有効期限は、最後にご利用された日から一年間です。",
+            written="ポイントの有効期限は、最後にご利用された日から1年間です。",
+        ),
         bc_c("はい。", 0.5),
         c("じゃあ、来月で切れてしまうポイントもあるんですか。"),
         a("はい、一部のポイントが来月末で失効いたします。"),
@@ -531,7 +559,7 @@ def render(spec: CallSpec, cache: Path | None) -> tuple[np.ndarray, dict[str, An
                     "kind": "backchannel",
                     "start": start,
                     "clip": clip,
-                    "numerals": False,
+                    "written": event.text,
                 }
             )
             continue
@@ -543,7 +571,7 @@ def render(spec: CallSpec, cache: Path | None) -> tuple[np.ndarray, dict[str, An
             "kind": "sentence",
             "start": start,
             "clip": clip,
-            "numerals": event.numerals,
+            "written": event.written or event.text,
         }
         placed.append(turn)
         last_turn = turn
@@ -620,9 +648,10 @@ def render(spec: CallSpec, cache: Path | None) -> tuple[np.ndarray, dict[str, An
                 "startMs": start_ms,
                 "endMs": end_ms,
                 "text": p["text"],
+                "written": p["written"],
                 "kind": p["kind"],
                 "overlap": False,
-                "numerals": p["numerals"],
+                "numerals": p["written"] != p["text"],
             }
         )
     overtalk = False
@@ -729,7 +758,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "clean": "a call whose speech is free of holds' music, echo, noise and mixing (the calls the "
         "character error rate is measured on); overtalk and backchannels may be present, each party on its channel",
-        "numerals": "the utterance says a number the TTS was given in kanji (Whisper tends to write digits)",
+        "written": "the utterance as a transcript writes it, the reference a CER is measured against: "
+        "its text, with any number in Arabic digits (公用文作成の考え方: 横書きでは算用数字)",
+        "numerals": "the utterance says a number: the TTS was given it in kanji (text), a transcript "
+        "writes it in digits (written)",
         "calls": calls,
     }
     text = json.dumps(manifest, ensure_ascii=False, indent=1) + "\n"

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import soundfile
+
+from cte1_mcp.transcribe.cer import normalise
 
 CORPUS = Path(__file__).resolve().parent / "corpus_ja"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text(encoding="utf-8"))
@@ -61,6 +64,24 @@ def test_utterances_are_sane_labels(call: dict[str, Any]) -> None:
             if overlapping:
                 assert u["overlap"] and v["overlap"], (u, v)
                 assert u["channel"] != v["channel"] or call["channels"] == 1, (u, v)
+
+
+#: Kanji that spell a number in the corpus's texts (二丁目, 三千円, 〇九〇): what ``written`` turns into digits.
+KANJI_NUMBER = re.compile("[〇一二三四五六七八九十百千万]+")
+DIGITS = re.compile("[0-9]+")
+
+
+@pytest.mark.parametrize("call", CALLS, ids=IDS)
+def test_written_reference_differs_from_the_spoken_text_only_in_its_numbers(call: dict[str, Any]) -> None:
+    """``written`` (what a CER is measured against) is ``text`` with its numbers in digits: the same
+    words otherwise, so a hand-made reference cannot drift from what the TTS said."""
+    for u in call["utterances"]:
+        if not u["numerals"]:
+            assert u["written"] == u["text"], u
+            continue
+        assert DIGITS.search(u["written"]) and not DIGITS.search(u["text"]), u
+        spoken, written = normalise(u["text"]), normalise(u["written"])  # punctuation aside
+        assert KANJI_NUMBER.sub("#", spoken) == DIGITS.sub("#", written), u
 
 
 @pytest.mark.parametrize("call", CALLS, ids=IDS)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 
 
 def reference(role: str) -> str:
-    return "".join(u["text"] for u in CALL["utterances"] if u["role"] == role and not u["numerals"])
+    return "".join(u["written"] for u in CALL["utterances"] if u["role"] == role)
 
 
 def heard(sentences: list[dict[str, Any]], role: str) -> str:

@@ -20,7 +20,8 @@ from cte1_mcp.models import CallKey
 from cte1_mcp.repository.local import LocalRepository
 from cte1_mcp.settings import load_settings
 from cte1_mcp.simulator import DEFAULT_SOURCE_UUID
-from cte1_mcp.transcribe.pushed import platform_transcript, read_pushed
+from cte1_mcp.transcribe.pushed import StoredPush, platform_push, stored_push, to_transcript
+from cte1_mcp.transcribe.transcript import Transcript
 from tests.helpers.push_server import PAGE_EXAMPLE, PUSH_KEY, PushServer, example, push_server
 from tests.helpers.repository import Clock, new_store
 
@@ -30,6 +31,12 @@ pytestmark = pytest.mark.anyio
 PUSHED_AT = datetime(2024, 6, 21, 9, 30, tzinfo=UTC)
 KEY = CallKey("05053698333", 942125, 1)
 JSON = {"Content-Type": "application/json", "Authorization": PUSH_KEY}
+
+
+async def pushed_transcript(store: LocalRepository) -> Transcript:
+    stored: StoredPush | None = await stored_push(store, KEY)
+    assert stored is not None
+    return to_transcript(stored)
 
 
 @pytest.fixture
@@ -78,8 +85,7 @@ async def test_the_pages_example_verbatim_is_stored_first_record_wins(
     [stored_file] = server.pushed_files()
     assert stored_file.relative_to(store.root).parts == ("pushed", "05053698333", "942125", "1.json")
     assert modes(store.root / "pushed") == {("dir", 0o700), ("file", 0o600)}
-    transcript = await read_pushed(store, KEY)
-    assert transcript is not None
+    transcript = await pushed_transcript(store)
     assert transcript.engine.name == "cte1"
     assert transcript.engine.model == "CT-e1 speech recognition"
     assert transcript.engine.modelSha256 is None
@@ -104,8 +110,7 @@ async def test_a_bearer_key_is_accepted_and_a_later_push_replaces_the_earlier(
     body["conversation"]["recordList"][0]["sentenceList"][0]["text"] = "訂正された文"
     response = await post(server, json.dumps(body), {**JSON, "Authorization": f"Bearer {PUSH_KEY}"})
     assert response.status_code == 200
-    transcript = await read_pushed(store, KEY)
-    assert transcript is not None
+    transcript = await pushed_transcript(store)
     assert transcript.sentenceList[0].text == "訂正された文"
     assert len(server.pushed_files()) == 1
 
@@ -372,10 +377,11 @@ async def test_what_the_service_gets_follows_the_transcript_source(
     assert (await post(server, PAGE_EXAMPLE)).status_code == 200
     base = {"base_url": "https://cte1.example.jp", "source_uuid": DEFAULT_SOURCE_UUID, "api_key": "k"}
     platform = load_settings(**base, channel_roles="customer,agent")
-    transcript = await platform_transcript(platform, store, KEY)
-    assert transcript is not None
+    pushed = await platform_push(platform, store, KEY)
+    assert pushed is not None
+    transcript = to_transcript(pushed, roles=platform.channel_roles)
     assert [(s.speaker, s.channel) for s in transcript.sentenceList] == [("agent", 1), ("customer", 0)]
-    assert await platform_transcript(load_settings(**base, transcript_source="local"), store, KEY) is None
-    assert await platform_transcript(platform, store, CallKey("05053698333", 942125, 2)) is None
+    assert await platform_push(load_settings(**base, transcript_source="local"), store, KEY) is None
+    assert await platform_push(platform, store, CallKey("05053698333", 942125, 2)) is None
     await store.write_pushed_transcript(KEY, b'{"not": "a stored push"}', available_until=None)
-    assert await platform_transcript(platform, store, KEY) is None  # unreadable: as if none was pushed
+    assert await platform_push(platform, store, KEY) is None  # unreadable: as if none was pushed

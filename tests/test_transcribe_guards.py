@@ -4,6 +4,8 @@ real speech is held to them in test_transcribe_whisper_corpus.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from cte1_mcp.transcribe import guards
 from cte1_mcp.transcribe.base import Recognised
 from cte1_mcp.transcribe.transcript import Heard
@@ -126,3 +128,35 @@ def test_a_quiet_party_talking_over_a_loud_one_is_kept() -> None:
 def test_a_mono_recording_has_no_echo_to_drop() -> None:
     heard = [Heard(None, 0.0, 1.0, "はい。"), Heard(None, 0.5, 1.5, "はい。")]
     assert guards.drop_echoes(heard, level_of({})) == heard
+
+
+class CountingList(list[Heard]):
+    """A list that counts how often it is walked: how many passes over a call's sentences."""
+
+    passes = 0
+
+    def __iter__(self) -> Iterator[Heard]:
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_echo_check_walks_a_long_call_a_bounded_number_of_times() -> None:
+    """A 2-hour call has thousands of sentences: each must be compared with the other party's
+    sentences near it, not with every sentence of the call (that was 1 + n passes)."""
+    heard = CountingList(
+        Heard(index % 2, index * 1.5, index * 1.5 + 1.2, f"文{index}です") for index in range(4000)
+    )
+    kept = guards.drop_echoes(heard, level_of({0: -20.0, 1: -20.0}))
+    assert kept == list(heard)
+    assert heard.passes <= 2
+
+
+def test_echo_check_finds_a_long_sentence_of_the_other_party_that_began_long_before() -> None:
+    """Candidates are found by start time; one that began 25 s earlier still overlaps."""
+    heard = [
+        Heard(1, 0.0, 26.0, "長い説明でございます。" * 3),
+        *(Heard(1, 30.0 + i, 30.5 + i, "はい") for i in range(5)),
+        Heard(0, 25.0, 25.9, "長い説明でございます"),
+    ]
+    heard.sort(key=lambda h: h.start)
+    assert guards.drop_echoes(heard, level_of({0: -40.0, 1: -20.0})) == [h for h in heard if h.channel == 1]

@@ -28,7 +28,7 @@ from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.transcribe.base import ModelUnusable, Transcriber, cached_fingerprint
 from cte1_mcp.transcribe.configured import ResolvedModel, load_model, resolve_model
 from cte1_mcp.transcribe.pipeline import transcribe_file
-from cte1_mcp.transcribe.pushed import platform_transcript, read_pushed
+from cte1_mcp.transcribe.pushed import platform_push, to_transcript
 from cte1_mcp.transcribe.transcript import Heard, Transcript, build
 from cte1_mcp.watched import DEADLINE, run_watched
 
@@ -64,13 +64,14 @@ class TranscriptionService:
         """The platform's pushed transcript when preferred and present, else the local one (computed
         once). Without a usable model: TranscriptionUnavailable, before any upstream request."""
         settings = self.settings
-        if settings.transcript_source == "platform" and await read_pushed(self.repository, key) is not None:
+        pushed = await platform_push(settings, self.repository, key)
+        if pushed is not None:
+            # the recording too: its metadata for the answer, its length for the transcript's
             recording = await self.analysis.recordings.get(key, on_progress)
-            pushed = await platform_transcript(
-                settings, self.repository, key, language=settings.asr_language, recording=recording
+            transcript = to_transcript(
+                pushed, roles=settings.channel_roles, language=settings.asr_language, recording=recording
             )
-            if pushed is not None:  # not evicted in between
-                return recording, pushed
+            return recording, transcript
         model = await anyio.to_thread.run_sync(resolve_model, settings)
         model_id = model.fingerprint
         if model_id is None:  # a model directory with no manifest: its files' own digest

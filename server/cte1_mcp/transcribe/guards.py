@@ -27,6 +27,7 @@ Applied to every engine's output, before the sentences are placed in the call:
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import unicodedata
@@ -85,9 +86,17 @@ Level = Callable[[int, float, float], float]
 
 
 def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
-    """``heard`` without the sentences that are the other party's words leaking onto a channel."""
+    """``heard`` without the sentences that are the other party's words leaking onto a channel.
+
+    Each sentence is compared with the other party's sentences that overlap it, found by bisecting
+    their start times (a 2-hour call has thousands of sentences: not a scan of all of them each)."""
+    sentences = list(heard)
+    by_channel: dict[int, _Starts] = {}
+    for h in sorted(sentences, key=lambda h: h.start):  # stable: a tie keeps the call's order
+        if h.channel is not None:
+            by_channel.setdefault(h.channel, _Starts()).add(h)
     kept = []
-    for sentence in heard:
+    for sentence in sentences:
         if sentence.channel is None:
             kept.append(sentence)
             continue
@@ -95,11 +104,9 @@ def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
         other = normalise(
             "".join(
                 h.text
-                for h in heard
-                if h.channel is not None
-                and h.channel != sentence.channel
-                and h.start < sentence.end
-                and sentence.start < h.end
+                for channel, starts in by_channel.items()
+                if channel != sentence.channel
+                for h in starts.overlapping(sentence.start, sentence.end)
             )
         )
         if (
@@ -111,6 +118,26 @@ def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
             continue
         kept.append(sentence)
     return kept
+
+
+class _Starts:
+    """One channel's sentences in start order, and the longest of them: every sentence overlapping
+    ``start``-``end`` begins within ``longest`` before ``start`` and before ``end``."""
+
+    def __init__(self) -> None:
+        self.sentences: list[Heard] = []
+        self.starts: list[float] = []
+        self.longest = 0.0
+
+    def add(self, sentence: Heard) -> None:
+        self.sentences.append(sentence)
+        self.starts.append(sentence.start)
+        self.longest = max(self.longest, sentence.end - sentence.start)
+
+    def overlapping(self, start: float, end: float) -> list[Heard]:
+        first = bisect.bisect_left(self.starts, start - self.longest)
+        last = bisect.bisect_left(self.starts, end)
+        return [h for h in self.sentences[first:last] if h.start < end and start < h.end]
 
 
 def _quieter(level: Level, sentence: Heard) -> bool:

@@ -242,41 +242,24 @@ def to_transcript(
     )
 
 
-async def read_pushed(
-    repository: RecordingRepository,
-    key: CallKey,
-    *,
-    roles: tuple[str, ...] = (),
-    language: str = "ja",
-    recording: Recording | None = None,
-) -> Transcript | None:
-    """The transcript CT-e1 pushed for ``key``, or None if none was (or it is past retention)."""
+async def stored_push(repository: RecordingRepository, key: CallKey) -> StoredPush | None:
+    """What CT-e1 pushed for ``key`` as stored, or None if nothing was (or it is past retention)."""
     document = await repository.read_pushed_transcript(key)
     if document is None:
         return None
     try:
-        stored = StoredPush.model_validate_json(document)
+        return StoredPush.model_validate_json(document)
     except ValidationError:  # not one this version wrote: as if none was pushed (local is the fallback)
         logger.warning("ignoring the stored push of %s: it is not in this version's form", key)
         return None
-    return to_transcript(stored, roles=roles, language=language, recording=recording)
 
 
-async def platform_transcript(
-    settings: Settings,
-    repository: RecordingRepository,
-    key: CallKey,
-    *,
-    language: str = "ja",
-    recording: Recording | None = None,
-) -> Transcript | None:
-    """What get_call_transcript serves before transcribing: CT-e1's pushed transcript when
+async def platform_push(
+    settings: Settings, repository: RecordingRepository, key: CallKey
+) -> StoredPush | None:
+    """What get_call_transcript serves before transcribing: CT-e1's stored push for ``key`` when
     CTE1_TRANSCRIPT_SOURCE is ``platform`` (the default) and one was pushed; None otherwise."""
-    if settings.transcript_source != "platform":
-        return None
-    return await read_pushed(
-        repository, key, roles=settings.channel_roles, language=language, recording=recording
-    )
+    return await stored_push(repository, key) if settings.transcript_source == "platform" else None
 
 
 def _offset_ms(moment: datetime, base: datetime | None) -> int:
