@@ -8,6 +8,7 @@ CATALOG_JSON: ``{"name", "engine", "repo", "revision", "files": [[name, size, sh
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -30,5 +31,9 @@ def register(spec: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
+    # This child is a command typed in a terminal, where Ctrl-C (SIGINT) interrupts it. A test run
+    # started in the background (`make test &`, a CI runner's shell without job control) hands its
+    # children SIGINT ignored, and Python keeps an ignored SIGINT ignored: the Ctrl-C test then hangs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     register(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
     main(args=sys.argv[2:], prog_name="cte1-mcp")
