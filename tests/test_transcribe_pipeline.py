@@ -15,7 +15,14 @@ import soundfile
 
 from cte1_mcp.audio.analytics import CallAnalytics, LongSilences, Segment
 from cte1_mcp.transcribe.base import ENGINE_SAMPLE_RATE, MAX_PIECE_SECONDS, EngineInfo, Recognised, Word
-from cte1_mcp.transcribe.pipeline import PACK_GAP_SECONDS, TranscriptionCancelled, transcribe_file
+from cte1_mcp.transcribe.pipeline import (
+    PACK_GAP_SECONDS,
+    PEAK_LIMIT,
+    SPEECH_LEVEL_DBFS,
+    TranscriptionCancelled,
+    at_speech_level,
+    transcribe_file,
+)
 from cte1_mcp.transcribe.transcript import Heard
 
 TONES = (440.0, 1000.0)  # channel 0, channel 1
@@ -82,6 +89,7 @@ class Call:
 
     seconds: float
     sounds: list[Sound]
+    audio: npt.NDArray[np.float32]
 
 
 def sounds(audio: npt.NDArray[np.float32]) -> list[Sound]:
@@ -122,7 +130,7 @@ class Listener:
     def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
         assert audio.dtype == np.float32 and audio.ndim == 1 and language == "ja"
         heard = sounds(audio)
-        self.calls.append(Call(len(audio) / ENGINE_SAMPLE_RATE, heard))
+        self.calls.append(Call(len(audio) / ENGINE_SAMPLE_RATE, heard, audio.copy()))
         if self.answer is not None:
             return list(self.answer)
         return [Recognised(s.start, min(s.start + 1.0, s.end), "もしもし。") for s in heard]
@@ -145,7 +153,7 @@ def test_a_channels_pieces_share_one_engine_call_at_16_khz_with_silence_between_
         [(1000, 0.2, 2.2), (1000, 2.4 + PACK_GAP_SECONDS + 0.2, 2.4 + PACK_GAP_SECONDS + 1.2)],
         [(440, 0.2, 1.7)],
     ]
-    assert all(0.4 < s.peak < 0.6 for c in listener.calls for s in c.sounds)  # scaled to [-1, 1], not int16
+    assert all(0.1 < s.peak < 0.2 for c in listener.calls for s in c.sounds)  # [-1, 1] at speech level
     # each sentence back on its piece, at the time its sound has in the recording
     assert heard == [
         Heard(1, 1.0, 2.0, "もしもし。"),
@@ -162,6 +170,53 @@ def test_a_16_khz_recording_is_not_resampled() -> None:
         [(1000, 0.2, 2.2), (1000, 2.4 + PACK_GAP_SECONDS + 0.2, 2.4 + PACK_GAP_SECONDS + 1.2)],
         [(440, 0.2, 1.7)],
     ]
+
+
+def speech_dbfs(call: Call) -> float:
+    """RMS level of an engine call's audio over its stretches of sound (not the silence between)."""
+    speech = np.concatenate(
+        [
+            call.audio[round(s.start * ENGINE_SAMPLE_RATE) : round(s.end * ENGINE_SAMPLE_RATE)]
+            for s in call.sounds
+        ]
+    )
+    return 20 * float(np.log10(np.sqrt(np.mean(np.square(speech.astype(np.float64))))))
+
+
+def test_the_engine_hears_a_quiet_line_at_the_level_of_a_loud_one() -> None:
+    # the same talk recorded 20 dB apart (a headset and a weak line): Whisper's features are absolute,
+    # and the same words 6 dB quieter came back as others
+    loud, quiet = Listener(), Listener()
+    transcribe_file(call_file(TALK, 2, 10.0), analysis(TALK, 2, 10.0), loud, language="ja")
+    transcribe_file(
+        call_file(TALK, 2, 10.0, gains=(0.05, 0.05)), analysis(TALK, 2, 10.0), quiet, language="ja"
+    )
+    assert len(loud.calls) == len(quiet.calls) == 2
+    for heard_loud, heard_quiet in zip(loud.calls, quiet.calls, strict=True):
+        # the tone plus its 0.2-s pads of silence are brought to the level: the tone is a little above it
+        assert SPEECH_LEVEL_DBFS < speech_dbfs(heard_loud) < SPEECH_LEVEL_DBFS + 2.5
+        assert abs(speech_dbfs(heard_loud) - speech_dbfs(heard_quiet)) < 0.1
+        assert [(s.start, s.end) for s in heard_loud.sounds] == [(s.start, s.end) for s in heard_quiet.sounds]
+    # channel 1's two pieces share a call: the 0.5 s between them (after 2.4 s of piece) stays silent
+    gap = loud.calls[0].audio[
+        round(2.4 * ENGINE_SAMPLE_RATE) : round((2.4 + PACK_GAP_SECONDS) * ENGINE_SAMPLE_RATE)
+    ]
+    assert len(gap) and not gap.any()
+
+
+def test_speech_is_raised_no_further_than_just_under_full_scale() -> None:
+    # a click in faint talk: the gain the level asks for would push the click past full scale
+    audio = np.full(16000, 0.001, np.float32)
+    audio[8000] = 0.5
+    raised = at_speech_level(audio, len(audio))
+    assert float(np.max(np.abs(raised))) == pytest.approx(PEAK_LIMIT)
+    assert float(raised[0]) == pytest.approx(0.001 * PEAK_LIMIT / 0.5)
+
+
+def test_silence_is_left_silent() -> None:
+    silence = np.zeros(16000, np.float32)
+    assert not at_speech_level(silence, len(silence)).any()
+    assert not at_speech_level(silence, 0).any()
 
 
 def test_a_mono_recording_is_one_party_without_a_channel() -> None:

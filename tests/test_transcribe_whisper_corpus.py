@@ -27,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 
 from cte1_mcp.audio.analytics import analyse
 from cte1_mcp.transcribe.base import Transcriber
@@ -128,6 +130,30 @@ def test_the_echo_channel_does_not_repeat_the_other_party(transcribed: Transcrib
             said_there,
         )
     assert {h.channel for h in heard} == {0, 1}
+
+
+def test_the_same_talk_6_db_quieter_is_heard_as_the_same_words(whisper_base: Transcriber) -> None:
+    # a line's level depends on the handset, the line and the recorder, not on what was said;
+    # before each engine call's speech was brought to one level, c10 6 dB quieter was heard with
+    # other words (「成球所」 at its own level, 「請求書」 6 dB down; 「デス料」, 「手数量」). Halving even
+    # samples is exact, so only the level differs.
+    call = CALLS["c10_wideband_16k_pcm"]
+    samples, rate = soundfile.read(CORPUS / call["file"], dtype="int16", always_2d=True)
+    loud = samples & ~np.int16(1)
+    files = []
+    for version in (loud, loud // 2):
+        file = io.BytesIO()
+        soundfile.write(file, version, rate, format="WAV", subtype="PCM_16")
+        files.append(file)
+    files[0].seek(0)
+    # one analysis for both: the analyser's talk edges are found against fixed levels, so pieces
+    # 6 dB quieter end some 50 ms earlier; this is about what the engine hears in the same pieces
+    talk = analyse(files[0], tuple(call["channelRoles"]))
+    heard = []
+    for file in files:
+        file.seek(0)
+        heard.append(transcribe_file(file, talk, whisper_base, language="ja"))
+    assert heard[0] and heard[0] == heard[1]
 
 
 def test_a_mono_call_is_one_party_and_heard(transcribed: Transcribed) -> None:

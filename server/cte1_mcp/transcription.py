@@ -35,8 +35,8 @@ from cte1_mcp.watched import DEADLINE, run_watched
 logger = logging.getLogger(__name__)
 
 #: Part of a stored transcript's name: a change in how pieces are cut, packed or guarded makes new ones
-#: (2: consecutive pieces of a channel share one engine call).
-PIPELINE_VERSION = 2
+#: (2: consecutive pieces of a channel share one engine call; 3: each engine call's speech at one level).
+PIPELINE_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
