@@ -40,11 +40,11 @@ PACK_GAP_SECONDS = 0.5
 #: between them). Whisper's log-mel features are absolute, so the same talk 6 dB apart came back
 #: with other words (c10: 「請求書」 at one level, 「成球所」 at the other), and a channel's level
 #: depends on the handset, the line and the recorder. -20 dBFS is digital audio's usual nominal
-#: level (SMPTE RP 155's alignment level, 20 dB under full scale);
-#: chosen before measuring, then measured with Whisper-base on the corpus at -26, -23, -20, -17 and
-#: -14 dBFS: on the calls with echo, noise or holds every level beat the recording's own (customer
-#: 12.0 % → 7.6-10.0 %, agent 10.9 → 8.8-10.1 %); on the clean calls each moved a party by a point
-#: or less either way (which words Whisper picks), -20 included. docs/transcripts.md has the table.
+#: level (SMPTE RP 155's alignment level, 20 dB under full scale); chosen before measuring, then
+#: measured with Whisper-base on the corpus at -26, -23, -20, -17 and -14 dBFS: on the calls with
+#: echo, noise or holds every level beat the recording's own (customer 12.0 % → 7.6-10.0 %, agent
+#: 10.9 → 8.8-10.1 %); on the clean calls each moved a party by a point or less either way (which
+#: words Whisper picks), -20 included. docs/transcripts.md has the table.
 SPEECH_LEVEL_DBFS = -20.0
 #: Gain stops short of full scale: recorded audio never goes beyond it, nor did Whisper's training.
 PEAK_LIMIT = 0.99
@@ -162,7 +162,8 @@ def at_speech_level(
 ) -> npt.NDArray[np.float32]:
     """``audio`` with one gain, so its ``speech_samples`` (the rest is digital silence) have an RMS
     of ``level_dbfs``, its peak at most ``PEAK_LIMIT``; silence stays silence."""
-    energy = float(np.dot(audio.astype(np.float64), audio.astype(np.float64)))
+    wide = audio.astype(np.float64)  # a float32 sum of 450,000 squares drifts
+    energy = float(np.dot(wide, wide))
     if speech_samples <= 0 or energy <= 0.0:
         return audio
     rms = math.sqrt(energy / speech_samples)
