@@ -4,7 +4,8 @@
 Each call is analysed by the real analyser (the stored analysis a transcription starts from), then
 transcribed with the real model, once a session. Few calls, chosen for what they test, since CPU is
 scarce: two clean calls for the character error rate (8 kHz μ-law, and 16 kHz PCM, which is not
-resampled), a silent hold, a music hold, line echo, and a mono call.
+resampled), a silent hold, a music hold, line echo, and a mono call; and the 16-kHz call again at
+half its level, which must be heard as the same words.
 
 Tolerances, and why:
 
