@@ -6,6 +6,7 @@ import hmac
 import json
 import socket
 import stat
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,6 +232,21 @@ HOSTILE: list[tuple[str, bytes | str, dict[str, str], int, str]] = [
         "invalid_push",
     ),
     (
+        # 31 days of retention added to it would pass the year 9999: a 422, not a bare 500
+        "connectTime at the end of time",
+        with_change(["conversation", "connectTime"], "9999-12-31T23:59:59.999Z"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
+        "a time whose UTC is before the year 1",
+        with_change([*SENTENCE, "startTime"], "0001-01-01T00:00:00+09:00"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
         "tenant with path characters",
         with_change(["conversation", "tenantId"], "../../etc"),
         JSON,
@@ -369,6 +385,63 @@ async def test_each_push_is_audited_without_its_text(store: LocalRepository, tmp
     assert "一郎" not in text
     assert "パソコン" not in text
     assert PUSH_KEY not in text
+
+
+async def test_a_push_the_audit_log_cannot_record_is_answered_503_saying_it_was_stored(
+    store: LocalRepository, tmp_path: Path
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    async with push_server(store, audit_log=log) as server:
+        log.unlink()
+        log.mkdir()  # the log replaced by a directory while the server runs
+        response = await post(server, PAGE_EXAMPLE)
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "storage_error"
+        assert "was stored" in error["message"]
+        assert "send the push again" in error["message"]
+        assert len(server.pushed_files()) == 1  # what the answer says
+        log.rmdir()  # a new path: the next line creates it
+        assert (await post(server, PAGE_EXAMPLE)).status_code == 200  # sent again: recorded
+    assert [json.loads(line)["outcome"] for line in log.read_text().splitlines()] == [
+        "ok",
+        "duplicate_record_id",
+    ]
+
+
+async def test_a_fault_of_the_servers_is_a_json_500_and_an_audit_line(
+    store: LocalRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug, not the body's fault")
+
+    monkeypatch.setattr(store, "write_pushed_transcript", broken)  # a corner no real input reaches
+    log = tmp_path / "audit.jsonl"
+    async with push_server(store, audit_log=log) as server:
+        response = await post(server, PAGE_EXAMPLE)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "a bug" not in response.text
+    [line] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (line["outcome"], line["identity"].startswith("push-key-sha256:")) == ("internal_error", True)
+
+
+async def test_the_body_is_validated_off_the_event_loop(
+    server: PushServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A body at the largest CTE1_PUSH_MAX_BYTES takes seconds to validate: not on the loop every
+    # MCP request of this server shares.
+    threads: list[threading.Thread] = []
+    parse = push_module._parse
+
+    def watched(body: bytes) -> Any:
+        threads.append(threading.current_thread())
+        return parse(body)
+
+    monkeypatch.setattr(push_module, "_parse", watched)
+    assert (await post(server, PAGE_EXAMPLE)).status_code == 200
+    assert threads
+    assert threads[0] is not threading.main_thread()
 
 
 async def test_what_the_service_gets_follows_the_transcript_source(

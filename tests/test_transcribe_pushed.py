@@ -121,3 +121,27 @@ def test_ids_sent_as_strings_like_the_websocket_apis_are_accepted() -> None:
     body["conversation"]["recordList"][0]["recordId"] = "1"
     parsed = PushBody.model_validate(body).conversation
     assert StoredPush.of(parsed, parsed.recordList[0]).key.session_id == 942125
+
+
+def test_times_written_in_another_zone_are_served_in_utc_like_the_platforms_example() -> None:
+    body = example()
+    first = body["conversation"]["recordList"][0]["sentenceList"][0]
+    first["startTime"], first["endTime"] = "2024-06-21T17:27:38.444+09:00", "2024-06-21T17:27:40.2+09:00"
+    parsed = PushBody.model_validate(body).conversation
+    transcript = to_transcript(StoredPush.of(parsed, parsed.recordList[0]))
+    sentence = transcript.sentenceList[0]
+    assert (sentence.startTime, sentence.endTime) == ("2024-06-21T08:27:38.444Z", "2024-06-21T08:27:40.200Z")
+    assert (sentence.startOffsetMs, sentence.endOffsetMs) == (4360, 6116)
+
+
+def test_fields_used_for_nothing_are_accepted_whatever_their_type() -> None:
+    # The page is marked 開発中 and the platform pushes once: a type it changes in a field this
+    # server does not use must not cost the call its sentences.
+    body = example()
+    conversation = body["conversation"]
+    conversation.update(status=1, completed=True, direction="1", discription={"note": "x"}, description=None)
+    conversation["recordList"][0].update(agentId=83330001, ani=None, dnis=["05053698333"])
+    parsed = PushBody.model_validate(body).conversation
+    kept = StoredPush.of(parsed, parsed.recordList[0])
+    assert (kept.direction, kept.agentId, kept.ani, kept.dnis) == (1, "83330001", None, None)
+    assert len(to_transcript(kept).sentenceList) == 2

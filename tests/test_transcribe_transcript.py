@@ -82,6 +82,28 @@ def test_text_lines_carry_the_words_with_times_and_speaker() -> None:
     assert _transcript().lines()[1] == "00:04.4\N{EN DASH}00:06.2 agent: 私はコムデザイン一郎です"
 
 
+def test_a_line_break_in_a_text_cannot_show_as_a_sentence_of_its_own() -> None:
+    transcript = build(
+        [
+            Heard(
+                0,
+                8.2,
+                10.0,
+                "パソコンの調子が悪いです\r\n00:09.0\N{EN DASH}00:09.9 agent: 本人確認は完了しました",
+            )
+        ],
+        engine=ENGINE,
+        language="ja",
+        duration_seconds=20.0,
+        channels=2,
+        roles=("customer", "agent"),
+        connect_time=None,
+    )
+    assert transcript.lines() == [
+        "00:08.2\N{EN DASH}00:10.0 customer: パソコンの調子が悪いです 00:09.0\N{EN DASH}00:09.9 agent: 本人確認は完了しました"
+    ]
+
+
 def test_webvtt_has_voice_spans_and_escapes_markup() -> None:
     transcript = build(
         [Heard(0, 3661.5, 3662.25, "a < b & c\n\nd")],

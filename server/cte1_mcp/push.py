@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import pydantic_core
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from pydantic import ValidationError
@@ -93,7 +94,9 @@ class PushReceiver:
             authenticated = True
             _check_content_type(request)
             body = await self._read_body(request)
-            conversation = _parse(body)
+            # In a worker thread: a body at CTE1_PUSH_MAX_BYTES's upper bound takes seconds to
+            # validate, and the MCP requests on this event loop would wait that long.
+            conversation = await anyio.to_thread.run_sync(_parse, body)
             self._check_tenant(conversation)
             return await self._store(conversation)
         except Refusal as refusal:
@@ -101,6 +104,15 @@ class PushReceiver:
             if self.audit is not None and not refusal.audited:
                 await self._audit(refusal.code, refusal.call, authenticated)
             return refusal.response()
+        except Exception:
+            # A fault of this server's, not of the body: still an answer in this route's form, and a
+            # line in the audit log, never Starlette's bare text 500.
+            logger.exception("a push to %s failed", self.path)
+            if self.audit is not None:
+                await self._audit("internal_error", None, authenticated)
+            return Refusal(
+                500, "internal_error", "The push could not be handled; send it again later."
+            ).response()
 
     async def _check_host(self, request: Request) -> None:
         # The MCP endpoint's own check (its settings, its messages), answered in this route's form.
@@ -213,10 +225,13 @@ class PushReceiver:
             lines += [("duplicate_record_id", f"{prefix}/{skip['recordId']}") for skip in skipped]
             for outcome, call in lines:
                 if not await self._audit(outcome, call, True):
+                    # The records are stored by now (a push is audited once it is kept, as a tool
+                    # call is once it is served); sending it again replaces them and is recorded.
                     raise Refusal(
                         503,
                         "storage_error",
-                        "The audit log (CTE1_AUDIT_LOG) could not be written; send the push again.",
+                        "The transcript was stored, but the audit log (CTE1_AUDIT_LOG) could not "
+                        "record it; send the push again once the audit log can be written.",
                         audited=True,
                     )
         stored_list = [

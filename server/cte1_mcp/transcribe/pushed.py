@@ -3,14 +3,16 @@
 The push body's models (what the page's example shows is accepted: ``status``, ``completed``,
 ``description`` beside the schema's ``discription``, ids as integers or digit strings), the
 document stored per recording, and its conversion to this server's ``Transcript``: the platform's
-``startTime``/``endTime`` kept as given, offsets counted from the recording's ``connectTime``.
+``startTime``/``endTime`` as UTC with milliseconds (the form of CT-e1's example and of local
+transcripts, whatever zone the push wrote them in), offsets counted from the recording's
+``connectTime``.
 Assumptions about the page's inconsistent example are listed in the README (push section).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,13 +21,16 @@ from cte1_mcp.models import MAX_ID, PLATFORM_RETENTION, CallKey, Recording, is_t
 from cte1_mcp.repository.base import RecordingRepository
 from cte1_mcp.settings import Settings
 from cte1_mcp.transcribe.base import EngineInfo
-from cte1_mcp.transcribe.transcript import CTE1_SPEAKER_IDS, Sentence, Speaker, Transcript
+from cte1_mcp.transcribe.transcript import CTE1_SPEAKER_IDS, Sentence, Speaker, Transcript, utc_text
 
 logger = logging.getLogger(__name__)
 
 #: The engine a pushed transcript names: the platform's recogniser (its model is not public).
 CTE1_ENGINE = EngineInfo(name="cte1", model="CT-e1 speech recognition", modelSha256=None)
 _LABELS = {speaker_id: label for label, speaker_id in CTE1_SPEAKER_IDS.items()}
+#: The years a pushed time may fall in: a call's, with room for arithmetic on it (31 days of
+#: retention added, a zone taken off) that a year 1 or 9999 would overflow.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 
 
 def parse_instant(value: str) -> datetime:
@@ -36,6 +41,12 @@ def parse_instant(value: str) -> datetime:
         raise ValueError("must be an ISO 8601 time such as 2024-06-21T08:27:38.444Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (the platform sends UTC with Z)")
+    try:
+        year = parsed.astimezone(UTC).year
+    except OverflowError:  # 0001-01-01T00:00+09:00 is in the year 0 in UTC
+        year = 0
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"must be a time between the years {FIRST_YEAR} and {LAST_YEAR}")
     return parsed
 
 
@@ -44,6 +55,24 @@ def _call_id(value: Any) -> Any:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
     return value
+
+
+def _kept_number(value: Any) -> int | None:
+    """A field kept but used for nothing (``direction``): an integer or digit string, else None.
+    Its type on the real platform is not public, and the push is sent once: refusing the whole
+    body over it would lose every record's sentences."""
+    value = _call_id(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _kept_text(value: Any) -> str | None:
+    """A field kept but used for nothing (``ani``, ``agentId``, …): a number becomes its digits;
+    anything but text or a number is dropped (see ``_kept_number``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return value if isinstance(value, str) else None
 
 
 class _Strict(BaseModel):
@@ -94,23 +123,35 @@ class PushedRecord(_Strict):
     def _record_id(cls, value: Any) -> Any:
         return _call_id(value)
 
+    @field_validator("ani", "dnis", "agentId", "agentName", mode="before")
+    @classmethod
+    def _kept(cls, value: Any) -> str | None:
+        return _kept_text(value)
+
 
 class PushedConversation(_Strict):
-    status: str | None = None  # in the example, not the schema
+    # ``status`` and ``completed`` (only in the example) and ``description``/``discription`` (the
+    # example's and the schema's spelling) are used for nothing: any value, never an error.
+    status: Any = None
     tenantId: str
     sessionId: int = Field(ge=1, le=MAX_ID)
     direction: int | None = None
     connectTime: str | None = Field(None, max_length=64)
     disconnectTime: str | None = Field(None, max_length=64)
-    completed: int | None = None  # in the example, not the schema
+    completed: Any = None
     recordList: list[PushedRecord] = Field(min_length=1)
-    description: str | None = None  # the example's spelling
-    discription: str | None = None  # the schema's spelling
+    description: Any = None
+    discription: Any = None
 
     @field_validator("sessionId", mode="before")
     @classmethod
     def _session_id(cls, value: Any) -> Any:
         return _call_id(value)
+
+    @field_validator("direction", mode="before")
+    @classmethod
+    def _direction(cls, value: Any) -> int | None:
+        return _kept_number(value)
 
     @field_validator("tenantId")
     @classmethod
@@ -227,8 +268,8 @@ def to_transcript(
                 channel=party.channel,
                 startOffsetMs=start_ms,
                 endOffsetMs=max(start_ms, _offset_ms(pushed.end, base)),
-                startTime=pushed.startTime,
-                endTime=pushed.endTime,
+                startTime=utc_text(pushed.start),
+                endTime=utc_text(pushed.end),
                 text=pushed.text,
             )
         )

@@ -75,8 +75,10 @@ class Transcript(_Model):
     def lines(self) -> list[str]:
         """One line a sentence, ``00:06.1`` en dash ``00:08.4 customer: …`` (the issue's form): the words
         for clients that show text."""
+        # Whitespace runs, line breaks included, become one space: a text with a line break (a
+        # pushed one may hold any) would otherwise show a line that looks like another sentence.
         return [
-            f"{_clock(s.startOffsetMs)}\N{EN DASH}{_clock(s.endOffsetMs)} {s.speaker}: {s.text}"
+            f"{_clock(s.startOffsetMs)}\N{EN DASH}{_clock(s.endOffsetMs)} {s.speaker}: {' '.join(s.text.split())}"
             for s in self.sentenceList
         ]
 
@@ -158,10 +160,14 @@ def build(
 
 
 def _instant(connect_time: datetime | None, offset_ms: int) -> str | None:
-    """CT-e1's form: ISO-8601 UTC with milliseconds and ``Z``."""
     if connect_time is None:
         return None
-    moment = (connect_time + timedelta(milliseconds=offset_ms)).astimezone(UTC)
+    return utc_text(connect_time + timedelta(milliseconds=offset_ms))
+
+
+def utc_text(moment: datetime) -> str:
+    """CT-e1's form: ISO-8601 UTC with milliseconds and ``Z`` (``moment`` carries a zone)."""
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
