@@ -6,6 +6,7 @@ Ground truth is the corpus manifest (how the audio was made), never the recognis
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import TextResourceContents
 
+from cte1_mcp.transcribe.base import cached_fingerprint
 from cte1_mcp.transcribe.cer import cer
 from tests.mcp_harness import SMALL, call_uri, in_process, structured, text
 from tests.test_mcp_hostile_audio import serve_once
@@ -171,6 +173,86 @@ async def test_concurrent_callers_share_one_transcription_and_a_lone_cancel_stop
     assert max(pieces_heard[:stopped_at]) < total  # the cancelled run did not go on to the end
 
 
+async def test_a_model_changed_while_a_call_is_transcribed_loads_again_and_the_running_one_finishes(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path
+) -> None:
+    # A plain model directory (no manifest) whose files change while a transcription runs on it, as
+    # when a model is replaced in place: the next call loads the new files and its transcript names
+    # them; the running one keeps the model it started with to its end.
+    model = tmp_path / "model"
+    model.mkdir()
+    for file in whisper_base_dir.iterdir():
+        os.link(file, model / file.name)  # the session's model is left untouched (see below)
+    before = cached_fingerprint(model)
+    serve_corpus_call(simulator)
+    results: dict[str, Any] = {}
+    async with (
+        in_process(simulator.url, tmp_path / "store", asr_model=str(model), asr_threads=2) as client,
+        anyio.create_task_group() as group,
+    ):
+
+        async def second() -> None:
+            results["second"] = await client.call_tool("get_call_transcript", SMALL)
+
+        async def change_the_model(done: float, total: float | None, message: str | None) -> None:
+            if message and message.startswith("Transcribed 0 ") and "second" not in results:
+                config = json.loads((model / "config.json").read_text())
+                (model / "config.json").unlink()  # a new file: the link to the session's is broken
+                (model / "config.json").write_text(json.dumps({**config, "replaced": True}))
+                results["second"] = None
+                group.start_soon(second)
+
+        results["first"] = await client.call_tool(
+            "get_call_transcript", SMALL, progress_callback=change_the_model
+        )
+    first, later = results["first"], results["second"]
+    assert not first.is_error and not later.is_error, (text(first), text(later))
+    engines = [structured(r)["transcript"]["engine"]["modelSha256"] for r in (first, later)]
+    assert engines == [before, cached_fingerprint(model)]
+    assert engines[0] != engines[1]
+    assert structured(first)["transcript"]["sentenceList"]
+    assert structured(later)["transcript"]["sentenceList"]
+
+
+async def test_a_call_waiting_for_the_transcriber_is_told_so_again_and_again(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a long transcription a caller waits minutes; a client that times out without progress
+    (the TypeScript SDK's 60 s) must keep hearing that it waits, not once and then nothing."""
+    import cte1_mcp.transcription as transcription
+
+    services: list[Any] = []
+    init = transcription.TranscriptionService.__init__
+
+    def kept(self: Any, *args: Any) -> None:
+        init(self, *args)
+        services.append(self)
+
+    monkeypatch.setattr(transcription.TranscriptionService, "__init__", kept)
+    monkeypatch.setattr(transcription, "WAITING_PROGRESS_SECONDS", 0.3)
+    serve_corpus_call(simulator)
+    messages: list[str] = []
+    async with in_process(simulator.url, tmp_path, asr_model=str(whisper_base_dir), asr_threads=2) as client:
+        await client.call_tool("get_call_metadata", SMALL)
+        unknown = await client.call_tool("get_call_transcript", {**SMALL, "sessionId": 999999})
+        assert unknown.is_error  # the service is built and the model loaded; now its slot is taken
+        (service,) = services
+        await service._slots.acquire()  # as another call's transcription would hold it
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            messages.append(message or "")
+            if sum("(waited" in m for m in messages) == 3:
+                service._slots.release()
+
+        with anyio.fail_after(120):
+            result = await client.call_tool("get_call_transcript", SMALL, progress_callback=progress)
+    assert not result.is_error, text(result)
+    waiting = [m for m in messages if m.startswith("Waiting for the transcriber")]
+    assert waiting[0] == "Waiting for the transcriber: another call is being transcribed"
+    assert len(waiting) >= 4 and all("(waited " in m for m in waiting[1:])
+    assert any(m.startswith("Transcribed ") for m in messages[messages.index(waiting[-1]) :])
+
+
 async def test_a_transcription_past_its_timeout_is_stopped_and_says_so(
     simulator: Any, tmp_path: Path, whisper_base_dir: Path
 ) -> None:
@@ -269,3 +351,63 @@ async def test_a_transcript_ct_e1_pushed_is_served_without_a_model_and_local_is_
 
 def _iso(moment: Any) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+async def test_a_long_transcript_keeps_the_whole_result_under_50000_characters(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """A 2-hour call's 2,400 sentences (pushed, so no model is needed): structuredContent and the
+    text block together stay under the 50,000 characters every tool's result keeps to, with as many
+    sentences as fit, and the summary says where the rest is."""
+    from datetime import datetime, timedelta
+
+    from cte1_mcp.models import CallKey
+    from cte1_mcp.service import RecordingService
+    from cte1_mcp.transcribe.pushed import PushBody, StoredPush
+    from tests.helpers.push_server import example
+
+    services: list[RecordingService] = []
+
+    def keep(service: RecordingService) -> RecordingService:
+        services.append(service)
+        return service
+
+    simulator.state.reset()
+    async with in_process(simulator.url, tmp_path, wrap=keep) as client:
+        connected = datetime.fromisoformat(
+            structured(await client.call_tool("get_call_metadata", SMALL))["connectTime"]
+        )
+        body = example()
+        conversation = body["conversation"]
+        conversation.update(
+            tenantId=SMALL["tenantId"], sessionId=SMALL["sessionId"], connectTime=_iso(connected)
+        )
+        record = conversation["recordList"][0]
+        conversation["recordList"] = [record]
+        record["sentenceList"] = [
+            {
+                "sequence": index + 1,
+                "speakerId": 1 + index % 2,
+                "startTime": _iso(connected + timedelta(seconds=3 * index)),
+                "endTime": _iso(connected + timedelta(seconds=3 * index + 2.5)),
+                "text": "お客様のご契約内容を確認いたしますので少々お待ちください",
+            }
+            for index in range(2400)
+        ]
+        parsed = PushBody.model_validate(body).conversation
+        await services[-1].repository.write_pushed_transcript(
+            CallKey(SMALL["tenantId"], SMALL["sessionId"], SMALL["recordId"]),
+            StoredPush.of(parsed, parsed.recordList[0]).model_dump_json().encode(),
+            available_until=datetime.now(UTC) + timedelta(days=1),
+        )
+        result = await client.call_tool("get_call_transcript", SMALL)
+        whole = json.loads(_text_of(await client.read_resource(call_uri(SMALL, "transcript"))))
+    content = structured(result)
+    shown = content["transcript"]["sentenceList"]
+    size = len(json.dumps(content, ensure_ascii=False, separators=(",", ":"))) + len(text(result))
+    assert 40_000 < size <= 50_000  # under the bound, and not far under it
+    assert content["transcript"]["shortened"] is True
+    assert 0 < len(shown) < 2400 and len(whole["sentenceList"]) == 2400
+    assert shown == whole["sentenceList"][: len(shown)]
+    assert f"the first {len(shown)} of 2400 sentences" in content["summary"]
+    assert text(result).count("\n") == 1 + len(shown)  # the summary, a blank line, a line a sentence

@@ -161,3 +161,35 @@ def test_echo_check_finds_a_long_sentence_of_the_other_party_that_began_long_bef
     ]
     heard.sort(key=lambda h: h.start)
     assert guards.drop_echoes(heard, level_of({0: -40.0, 1: -20.0})) == [h for h in heard if h.channel == 1]
+
+
+def test_digits_repeated_are_a_number_not_a_loop() -> None:
+    said = [
+        "料金は10000円です。",
+        "お電話番号は090-1111-2222です。",
+        "暗証番号は0000で登録されています。",
+        "口座番号は１１１１２２２２です。",  # full-width, as Whisper sometimes writes them
+    ]
+    items = [Recognised(float(i), float(i + 3), text) for i, text in enumerate(said)]
+    assert texts(guards.apply(items, 8.0)) == said
+
+
+def test_a_word_of_a_subtitle_line_inside_a_callers_sentence_is_kept() -> None:
+    said = [
+        "有料チャンネルのご視聴契約を解約したいです。",
+        "字幕が表示されなくなりました。",
+        "チャンネル登録の変更をお願いします。",
+        "高評価のレビューを書きました。",
+    ]
+    items = [Recognised(float(i), float(i + 3), text) for i, text in enumerate(said)]
+    assert texts(guards.apply(items, 8.0)) == said
+
+
+def test_subtitle_lines_run_together_or_credited_are_dropped() -> None:
+    invented = [
+        "ご視聴ありがとうございました。チャンネル登録よろしくお願いします。",
+        "字幕作成者 山田",
+        "Subtitles by the Amara.org community",
+    ]
+    items = [Recognised(0.0, 3.0, text) for text in invented]
+    assert guards.apply(items, 3.0) == []

@@ -120,6 +120,20 @@ def test_webvtt_has_voice_spans_and_escapes_markup() -> None:
     )
 
 
+def test_a_sentence_timed_at_one_instant_is_a_cue_that_ends_after_it_starts() -> None:
+    transcript = build(
+        [Heard(1, 3.0, 3.0, "はい")],
+        engine=ENGINE,
+        language="ja",
+        duration_seconds=5.0,
+        channels=2,
+        roles=("customer", "agent"),
+        connect_time=None,
+    )
+    assert "00:00:03.000 --> 00:00:03.001\n<v agent>はい</v>" in transcript.vtt()
+    assert transcript.sentenceList[0].endOffsetMs == 3000  # the data keeps what was heard
+
+
 def test_a_long_transcript_is_shortened_to_the_character_limit_and_says_so() -> None:
     heard = [Heard(i % 2, i * 2.0, i * 2.0 + 1.5, "解約の手続きについて" * 5) for i in range(2000)]
     full = build(

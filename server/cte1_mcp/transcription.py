@@ -35,8 +35,11 @@ from cte1_mcp.watched import DEADLINE, run_watched
 logger = logging.getLogger(__name__)
 
 #: Part of a stored transcript's name: a change in how pieces are cut, packed or guarded makes new ones
-#: (2: consecutive pieces of a channel share one engine call; 3: each engine call's speech at one level).
-PIPELINE_VERSION = 3
+#: (2: consecutive pieces of a channel share one engine call; 3: each engine call's speech at one level;
+#: 4: digits are never a repetition loop, and only whole subtitle lines are dropped as invented).
+PIPELINE_VERSION = 4
+#: While a call waits for a transcription slot, it is told so this often.
+WAITING_PROGRESS_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ class TranscriptionService:
             model_id = await anyio.to_thread.run_sync(cached_fingerprint, model.files_dir)
         # Loaded (once per process) before the recording is fetched: a model that does not load is
         # [transcription_unavailable] without spending a platform request.
-        transcriber = await self._transcriber(model)
+        transcriber = await self._transcriber(model, model_id)
         recording, analysis = await self.analysis.analytics(key, on_progress)
         name = f"transcript-v{PIPELINE_VERSION}-{model.engine}-{model_id[:16]}-{self._settings_tag}.json"
 
@@ -116,13 +119,8 @@ class TranscriptionService:
     ) -> Transcript:
         settings = self.settings
         with flight.abandonable():
-            if self._slots.value == 0:
-                await flight.emit(
-                    Progress(
-                        "waiting", 0, None, "Waiting for the transcriber: another call is being transcribed"
-                    )
-                )
-            async with self._slots:
+            await self._take_slot(flight)
+            try:
 
                 def run() -> list[Heard]:
                     with self.repository.open_audio(recording) as file:
@@ -159,6 +157,8 @@ class TranscriptionService:
                             f"({settings.asr_timeout_seconds:g} s) and was stopped."
                         ) from None
                     raise
+            finally:
+                self._slots.release()
         await report.relay(flight)
         return build(
             heard,
@@ -170,13 +170,31 @@ class TranscriptionService:
             connect_time=recording.metadata.connected_at,
         )
 
-    async def _transcriber(self, model: ResolvedModel) -> Transcriber:
-        """The loaded model, loaded (in a worker thread) on first use or when it changed."""
+    async def _take_slot(self, flight: Flight[bytes, Progress]) -> None:
+        """One of the CTE1_ASR_CONCURRENCY slots; while none is free, a progress notification every
+        ``WAITING_PROGRESS_SECONDS``: a client whose request times out unless progress comes (the
+        TypeScript SDK's 60 s) keeps waiting behind a transcription of minutes."""
+        waited = 0.0
+        while True:
+            if self._slots.value == 0:
+                message = "Waiting for the transcriber: another call is being transcribed"
+                if waited:
+                    message += f" (waited {waited:.0f} s)"
+                await flight.emit(Progress("waiting", 0, None, message))
+            with anyio.move_on_after(WAITING_PROGRESS_SECONDS):
+                await self._slots.acquire()
+                return
+            waited += WAITING_PROGRESS_SECONDS
+
+    async def _transcriber(self, model: ResolvedModel, model_id: str) -> Transcriber:
+        """The loaded model, loaded (in a worker thread) on first use or when it changed: ``model_id``
+        is its files' fingerprint (a plain directory's too, so its transcripts are never stored
+        under the name of files it was not loaded from)."""
         s = self.settings
         identity = (
             model.files_dir,
             model.engine,
-            model.fingerprint,
+            model_id,
             s.asr_device,
             s.asr_compute_type,
             s.asr_threads,
@@ -185,9 +203,10 @@ class TranscriptionService:
             loaded = self._loaded
             if loaded is not None and loaded.identity == identity:
                 return loaded.transcriber
-            if loaded is not None:
-                self._loaded = None
-                await anyio.to_thread.run_sync(loaded.transcriber.close)
+            # The model it replaces is let go, not closed: a transcription may still be running on
+            # it (a model re-imported while the server works). Its memory is freed when the last
+            # one using it ends and drops it.
+            self._loaded = None
             transcriber = await anyio.to_thread.run_sync(load_model, model, s)
             self._loaded = _Loaded(identity, transcriber)
             return transcriber

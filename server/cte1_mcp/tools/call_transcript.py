@@ -15,6 +15,10 @@ from cte1_mcp.views import CallView
 if TYPE_CHECKING:
     from cte1_mcp.transcribe.transcript import Transcript
 
+#: The whole result (structuredContent's JSON and the text block) stays under this many characters,
+#: as every tool's does (docs/tools.md); the transcript resource has every sentence.
+RESULT_MAX_CHARS = 50_000
+
 DESCRIPTION = """\
 Transcript of one call: each party's sentences with their times, recognised on this server (no
 audio leaves it) or, where the platform pushed its own speech-recognition results, CT-e1's. The
@@ -95,20 +99,25 @@ def _sentences(count: int) -> str:
 async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
     key = arguments.key
     recording, transcript = await context.transcription.transcript(key, context.progress)
-    shown = transcript.shortened_to()
     uri = key.uri("transcript")
-    summary = summarise(str(key), transcript, shown, uri)
-    result = result_model().model_validate(
-        {
-            "summary": summary,
-            "call": CallView.of(recording, mask_numbers=context.mask_numbers),
-            "transcript": shown,
-            "transcriptUri": uri,
-        }
-    )
-    # Claude Code shows the model only structuredContent, Claude Desktop only the text: both carry
-    # the words (the text as one line a sentence, after the summary).
-    text = "\n".join([summary, "", *shown.lines()]) if shown.sentenceList else summary
+    call = CallView.of(recording, mask_numbers=context.mask_numbers)
+
+    def answer(shown: Transcript) -> tuple[BaseModel, str]:
+        summary = summarise(str(key), transcript, shown, uri)
+        result = result_model().model_validate(
+            {"summary": summary, "call": call, "transcript": shown, "transcriptUri": uri}
+        )
+        # Claude Code shows the model only structuredContent, Claude Desktop only the text: both
+        # carry the words (the text as one line a sentence, after the summary).
+        text = "\n".join([summary, "", *shown.lines()]) if shown.sentenceList else summary
+        return result, text
+
+    def size(shown: Transcript) -> int:
+        """The whole result's characters: structuredContent's JSON and the text block."""
+        result, text = answer(shown)
+        return len(result.model_dump_json()) + len(text)
+
+    result, text = answer(transcript.shortened_to(RESULT_MAX_CHARS, size))
     return CallToolResult(
         content=[
             TextContent(text=text),

@@ -5,13 +5,15 @@ Applied to every engine's output, before the sentences are placed in the call:
 - **Repetition loops.** A decoder that loses track repeats a phrase (「はいはいはいはい…」, or the
   same sentence over and over). A unit repeated ``LOOP_REPEATS`` times or more in a row, in one
   sentence or across consecutive sentences, is kept once: people do say 「はいはいはい」 (three), but
-  not one phrase four times running.
+  not one phrase four times running. Digits are never a loop: 「10000円」, 「090-1111-2222」 and a
+  PIN 「0000」 are what a reviewer checks.
 - **Text invented for non-speech.** Whisper learnt from subtitled videos and writes their closing
-  lines (「ご視聴ありがとうございました」, 「チャンネル登録」) or captions (「(音楽)」, 「♪」) when it hears
-  breath, noise or nothing. The phrases listed here are never said in a contact-centre call, so a
-  sentence holding one is dropped wherever it appears (the pieces are a party's detected talk
-  already: a test on the piece being short or quiet would only let some through). Phrases a call
-  does contain (「ありがとうございました」, 「お疲れ様です」) are not on the list.
+  lines (「ご視聴ありがとうございました」, 「チャンネル登録お願いします」) or captions (「(音楽)」, 「♪」) when
+  it hears breath, noise or nothing. A sentence made only of such lines is dropped (the pieces are
+  a party's detected talk already: a test on the piece being short or quiet would only let some
+  through). Only whole lines count, never a word in a sentence: a pay-TV line's customer says
+  「ご視聴契約を解約したいです」 and 「字幕が出ません」. Phrases a call does contain
+  (「ありがとうございました」, 「お疲れ様です」) are not on the list.
 - **The other party's echo** (two-channel calls). A line echo delayed more than the analyser's
   crosstalk rule reaches (it matches copies up to 8 ms late; the corpus's line echo is 40-60 ms)
   leaves the other party's words on a channel, and the engine hears them there too. A sentence is
@@ -40,20 +42,27 @@ from cte1_mcp.transcribe.transcript import Heard
 #: A unit (1-30 characters) repeated this many times in a row is a loop.
 LOOP_REPEATS = 4
 _LOOP = re.compile(rf"(.{{1,30}}?)\1{{{LOOP_REPEATS - 1},}}", re.DOTALL)
-#: Subtitle and video lines Whisper writes for non-speech; none belongs in a phone call.
+#: The subtitle and video lines Whisper writes for non-speech, whole (NFKC, casefolded, without
+#: punctuation and spaces); a sentence made only of these is dropped.
 INVENTED = (
-    "ご視聴",
-    "ご清聴",
-    "チャンネル登録",
-    "高評価",
-    "字幕",
+    "ご視聴ありがとうございました",
+    "ご視聴いただきありがとうございました",
+    "ご清聴ありがとうございました",
+    "最後までご視聴いただきありがとうございました",
+    "最後までご覧いただきありがとうございました",
+    "チャンネル登録お願いします",
+    "チャンネル登録をお願いします",
+    "チャンネル登録よろしくお願いします",
+    "高評価お願いします",
+    "高評価よろしくお願いします",
     "次回もお楽しみに",
-    "最後までご覧",
-    "thank you for watching",
-    "thanks for watching",
-    "subtitles by",
-    "please subscribe",
+    "thankyouforwatching",
+    "thanksforwatching",
+    "pleasesubscribe",
 )
+_INVENTED = re.compile("(?:" + "|".join(map(re.escape, INVENTED)) + ")+")
+#: Whisper's subtitle credits: 「字幕作成者 …」, "Subtitles by the Amara.org community".
+_CREDIT = re.compile(r"^(?:字幕(?:作成|制作|提供|by)|subtitlesby)")
 #: A caption for a sound rather than words: (音楽) [拍手] ♪ …
 _CAPTION = re.compile(r"^[\s\W]*[(\[（【《〈][^)\]）】》〉]*[)\]）】》〉][\s\W]*$|^[\s♪♫♬〜~ー…・.。、]*$")
 #: Upper bound on characters a second of Japanese speech (NFKC, punctuation and spaces removed).
@@ -148,14 +157,22 @@ def _quieter(level: Level, sentence: Heard) -> bool:
 
 
 def collapse_loops(text: str) -> str:
-    """A unit repeated ``LOOP_REPEATS`` times or more in a row, kept once."""
-    return _LOOP.sub(r"\1", text)
+    """A unit repeated ``LOOP_REPEATS`` times or more in a row, kept once (digits never)."""
+    return _LOOP.sub(_once_unless_digits, text)
+
+
+def _once_unless_digits(match: re.Match[str]) -> str:
+    unit = match.group(1)
+    return match.group(0) if unicodedata.normalize("NFKC", unit).isdigit() else unit
 
 
 def is_invented(text: str) -> bool:
     """A subtitle line or a caption for a sound: not words anyone said in the call."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return _CAPTION.match(folded) is not None or any(phrase in folded for phrase in INVENTED)
+    if _CAPTION.match(folded) is not None:
+        return True
+    spoken = "".join(char for char in folded if _spoken(char))
+    return _INVENTED.fullmatch(spoken) is not None or _CREDIT.match(spoken) is not None
 
 
 def spoken_chars(text: str) -> int:

@@ -5,7 +5,7 @@ the call's ``connectTime``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,8 +16,6 @@ from cte1_mcp.transcribe.base import EngineInfo
 #: CT-e1's speakerId convention (the push page's one example: 2 speaks the agent's line, 1 the
 #: customer's), used only when CTE1_CHANNEL_ROLES names exactly these two roles.
 CTE1_SPEAKER_IDS = {"customer": 1, "agent": 2}
-#: The tool result's transcript stays under this many characters of JSON; the resource has all.
-RESULT_MAX_CHARS = 50_000
 
 
 class _Model(BaseModel):
@@ -56,9 +54,11 @@ class Transcript(_Model):
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
 
-    def shortened_to(self, max_chars: int = RESULT_MAX_CHARS) -> Transcript:
-        """The first sentences that keep the JSON under ``max_chars`` (``shortened`` set when cut)."""
-        if len(self.model_dump_json()) <= max_chars:
+    def shortened_to(self, max_chars: int, size: Callable[[Transcript], int] | None = None) -> Transcript:
+        """The first sentences that keep ``size`` (by default the transcript's JSON; a tool passes
+        the size of its whole result) under ``max_chars``, ``shortened`` set when cut."""
+        measure = size or (lambda transcript: len(transcript.model_dump_json()))
+        if measure(self) <= max_chars:
             return self
         low, high = 0, len(self.sentenceList)
         while low < high:  # the most sentences that fit
@@ -66,7 +66,7 @@ class Transcript(_Model):
             candidate = self.model_copy(
                 update={"sentenceList": self.sentenceList[:middle], "shortened": True}
             )
-            if len(candidate.model_dump_json()) <= max_chars:
+            if measure(candidate) <= max_chars:
                 low = middle
             else:
                 high = middle - 1
@@ -84,8 +84,10 @@ class Transcript(_Model):
 
     def vtt(self) -> str:
         """WebVTT with a ``<v speaker>`` voice span per cue, for players and subtitle tools."""
+        # A cue must end after it starts: a sentence the engine (or the platform) timed at one
+        # instant gets a millisecond.
         cues = [
-            f"{index}\n{_vtt_time(s.startOffsetMs)} --> {_vtt_time(s.endOffsetMs)}\n"
+            f"{index}\n{_vtt_time(s.startOffsetMs)} --> {_vtt_time(max(s.endOffsetMs, s.startOffsetMs + 1))}\n"
             f"<v {_vtt_annotation(s.speaker)}>{_vtt_text(s.text)}</v>"
             for index, s in enumerate(self.sentenceList, start=1)
         ]
