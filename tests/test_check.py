@@ -171,3 +171,25 @@ async def test_a_retry_after_date_holds_back_the_shared_spacing(tmp_path: Path) 
         result = await run_check(make_settings(server.url, tmp_path), spacer)
     assert result.verdict.value == "rate_limited"
     assert 100 < await spacer.deferred_for() <= 120
+
+
+def test_the_transcription_model_is_loaded_once(env: dict[str, str], simulator: Any, tmp_path: Path) -> None:
+    # Before: files with a model's names and junk inside were reported as fine; only a
+    # transcription found out. Start-up stays a files-and-checksums check; `check` loads.
+    from tests.helpers import tiny_transducer
+
+    good = tiny_transducer.build(tmp_path / "tiny").directory
+    done = check({**env, "CTE1_ASR_MODEL": str(good)})
+    assert done.returncode == 0, done.stderr
+    assert "transcription model: sherpa-onnx tiny: directory" in done.stderr
+    assert "; loads (" in done.stderr
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for name in ("encoder-tiny.onnx", "decoder-tiny.onnx", "joiner-tiny.onnx", "tokens.txt"):
+        (junk / name).write_bytes(b"junk\n")
+    done = check({**env, "CTE1_ASR_MODEL": str(junk)})
+    assert done.returncode == 1, done.stderr
+    assert "; does NOT load: [transcription_unavailable]" in done.stderr
+    assert verdict(done) == "ok"  # the platform part is still diagnosed
+    assert len(simulator.state.requests) == 2
+    assert "Traceback" not in done.stderr

@@ -8,14 +8,16 @@ next step.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
-import random
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ import pytest
 from cte1_mcp.errors import ModelArchiveUnsafe
 from cte1_mcp.transcribe.archive import extract
 from cte1_mcp.transcribe.model_sources import import_model
+from tests.helpers import tiny_transducer
 from tests.helpers.fake_hub import FakeHub, HubFile, running_hub
 from tests.mcp_harness import server_env
 
@@ -34,15 +37,28 @@ REPO = "test-org/tiny-transducer"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
+@functools.cache
+def tiny_model() -> dict[str, bytes]:
+    """A real sherpa-onnx transducer (``tiny_transducer``, a few KB, the same bytes every build):
+    installs load the model before committing it, so the files must load."""
+    with tempfile.TemporaryDirectory() as scratch:
+        built = tiny_transducer.build(Path(scratch) / "tiny")
+        return {
+            "encoder-epoch-1.int8.onnx": built.encoder.read_bytes(),
+            "decoder-epoch-1.onnx": built.decoder.read_bytes(),
+            "joiner-epoch-1.int8.onnx": built.joiner.read_bytes(),
+            "tokens.txt": built.tokens.read_bytes(),
+        }
+
+
 def tiny_files() -> dict[str, HubFile]:
-    """A sherpa-onnx-shaped model: three 'onnx' files (one served like LFS) and a token list."""
-    rng = random.Random(15)
-    return {
-        "encoder-epoch-1.int8.onnx": HubFile(rng.randbytes(300_000), lfs=True),
-        "decoder-epoch-1.onnx": HubFile(rng.randbytes(120_000)),
-        "joiner-epoch-1.int8.onnx": HubFile(rng.randbytes(80_000)),
-        "tokens.txt": HubFile("".join(f"tok{i} {i}\n" for i in range(500)).encode()),
-    }
+    """The tiny model as the hub serves it (the encoder like an LFS file, behind a redirect)."""
+    return {name: HubFile(content, lfs=name.startswith("encoder")) for name, content in tiny_model().items()}
+
+
+def other_token(tokens: bytes) -> bytes:
+    """The same token list with one token changed: same size, other bytes."""
+    return tokens.replace("こ 1".encode(), "ん 1".encode())
 
 
 @pytest.fixture
@@ -165,6 +181,41 @@ def test_a_failed_pull_installs_nothing(
     nothing_installed(models_dir)
 
 
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow  # huggingface_hub retries a failed HEAD for ~20 s, and no setting shortens that
+@pytest.mark.parametrize("how", ["refused", "http500"])
+def test_a_hub_that_cannot_be_reached_is_a_download_failure_not_a_404(
+    hub: FakeHub, models_dir: Path, catalog: Path, how: str
+) -> None:
+    # Before: huggingface_hub 2.x's "offline / unreachable" error is an EntryNotFoundError, so
+    # both read "[model_not_found] the hub has no file ... (HTTP 404)".
+    if how == "refused":
+        url = f"http://127.0.0.1:{closed_port()}"
+    else:
+        url = hub.url
+        hub.faults["encoder-epoch-1.int8.onnx"] = "error500"
+    done = cli(catalog, environment(models_dir, url), "models", "pull", "tiny-hub")
+    failed_with(done, "model_download_failed")
+    assert "HTTP 404" not in done.stderr and "model_not_found" not in done.stderr
+    assert ("Connection refused" if how == "refused" else "HTTP 500") in done.stderr
+    assert "HF_ENDPOINT" in done.stderr.split("Next:")[1]
+    nothing_installed(models_dir)
+
+
+def test_offline_mode_is_said_so(models_dir: Path, catalog: Path) -> None:
+    env = environment(models_dir, f"http://127.0.0.1:{closed_port()}", HF_HUB_OFFLINE="1")
+    done = cli(catalog, env, "models", "pull", "tiny-hub")
+    failed_with(done, "model_download_failed")
+    assert "HF_HUB_OFFLINE is set" in done.stderr
+    nothing_installed(models_dir)
+
+
 def test_a_resumed_connection_is_not_a_failure_but_the_checksum_still_decides(
     hub: FakeHub, models_dir: Path, catalog: Path
 ) -> None:
@@ -176,9 +227,12 @@ def test_a_resumed_connection_is_not_a_failure_but_the_checksum_still_decides(
     nothing_installed(models_dir)
 
 
-def test_ctrl_c_during_a_download_installs_nothing_and_removes_the_staging(
-    hub: FakeHub, models_dir: Path, catalog: Path
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_stopping_a_download_installs_nothing_and_removes_the_staging(
+    hub: FakeHub, models_dir: Path, catalog: Path, stop: signal.Signals
 ) -> None:
+    # Before: SIGTERM / SIGHUP (timeout, systemd, a closed terminal) killed the process on the
+    # spot, leaving a .staging-* folder with the half-downloaded files.
     hub.faults["decoder-epoch-1.onnx"] = "stall"
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", "pull", "tiny-hub"],
@@ -192,14 +246,15 @@ def test_ctrl_c_during_a_download_installs_nothing_and_removes_the_staging(
     try:
         assert hub.stalled.wait(60), "the download never reached the stalled file"
         assert [p for p in models_dir.iterdir() if p.name.startswith(".staging-")]  # mid-install
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 130, stderr
-    assert "interrupted; nothing was installed" in stderr
+    assert process.returncode == 128 + stop, stderr
+    said = "interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}"
+    assert f"{said}; nothing was installed" in stderr
     assert "Traceback" not in stderr
     nothing_installed(models_dir)
 
@@ -252,7 +307,7 @@ def test_import_of_a_known_name_with_other_bytes_is_refused(
     tmp_path: Path, models_dir: Path, catalog: Path
 ) -> None:
     files = tiny_bytes()
-    files["tokens.txt"] = files["tokens.txt"].replace(b"tok7 ", b"tok8 ")  # same size, other bytes
+    files["tokens.txt"] = other_token(files["tokens.txt"])
     source = write_model(tmp_path / "copy", files)
     done = cli(catalog, environment(models_dir), "models", "import", "tiny-hub", str(source))
     failed_with(done, "model_checksum_mismatch")
@@ -275,10 +330,82 @@ def test_import_of_a_new_name_records_the_files_as_found(
     assert cli(catalog, env, "models", "import", "my-model", str(source), "--force").returncode == 0
 
 
+@pytest.mark.parametrize("how", ["read-only", "a file"])
+@pytest.mark.parametrize("command", ["import", "pull"])
+def test_a_models_directory_that_cannot_be_written_is_said_so(
+    tmp_path: Path, catalog: Path, how: str, command: str
+) -> None:
+    # Before: a PermissionError / FileExistsError traceback from the install lock.
+    models_dir = tmp_path / "models"
+    if how == "a file":
+        models_dir.write_text("not a folder\n")
+    else:
+        models_dir.mkdir(mode=0o555)
+    source = write_model(tmp_path / "mine", tiny_bytes())
+    args = ["import", "mine", str(source)] if command == "import" else ["pull", "tiny-hub"]
+    prefix = []
+    if os.geteuid() == 0:  # root writes anywhere; a user does not
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", *args],
+        cwd=ROOT,
+        env=environment(models_dir, "http://127.0.0.1:9"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    failed_with(done, "model_invalid")
+    why = "it is not a folder" if how == "a file" else "Permission denied"
+    assert f"{models_dir} cannot be written ({why}) (CTE1_ASR_MODELS_DIR)" in done.stderr
+    assert "CTE1_ASR_MODELS_DIR at a folder you can write" in done.stderr
+    if how == "read-only":
+        assert list(models_dir.iterdir()) == []
+
+
 def test_import_of_files_no_engine_knows_is_refused(tmp_path: Path, models_dir: Path, catalog: Path) -> None:
     source = write_model(tmp_path / "odd", {"weights.pt": b"\0" * 100, "notes.txt": b"hi"})
     done = cli(catalog, environment(models_dir), "models", "import", "odd", str(source))
     failed_with(done, "model_invalid")
+    nothing_installed(models_dir)
+
+
+JUNK_WHISPER = dict.fromkeys(("model.bin", "config.json", "tokenizer.json", "vocabulary.json"), b"junk\n")
+JUNK_TRANSDUCER = dict.fromkeys(tiny_files(), b"junk\n")
+
+
+@pytest.mark.parametrize(
+    "files", [JUNK_WHISPER, JUNK_TRANSDUCER], ids=["whisper-shaped", "transducer-shaped"]
+)
+def test_import_of_files_that_do_not_load_is_refused(
+    tmp_path: Path, models_dir: Path, catalog: Path, files: dict[str, bytes]
+) -> None:
+    # Before: installed with rc=0 and listed as verified; only a transcription found out.
+    if "model.bin" in files:
+        pytest.importorskip("faster_whisper")
+    source = write_model(tmp_path / "junk", files)
+    done = cli(catalog, environment(models_dir), "models", "import", "junk", str(source))
+    failed_with(done, "model_invalid")
+    assert "the files of junk do not load with" in done.stderr
+    assert ".staging-" not in done.stderr
+    nothing_installed(models_dir)
+
+
+def test_a_pull_of_files_that_do_not_load_installs_nothing(models_dir: Path, tmp_path: Path) -> None:
+    junk = {name: HubFile(b"junk " + name.encode()) for name in tiny_files()}
+    spec = {
+        "name": "junk-hub",
+        "engine": "sherpa-onnx",
+        "repo": REPO,
+        "revision": REVISION,
+        "files": [[name, len(f.content), f.sha256] for name, f in junk.items()],
+    }
+    junk_catalog = tmp_path / "junk-catalog.json"
+    junk_catalog.write_text(json.dumps(spec), encoding="utf-8")
+    with running_hub(FakeHub(REPO, REVISION, junk)) as hub:
+        done = cli(junk_catalog, environment(models_dir, hub.url), "models", "pull", "junk-hub")
+    failed_with(done, "model_invalid")  # every checksum matched: the pins were of junk
+    assert "the files of junk-hub do not load with sherpa-onnx" in done.stderr
     nothing_installed(models_dir)
 
 
@@ -375,6 +502,51 @@ def test_a_zip_and_a_plain_tar_import_like_a_folder(tmp_path: Path, monkeypatch:
         assert {p.name: p.read_bytes() for p in (installed / "files").iterdir()} == tiny_bytes()
 
 
+def finder_zip(path: Path, files: dict[str, bytes]) -> Path:
+    """As macOS Finder's "Compress" makes it: the folder, its resource forks under ``__MACOSX/``,
+    and a ``.DS_Store`` beside it."""
+    with zipfile.ZipFile(path, "w") as zipped:
+        for name, content in files.items():
+            zipped.writestr(f"tiny/{name}", content)
+            zipped.writestr(f"__MACOSX/tiny/._{name}", b"\x00\x05\x16\x07")
+        zipped.writestr(".DS_Store", b"\x00\x00\x00\x01Bud1")
+        zipped.writestr("tiny/.DS_Store", b"\x00\x00\x00\x01Bud1")
+    return path
+
+
+@pytest.mark.parametrize("name", ["tiny-hub", "mine"])
+def test_import_of_an_archive_made_by_finder(
+    tmp_path: Path, models_dir: Path, catalog: Path, name: str
+) -> None:
+    # Before: __MACOSX/ (or .DS_Store) beside the top folder hid it: "missing ..." / "no engine".
+    archive = finder_zip(tmp_path / "tiny.zip", tiny_bytes())
+    done = cli(catalog, environment(models_dir), "models", "import", name, str(archive))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (models_dir / name / "files").iterdir()) == sorted(tiny_files())
+    assert "__MACOSX" not in done.stderr
+
+
+def test_a_tar_with_a_dot_file_beside_its_top_folder(tmp_path: Path, models_dir: Path, catalog: Path) -> None:
+    members: list[Any] = [(tarfile.TarInfo(f"tiny/{n}"), c) for n, c in tiny_bytes().items()]
+    archive = tmp_path / "tiny.tar"
+    archive.write_bytes(tar_bytes([*members, (tarfile.TarInfo(".DS_Store"), b"Bud1")], "w"))
+    done = cli(catalog, environment(models_dir), "models", "import", "tiny-hub", str(archive))
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_archive_without_the_model_names_the_archive(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    files = tiny_bytes()
+    del files["tokens.txt"]
+    archive = finder_zip(tmp_path / "partial.zip", files)
+    done = cli(catalog, environment(models_dir), "models", "import", "tiny-hub", str(archive))
+    failed_with(done, "model_invalid")
+    assert f"{archive} (archive) does not hold the files of tiny-hub: missing tokens.txt" in done.stderr
+    assert ".staging-" not in done.stderr  # before: the deleted extraction folder was named
+    nothing_installed(models_dir)
+
+
 # --- verify ----------------------------------------------------------------------------------
 
 
@@ -387,7 +559,7 @@ def test_verify_finds_a_changed_file_even_with_its_size_and_mtime_restored(
     target = models_dir / "mine" / "files" / "joiner-epoch-1.int8.onnx"
     before = target.stat()
     content = bytearray(target.read_bytes())
-    content[1000] ^= 0xFF
+    content[500] ^= 0xFF
     target.write_bytes(bytes(content))
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
     done = cli(catalog, env, "models", "verify")
@@ -485,7 +657,7 @@ def test_start_up_refuses_an_installed_model_whose_file_changed(
     source = write_model(tmp_path / "mine", tiny_bytes())
     assert cli(catalog, environment(models_dir), "models", "import", "mine", str(source)).returncode == 0
     target = models_dir / "mine" / "files" / "tokens.txt"
-    target.write_bytes(target.read_bytes().replace(b"tok1 ", b"tok2 "))
+    target.write_bytes(other_token(target.read_bytes()))
     done = serve_refuses({**serve_env, "CTE1_ASR_MODEL": "mine"})
     assert done.returncode == 2, done.stderr
     assert "tokens.txt does not have its recorded sha256" in done.stderr

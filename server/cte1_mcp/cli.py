@@ -170,8 +170,9 @@ def check(call: str | None) -> None:
 
     It asks for a call that surely does not exist: the platform's documented answer is an HTTP 200
     failure, which proves URL, key, IP allow-listing and TLS right. Exit 0 only for an answer the
-    API documents; 1 when the platform (or the way to it) says something is wrong; 2 for a bad
-    configuration. The request keeps the platform's spacing between requests, as the server does.
+    API documents; 1 when the platform (or the way to it) says something is wrong, or the configured
+    transcription model does not load (it is loaded once here; start-up only checks its files); 2 for
+    a bad configuration. The request keeps the platform's spacing between requests, as the server does.
     """
     from cte1_mcp.settings import load_settings
 
@@ -346,7 +347,8 @@ async def _check(settings: Any, key: Any) -> None:
     say(
         f"configuration: ok (CT-e1 at {url.host}, API {settings.api_version}, sourceUuid {settings.source_uuid})"
     )
-    say(f"transcription model: {_model_line(settings)}")
+    model_line, model_loads = _model_line(settings)
+    say(f"transcription model: {model_line}")
     say(f"request: POST {settings.audio_data_url} for call {key}")
 
     waited = False
@@ -367,19 +369,34 @@ async def _check(settings: Any, key: Any) -> None:
     say(f"answer: {result.answer}")
     say(f"verdict: {result.verdict.value}")
     say(f"Next: {result.next_step}")
-    if result.exit_code:
-        sys.exit(result.exit_code)
+    if not model_loads:
+        say("cte1-mcp: the transcription model does not load (see above): get_call_transcript will refuse")
+    if result.exit_code or not model_loads:
+        sys.exit(result.exit_code or 1)
 
 
-def _model_line(settings: Any) -> str:
-    """The configured model, checked (a broken one already stopped ``load_settings``)."""
+def _model_line(settings: Any) -> tuple[str, bool]:
+    """The configured model, checked (a broken one already stopped ``load_settings``) and loaded
+    once: files with the right names and checksums can still be junk, which only a load shows.
+    Whether it loads (True when none is configured: nothing to load)."""
+    import time
+
     from cte1_mcp.errors import TranscriptionUnavailable
-    from cte1_mcp.transcribe.configured import PULL_HINT, describe, resolve_model
+    from cte1_mcp.transcribe.configured import PULL_HINT, describe, load_model, resolve_model
 
     try:
-        return describe(resolve_model(settings))
+        resolved = resolve_model(settings)
     except TranscriptionUnavailable:
-        return f"none (CTE1_ASR_MODEL is not set: get_call_transcript is unavailable; install one with {PULL_HINT})"
+        return (
+            f"none (CTE1_ASR_MODEL is not set: get_call_transcript is unavailable; install one with {PULL_HINT})",
+            True,
+        )
+    started = time.perf_counter()
+    try:
+        load_model(resolved, settings).close()
+    except TranscriptionUnavailable as error:
+        return f"{describe(resolved)}; does NOT load: [{error.code}] {error.message}", False
+    return f"{describe(resolved)}; loads ({time.perf_counter() - started:.1f} s)", True
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -627,10 +644,27 @@ def _installed_hint(installed: Path) -> None:
     _stderr_line(f"use it: CTE1_ASR_MODEL={installed.name} (with CTE1_ASR_MODELS_DIR={installed.parent})")
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: unwound like Ctrl-C (not caught by ``except Exception``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _models_run(action: Callable[[], None]) -> None:
-    """A model command's failure: its ``[code]``, what happened and the next step; exit 1."""
+    """A model command's failure: its ``[code]``, what happened and the next step; exit 1.
+
+    SIGTERM (``timeout``, systemd, ``kill``) and SIGHUP (a closed terminal) would end the process
+    on the spot and leave an install's staging folder behind: they unwind like Ctrl-C instead, so
+    it is removed (one left by SIGKILL is removed by the next install).
+    """
     from cte1_mcp.errors import ModelError
 
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         action()
     except ModelError as error:
@@ -639,6 +673,12 @@ def _models_run(action: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         _stderr_line("cte1-mcp: interrupted; nothing was installed")
         sys.exit(130)
+    except _Stopped as stopped:
+        _stderr_line(f"cte1-mcp: stopped by {signal.Signals(stopped.signum).name}; nothing was installed")
+        sys.exit(128 + stopped.signum)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # --- asr -----------------------------------------------------------------------------------

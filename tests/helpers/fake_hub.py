@@ -12,7 +12,8 @@ What huggingface_hub (2.x, file_download.py) requests for one file, and what the
 Faults, per file: ``wrong`` (other bytes, consistent headers), ``cut`` (a Content-Length longer
 than the body, then the connection closes), ``interrupt`` (half the body, then the connection
 closes; every resume is closed before any byte), ``missing`` (404), ``stall`` (half the body, then
-nothing until the hub stops: a download to interrupt).
+nothing until the hub stops: a download to interrupt), ``error500`` (HTTP 500 to every request for it,
+a hub having a bad day).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import unquote
 
-Fault = Literal["wrong", "cut", "interrupt", "missing", "stall"]
+Fault = Literal["wrong", "cut", "interrupt", "missing", "stall", "error500"]
 
 
 @dataclass
@@ -103,6 +104,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if name not in hub.files or hub.faults.get(name) == "missing":
                 self._error(404, "EntryNotFound")
                 return
+            if hub.faults.get(name) == "error500":
+                self._error(500, "InternalError")
+                return
             file = hub.files[name]
             if file.lfs:
                 self.send_response(302)
@@ -152,7 +156,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.connection.shutdown(socket.SHUT_RDWR)
 
         def _error(self, status: int, code: str) -> None:
-            body = b'{"error": "not found"}'
+            body = f'{{"error": "{code}"}}'.encode()
             self.send_response(status)
             self.send_header("X-Error-Code", code)
             self.send_header("X-Repo-Commit", hub.revision)

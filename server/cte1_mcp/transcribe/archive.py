@@ -68,10 +68,19 @@ def extract(archive: Path, into: Path) -> None:
             raise ModelInvalid(f"extracting {archive.name} failed ({exc.strerror or exc})") from None
 
 
+#: What an archiver adds beside the content: macOS Finder's resource forks (``__MACOSX/``).
+ARCHIVER_NOISE = frozenset({"__MACOSX"})
+
+
+def is_noise(name: str) -> bool:
+    """An entry no model is made of: an archiver's extra folder, or a dot-file (``.DS_Store``)."""
+    return name in ARCHIVER_NOISE or name.startswith(".")
+
+
 def single_folder(root: Path) -> Path:
     """The folder holding the model: ``root``, or its one subfolder when that is all it holds (the
-    usual ``name/...`` archive layout)."""
-    entries = list(root.iterdir())
+    usual ``name/...`` archive layout), not counting what archivers and file browsers add."""
+    entries = [entry for entry in root.iterdir() if not is_noise(entry.name)]
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return root

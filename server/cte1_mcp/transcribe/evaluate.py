@@ -17,7 +17,10 @@ Reference formats:
   lines starting with ``#`` are skipped.
 
 A party's reference is its sentences in start order (file order where times are missing); on a
-mono recording every sentence is one party, ``mixed``.
+mono recording every sentence is one party, ``mixed``. A party whose reference has no character
+left after normalisation (only punctuation, an empty list, or on a two-channel recording only
+``-``/``null`` sentences) cannot have a CER: it is reported as a problem and left out of the totals.
+Suffixes are compared case-insensitively (``NAME.TSV`` is TSV); one reference per recording.
 """
 
 from __future__ import annotations
@@ -140,18 +143,20 @@ class Evaluation:
 def read_reference(path: Path, roles: tuple[str, ...]) -> list[RefSentence]:
     """The sentences of one reference file. Raises ``InvalidParameter`` naming the file and the line
     or sentence at fault."""
-    if path.stat().st_size > MAX_REFERENCE_BYTES:
-        raise InvalidParameter(f"{path.name} is larger than {MAX_REFERENCE_BYTES >> 20} MiB")
     try:
+        if path.stat().st_size > MAX_REFERENCE_BYTES:
+            raise InvalidParameter(f"{path.name} is larger than {MAX_REFERENCE_BYTES >> 20} MiB")
         text = path.read_text(encoding="utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:
         raise InvalidParameter(f"{path.name} cannot be read as UTF-8 text: {exc}") from None
-    if path.suffix == ".tsv":
+    if path.suffix.lower() == ".tsv":
         return _tsv(path.name, text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidParameter(f"{path.name} is not JSON: {exc}") from None
+    except RecursionError:  # the parser recurses per level: a hostile file would abort the whole run
+        raise InvalidParameter(f"{path.name} is nested too deeply to be a reference") from None
     if isinstance(data, dict) and "transcript" in data and isinstance(data["transcript"], dict):
         data = data["transcript"]  # get_call_transcript's structuredContent as saved
     if isinstance(data, dict) and isinstance(data.get("sentenceList"), list):
@@ -225,38 +230,65 @@ def reference_parties(
 
 def recordings_in(folder: Path) -> tuple[list[tuple[Path, Path | None]], list[str]]:
     """(recording, its reference or None) in name order, and a line for each reference without a
-    recording."""
+    recording and for each recording with more than one (which one is right is the user's call)."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    references = {p.stem: p for p in files if p.suffix.lower() in REFERENCE_SUFFIXES}
+    references: dict[str, list[Path]] = {}
+    for p in files:
+        if p.suffix.lower() in REFERENCE_SUFFIXES:
+            references.setdefault(p.stem, []).append(p)
     recordings = [p for p in files if p.suffix.lower() not in REFERENCE_SUFFIXES + IGNORED_SUFFIXES]
     recorded = {p.stem for p in recordings}
-    orphans = [
-        f"[invalid_parameter] {p.name} has no recording beside it (a file named {p.stem}.<audio format>)"
-        for stem, p in sorted(references.items())
-        if stem not in recorded
+    problems = [
+        f"[invalid_parameter] {found[0].name} has no recording beside it (a file named {stem}.<audio format>)"
+        for stem, found in sorted(references.items())
+        if stem not in recorded and len(found) == 1
     ]
-    return [(p, references.get(p.stem)) for p in recordings], orphans
+    pairs: list[tuple[Path, Path | None]] = []
+    for p in recordings:
+        found = references.get(p.stem, [])
+        if len(found) > 1:
+            problems.append(
+                f"[invalid_parameter] {p.name} has {len(found)} references ({', '.join(f.name for f in found)}): "
+                "keep one"
+            )
+            continue
+        pairs.append((p, found[0] if found else None))
+    return pairs, problems
 
 
 def evaluate_call(
-    recording: Path, reference: Path, transcriber: Transcriber, *, language: str, roles: tuple[str, ...]
+    recording: Path,
+    reference: Path,
+    transcriber: Transcriber,
+    *,
+    language: str,
+    roles: tuple[str, ...],
+    problems: list[str] | None = None,
 ) -> CallScore:
-    """One recording through the server's pipeline, each party scored. Raises a ``Cte1Error``."""
+    """One recording through the server's pipeline, each party scored. Raises a ``Cte1Error``;
+    a party with nothing to score is left out with a line in ``problems``."""
     sentences = read_reference(reference, roles)
     started = time.perf_counter()
-    with recording.open("rb") as file:
-        analysis = analyse(file, roles)
-        file.seek(0)
-        try:
-            heard = transcribe_file(file, analysis, transcriber, language=language)
-        except ModelUnusable as exc:
-            raise TranscriptionFailed(f"the engine failed on {recording.name}: {exc}") from None
+    try:
+        with recording.open("rb") as file:
+            analysis = analyse(file, roles)
+            file.seek(0)
+            try:
+                heard = transcribe_file(file, analysis, transcriber, language=language)
+            except ModelUnusable as exc:
+                raise TranscriptionFailed(f"the engine failed on {recording.name}: {exc}") from None
+    except OSError as exc:  # permissions, an I/O error: this recording's problem, not the run's
+        raise InvalidParameter(f"{recording.name} cannot be read ({exc.strerror or exc})") from None
     seconds = time.perf_counter() - started
     labels = _labels(analysis.channels, roles)
     parties = []
+    empty = []
     for channel, (party, reference_text) in reference_parties(sentences, analysis.channels, labels).items():
         hypothesis = "".join(h.text for h in sorted(heard, key=lambda h: h.start) if h.channel == channel)
         ref = normalise(reference_text)
+        if not ref:  # a CER needs reference characters: errors / 0 is no rate
+            empty.append(party)
+            continue
         parties.append(
             PartyScore(
                 party,
@@ -267,6 +299,18 @@ def evaluate_call(
                 hypothesis,
             )
         )
+    if empty:
+        unchanneled = analysis.channels == 2 and any(s.channel is None for s in sentences)
+        why = (
+            "its sentences without a channel ('-' or null) belong to no party of a two-channel recording"
+            if unchanneled
+            else "it has no letters or digits (only punctuation, spaces, or no sentence)"
+        )
+        line = f"[invalid_parameter] {recording.name}: the reference of {' and '.join(empty)} has nothing to score ({why})"
+        if not parties:
+            raise InvalidParameter(f"{line.removeprefix('[invalid_parameter] ')}; not scored")
+        if problems is not None:
+            problems.append(f"{line}; that party is left out of the totals")
     return CallScore(recording.name, analysis.durationSeconds, seconds, parties)
 
 
@@ -301,7 +345,14 @@ def evaluate_folder(
             on_call(recording.name)
         try:
             result.calls.append(
-                evaluate_call(recording, reference, transcriber, language=language, roles=roles)
+                evaluate_call(
+                    recording,
+                    reference,
+                    transcriber,
+                    language=language,
+                    roles=roles,
+                    problems=result.problems,
+                )
             )
         except UnsupportedAudio as exc:
             result.problems.append(f"[{exc.code}] {recording.name}: {exc.message}")

@@ -89,6 +89,7 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
                 files={f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in entry.pull.files},
                 installedAt=now(),
             )
+            check_loads(name, stage.files, entry.engine, say)
             installed = stage.commit(manifest, force=True)
     say(f"{name}: every file matches its pinned sha256; installed in {installed}")
     return installed
@@ -110,17 +111,19 @@ def _intact_pull(root: Path, entry: CatalogEntry, say: Say) -> bool:
 def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
     """One file of ``entry``'s repository at its pinned revision (``HF_ENDPOINT`` names a mirror);
     huggingface_hub shows the progress on stderr and resumes a dropped connection a few times."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
-        EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
     where = f"{entry.repo} at revision {entry.revision}"
+    not_there = "Check HF_ENDPOINT if you use a mirror; nothing was installed."
     try:
         return Path(
             hf_hub_download(
@@ -135,24 +138,20 @@ def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
         raise ModelDownloadFailed(f"{entry.repo} asks for a login to download {filename}") from None
     except RepositoryNotFoundError:
         raise ModelNotFound(
-            f"the hub has no repository {entry.repo} (HTTP 404)",
-            next_step="Check HF_ENDPOINT if you use a mirror; nothing was installed.",
+            f"the hub has no repository {entry.repo} (HTTP 404)", next_step=not_there
         ) from None
     except RevisionNotFoundError:
         raise ModelNotFound(
-            f"the hub has no revision {entry.revision} of {entry.repo} (HTTP 404)",
-            next_step="Check HF_ENDPOINT if you use a mirror; nothing was installed.",
+            f"the hub has no revision {entry.revision} of {entry.repo} (HTTP 404)", next_step=not_there
         ) from None
-    except EntryNotFoundError:
+    # Only the hub's own 404 is "not found": in huggingface_hub 2.x the offline / unreachable error
+    # (LocalEntryNotFoundError) is also an EntryNotFoundError, so the remote one is named exactly.
+    except RemoteEntryNotFoundError:
         raise ModelNotFound(
-            f"the hub has no file {filename} in {where} (HTTP 404)",
-            next_step="Check HF_ENDPOINT if you use a mirror; nothing was installed.",
+            f"the hub has no file {filename} in {where} (HTTP 404)", next_step=not_there
         ) from None
-    except OfflineModeIsEnabled:
-        raise ModelDownloadFailed(
-            f"{filename} cannot be downloaded: HF_HUB_OFFLINE is set",
-            next_step="Unset HF_HUB_OFFLINE, or use `cte1-mcp models import NAME PATH`; nothing was installed.",
-        ) from None
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise _unreachable(exc, filename, where, constants.ENDPOINT) from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         raise ModelDownloadFailed(f"downloading {filename} from {where} failed (HTTP {status})") from None
@@ -162,9 +161,67 @@ def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
         ) from None
 
 
+def _unreachable(exc: BaseException, filename: str, where: str, endpoint: str) -> ModelDownloadFailed:
+    """Why the hub gave no usable answer for ``filename``: huggingface_hub wraps the cause (offline
+    mode, an HTTP status, a server that is not a hub, a refused connection) in a "not in the local
+    cache" error, so the first cause in the chain that says more is reported."""
+    from huggingface_hub.errors import FileMetadataError, HfHubHTTPError, OfflineModeIsEnabled
+
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 8:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, OfflineModeIsEnabled) for c in causes) or _offline():
+        return ModelDownloadFailed(
+            f"{filename} cannot be downloaded: HF_HUB_OFFLINE is set",
+            next_step="Unset HF_HUB_OFFLINE, or use `cte1-mcp models import NAME PATH`; nothing was installed.",
+        )
+    http = next((c for c in causes if isinstance(c, HfHubHTTPError) and c.response is not None), None)
+    if http is not None:
+        assert isinstance(http, HfHubHTTPError) and http.response is not None
+        detail = f"HTTP {http.response.status_code}"
+    elif any(isinstance(c, FileMetadataError) for c in causes):
+        detail = "it answered, but not like a model hub (no X-Repo-Commit / ETag headers)"
+    else:
+        last = causes[-1]
+        detail = f"{type(last).__name__}: {_first_line(last)}"
+    return ModelDownloadFailed(
+        f"downloading {filename} from {where} failed: the hub at {endpoint} gave no usable answer ({detail})"
+    )
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else "no detail"
+
+
+def check_loads(name: str, files: Path, engine: str, say: Say) -> None:
+    """Load the staged model once with its engine (on the CPU, one thread: cheap and available
+    everywhere), so files that merely look like a model (right names, junk inside) are never
+    installed. Skipped, saying so, when the engine's package is not installed here."""
+    missing = engines.missing_package(engine)
+    if missing is not None:
+        say(f"{name}: not test-loaded ({missing}); `cte1-mcp check` loads it once that is fixed")
+        return
+    try:
+        loaded = engines.load_transcriber(files, device="cpu", compute_type=None, threads=1, engine=engine)
+    except ModelUnusable as exc:
+        raise ModelInvalid(
+            # the engine names the staging folder, which is gone by the time this is read
+            f"the files of {name} do not load with {engine}: {str(exc).replace(str(files), 'the files')}; "
+            "nothing was installed",
+            next_step="Install the model from an untouched copy of its publisher's files "
+            "(`cte1-mcp models pull NAME` for a known model).",
+        ) from None
+    loaded.close()
+    say(f"{name}: loads with {engine}")
 
 
 def _check_pin(pinned: PinnedFile, size: int, digest: str, origin: str) -> None:
@@ -207,12 +264,15 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
                 archive.extract(source, extracted)
                 folder = archive.single_folder(extracted)
             found = _files_in(folder)
+            # What the user gave, never the staging folder the archive was extracted into.
+            shown = str(source) if folder == source else f"{source} (archive)"
             entry = CATALOG.get(name)
             if entry is not None:
-                manifest = _take_pinned(entry, folder, found, stage.files, say)
+                manifest = _take_pinned(entry, shown, found, stage.files, say)
             else:
-                manifest = _take_as_found(name, source, folder, found, stage.files, say)
+                manifest = _take_as_found(name, source, shown, folder, found, stage.files, say)
             shutil.rmtree(stage.root / "extract", ignore_errors=True)
+            check_loads(name, stage.files, manifest.engine, say)
             installed = stage.commit(manifest, force=force)
     say(f"{name}: installed in {installed}")
     return installed
@@ -249,14 +309,14 @@ def _files_in(folder: Path) -> dict[str, Path]:
         raise ModelInvalid(f"{folder} cannot be read ({exc.strerror or exc})") from None
 
 
-def _take_pinned(entry: CatalogEntry, folder: Path, found: dict[str, Path], into: Path, say: Say) -> Manifest:
+def _take_pinned(entry: CatalogEntry, shown: str, found: dict[str, Path], into: Path, say: Say) -> Manifest:
     """Copy in the files of a published form of ``entry`` that ``folder`` holds, each checked
     against its pin (hashed while copied: what is checked is what will be loaded)."""
     candidates = [form for form in entry.forms if all(f.name in found for f in form.files)]
     if not candidates:
         missing = [f.name for f in entry.pull.files if f.name not in found]
         raise ModelInvalid(
-            f"{folder} does not hold the files of {entry.name}: missing {', '.join(missing)}",
+            f"{shown} does not hold the files of {entry.name}: missing {', '.join(missing)}",
             next_step=f"Import the folder holding {', '.join(f.name for f in entry.pull.files)} "
             f"({entry.pull.origin}), or import these files under another name.",
         )
@@ -292,10 +352,10 @@ def _take_pinned(entry: CatalogEntry, folder: Path, found: dict[str, Path], into
 
 
 def _take_as_found(
-    name: str, source: Path, folder: Path, found: dict[str, Path], into: Path, say: Say
+    name: str, source: Path, shown: str, folder: Path, found: dict[str, Path], into: Path, say: Say
 ) -> Manifest:
     if not found:
-        raise ModelInvalid(f"{folder} holds no files")
+        raise ModelInvalid(f"{shown} holds no files")
     files = {}
     for file_name, path in found.items():
         size, digest = _copy_hashing(path, into / file_name)
@@ -303,7 +363,7 @@ def _take_as_found(
     engine = engines.detect(into)
     if engine is None:
         raise ModelInvalid(f"no engine recognises the files in {source}: {', '.join(found)}")
-    skipped = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    skipped = sorted(p.name for p in folder.iterdir() if p.is_dir() and not archive.is_noise(p.name))
     if skipped:
         say(f"subfolders are not part of a model, left out: {', '.join(skipped)}")
     say(

@@ -256,8 +256,11 @@ def check_name(name: str) -> str:
 def install_lock(models_dir: Path) -> Iterator[None]:
     """One install at a time per models directory; then leftovers of interrupted ones are removed
     (nobody else can be using them while the lock is held)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(models_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(models_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise not_writable(models_dir, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -270,6 +273,16 @@ def install_lock(models_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def not_writable(models_dir: Path, exc: OSError) -> ModelInvalid:
+    """The models directory cannot take an install (read-only, not a folder, no permission)."""
+    why = "it is not a folder" if models_dir.exists() and not models_dir.is_dir() else exc.strerror or exc
+    return ModelInvalid(
+        f"{models_dir} cannot be written ({why}) (CTE1_ASR_MODELS_DIR); nothing was installed",
+        next_step="Point CTE1_ASR_MODELS_DIR at a folder you can write, or make this one writable, "
+        "and run the command again.",
+    )
 
 
 @dataclass
@@ -309,7 +322,10 @@ def verified_now(root: Path, manifest: Manifest) -> Manifest:
 def staging(models_dir: Path, name: str) -> Iterator[Staging]:
     """A staging directory for ``name``, removed unless committed (an error, Ctrl-C)."""
     root = models_dir / f"{STAGING_PREFIX}{name}-{secrets.token_hex(4)}"
-    (root / FILES).mkdir(parents=True)
+    try:
+        (root / FILES).mkdir(parents=True)
+    except OSError as exc:  # the lock file may exist in a folder that has since turned read-only
+        raise not_writable(models_dir, exc) from None
     try:
         yield Staging(models_dir, name, root)
     finally:

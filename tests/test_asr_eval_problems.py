@@ -1,0 +1,95 @@
+"""``cte1-mcp asr eval`` on a folder where most files cannot be scored, as a user runs it (a real
+subprocess, the real sherpa-onnx engine with the tiny test transducer): every such file is a line
+of its own saying why, the others are scored, and nothing unscorable reaches the totals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.helpers import tiny_transducer
+
+
+def recording(path: Path, channels: int, seconds: float = 3.0, rate: int = 8000) -> None:
+    """Bursts of noise, the two channels taking turns: talk the analyser finds."""
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(7).standard_normal((len(t), channels)) * 0.1
+    for channel in range(channels):
+        noise[:, channel] *= ((t % 1.0) < 0.5) if channel == 0 else ((t % 1.0) >= 0.5)
+    sf.write(path, noise, rate, subtype="PCM_16")
+
+
+def run_eval(folder: Path, model: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTE1_")}
+    env.update(CTE1_ASR_MODELS_DIR=str(tmp_path / "no-models"), CTE1_ASR_THREADS="1")
+    command = [sys.executable, "-m", "cte1_mcp", "asr", "eval", str(folder), "--model", str(model), "--json"]
+    if os.geteuid() == 0 and shutil.which("setpriv"):  # root reads a mode-000 file; a user does not
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def scored(tmp_path: Path) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    model = tiny_transducer.build(tmp_path / "tiny").directory
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    references = {
+        "ok.wav": (1, "ok.tsv", "-\tこんにちは\n"),
+        "upper.wav": (1, "upper.TSV", "-\tもしもし\n"),  # before: read as JSON, "is not JSON"
+        "unreadable.wav": (1, "unreadable.tsv", "-\tはい\n"),  # before: a traceback ended the run
+        "dash.wav": (2, "dash.tsv", "-\tこんにちは\n-\tはい\n"),  # before: 2 parties scored 0/0
+        "empty.wav": (1, "empty.json", "[]"),
+        "punct.wav": (1, "punct.tsv", "-\t。、！\n-\t…\n"),
+        "half.wav": (2, "half.tsv", "0\tこんにちは\n1\t。\n"),  # party 1 left out, party 0 scored
+        "deep.wav": (1, "deep.json", "[" * 100_000 + "]" * 100_000),  # before: RecursionError
+        "both.wav": (1, "both.json", '[{"channel": null, "text": "あいう"}]'),
+    }
+    for name, (channels, reference, content) in references.items():
+        recording(folder / name, channels)
+        (folder / reference).write_text(content, encoding="utf-8")
+    (folder / "both.tsv").write_text("-\tかきく\n", encoding="utf-8")  # before: one silently picked
+    (folder / "unreadable.wav").chmod(0)
+    done = run_eval(folder, model, tmp_path)
+    return json.loads(done.stdout), done
+
+
+def test_each_unscorable_file_is_a_line_and_stays_out_of_the_totals(
+    scored: tuple[dict[str, Any], subprocess.CompletedProcess[str]],
+) -> None:
+    result, done = scored
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert sorted(c["name"] for c in result["calls"]) == ["half.wav", "ok.wav", "upper.wav"]
+    half = next(c for c in result["calls"] if c["name"] == "half.wav")
+    assert [p["channel"] for p in half["parties"]] == [0]
+    # every scored party has reference characters; the totals are theirs alone
+    parties = [p for c in result["calls"] for p in c["parties"]]
+    assert all(p["referenceChars"] > 0 for p in parties)
+    assert result["total"]["referenceChars"] == sum(p["referenceChars"] for p in parties)
+    assert result["total"]["errors"] == sum(p["errors"] for p in parties)
+    assert "channel 1" not in result["parties"]
+    problems = result["problems"]
+    expected = {
+        "unreadable.wav": "[invalid_parameter] unreadable.wav cannot be read (Permission denied)",
+        "dash.wav": "[invalid_parameter] dash.wav: the reference of channel 0 and channel 1 has nothing to score "
+        "(its sentences without a channel ('-' or null) belong to no party of a two-channel recording)",
+        "empty.wav": "[invalid_parameter] empty.wav: the reference of mixed has nothing to score",
+        "punct.wav": "[invalid_parameter] punct.wav: the reference of mixed has nothing to score",
+        "half.wav": "[invalid_parameter] half.wav: the reference of channel 1 has nothing to score",
+        "deep.json": "[invalid_parameter] deep.json is nested too deeply to be a reference",
+        "both.wav": "[invalid_parameter] both.wav has 2 references (both.json, both.tsv): keep one",
+    }
+    for name, line in expected.items():
+        assert any(p.startswith(line) for p in problems), (name, problems)
+    assert len(problems) == len(expected), problems
