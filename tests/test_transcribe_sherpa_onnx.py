@@ -220,11 +220,91 @@ def test_bpe_word_pieces_keep_their_spaces_and_unspellable_tokens_give_one_sente
         Recognised(0.2, 0.8, "HELLO WORLD"),
         Recognised(1.6, 1.8, "AGAIN"),
     ]
-    # byte-fallback tokens do not spell the text: one sentence over the tokens' span
-    assert engine.sentences(["<0xE3>", "<0x81>", "<0x82>"], [0.2, 0.3, 0.4], "あ", 1.0) == [
-        Recognised(0.2, 0.6, "あ")
-    ]
+    # tokens that do not spell the text: one sentence over the tokens' span
+    assert engine.sentences(["X", "Y"], [0.2, 0.4], "Z", 1.0) == [Recognised(0.2, 0.6, "Z")]
     assert engine.sentences([], [], "", 1.0) == []
+
+
+def test_byte_fallback_tokens_are_the_characters_they_spell() -> None:
+    # sherpa-onnx leaves a BPE model's byte-fallback bytes in its text as it found them; before,
+    # 「あ<0xE3><0x81><0x84>」 went into the transcript and the whole call became one sentence.
+    tokens = ["あ", "<0xE3>", "<0x81>", "<0x84>", "う", "<0xE3>", "<0x81>", "<0x88>"]
+    times = [0.20, 0.28, 0.30, 0.32, 0.40, 1.40, 1.42, 1.44]
+    text = "あ<0xE3><0x81><0x84>う<0xE3><0x81><0x88>"
+    assert engine.sentences(tokens, times, text, 2.0) == [
+        Recognised(0.2, 0.6, "あいう"),
+        Recognised(1.4, 1.6, "え"),
+    ]
+    # a sequence the model cut off spells nothing, rather than a broken character
+    assert engine.sentences(["か", "<0xE3>"], [0.2, 0.3], "か<0xE3>", 1.0) == [Recognised(0.2, 0.5, "か")]
+
+
+def test_each_sentence_carries_its_tokens_as_timed_words_that_spell_it() -> None:
+    tokens = ["は", "い", "。", " HEL", "LO"]
+    times = [0.10, 0.20, 0.30, 1.50, 1.60]
+    first, second = engine.sentences(tokens, times, "はい。 HELLO", 2.0)
+    assert [(w.start, w.end, w.text) for w in first.words] == [
+        (0.1, 0.2, "は"),
+        (0.2, 0.3, "い"),
+        (0.3, 0.5, "。"),
+    ]
+    assert "".join(w.text for w in second.words).strip() == second.text == "HELLO"
+    for sentence in (first, second):
+        assert all(sentence.start <= w.start <= w.end <= sentence.end for w in sentence.words)
+
+
+def test_a_sentence_across_two_packed_pieces_is_split_between_them(
+    plain: engine.SherpaOnnxTranscriber, plain_model: TinyTransducer
+) -> None:
+    """Talk that fills a piece's pads leaves less than PAUSE_SECONDS between two pieces packed into
+    one engine call, so the transducer gives one sentence for both; its tokens' times split it back.
+    Before, it went whole to one piece (19 s from where half of it was said) and was cut there."""
+    import io
+
+    import soundfile
+
+    from cte1_mcp.audio.analytics import CallAnalytics, LongSilences, Segment
+    from cte1_mcp.transcribe.pipeline import transcribe_file
+
+    rate, duration = 8000, 22.0
+    sound = [(0, 0.8, 1.4), (1, 5.0, 8.0), (0, 20.0, 20.6)]  # what is audible
+    talk = [(0, 1.0, 1.2), (1, 5.0, 8.0), (0, 20.2, 20.4)]  # the analyser's talk, trimmed
+    samples = np.zeros((round(duration * rate), 2), np.float32)
+    rng = np.random.default_rng(1)
+    for channel, start, end in sound:
+        samples[round(start * rate) : round(end * rate), channel] = (
+            rng.standard_normal(round(end * rate) - round(start * rate)) * 0.3
+        )
+    file = io.BytesIO()
+    soundfile.write(file, np.clip(samples, -1, 1), rate, format="WAV", subtype="PCM_16")
+    file.seek(0)
+    analysis = CallAnalytics.model_validate(
+        {
+            "summary": "",
+            "method": "",
+            "durationSeconds": duration,
+            "channels": 2,
+            "parties": [],
+            "nonTalkSeconds": 0.0,
+            "nonTalkPercent": 0.0,
+            "longestSilence": None,
+            "longSilences": LongSilences(thresholdSeconds=3.0, count=0, totalSeconds=0.0),
+            "overtalkSeconds": None,
+            "overtalkPercent": None,
+            "overtalkCount": None,
+            "segments": [Segment(channel=c, startSeconds=a, endSeconds=b) for c, a, b in talk],
+            "segmentsTruncated": False,
+        }
+    )
+    heard = transcribe_file(file, analysis, plain, language="ja")
+    customer = [h for h in heard if h.channel == 0]
+    assert len(customer) == 2
+    for sentence, (_, start, end) in zip(customer, [sound[0], sound[2]], strict=True):
+        assert start - 0.05 <= sentence.start < sentence.end <= end + 0.05  # where it was said
+    # each keeps its own characters (the tiny model reads 25 a second, so the rate guard cuts the
+    # first, 0.6 s long, to 15)
+    assert [len(h.text) for h in customer] == [15, 15]
+    assert customer[0].text == plain_model.expected_text(15)
 
 
 # --- models it cannot use: a reason, never a crash ----------------------------------------------

@@ -189,6 +189,12 @@ def unpacked(recognised: list[Recognised], placed: Sequence[Placement]) -> list[
                 runs[-1][1].append(word)
             else:
                 runs.append((index, [word]))
+        if len(runs) == 1:  # all in one piece: the sentence as the engine gave it
+            index = runs[0][0]
+            offset = placed[index][0]
+            local = tuple(Word(w.start - offset, w.end - offset, w.text) for w in item.words)
+            per_piece[index].append(Recognised(item.start - offset, item.end - offset, item.text, local))
+            continue
         for index, words in runs:
             text = "".join(word.text for word in words).strip()
             if not text:

@@ -20,7 +20,7 @@ import re
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from cte1_mcp.transcribe.base import (
     EngineInfo,
     ModelUnusable,
     Recognised,
+    Word,
     cached_fingerprint,
 )
 from cte1_mcp.transcribe.engines.onnx_metadata import NotOnnx, read_metadata
@@ -198,10 +199,15 @@ class SherpaOnnxTranscriber:
 def sentences(tokens: list[str], times: list[float], text: str, duration: float) -> list[Recognised]:
     """A transducer's tokens (each timed where it was emitted, seconds into the piece) as sentences:
     one ends after a ``SENTENCE_END`` mark and before a gap of ``PAUSE_SECONDS``; a token that is
-    only punctuation stays with the sentence before it. Where the tokens do not spell ``text`` (byte-level BPE), the
-    whole text is one sentence over the tokens' span."""
+    only punctuation stays with the sentence before it. Each sentence carries its tokens as timed
+    words, so the pipeline can split one that runs across two packed pieces. A BPE model's
+    byte-fallback tokens (``<0xE3>``, ``<0x81>``, …, which sherpa-onnx leaves in its text as they
+    are) are decoded into the characters they spell. Where the tokens still do not spell ``text``,
+    the whole text is one sentence over the tokens' span."""
+    text = _decoded_text(text)
     if not text.strip() or not tokens or len(tokens) != len(times):
         return [Recognised(0.0, round(duration, 3), text.strip())] if text.strip() else []
+    tokens, times = _decoded_tokens(tokens, times)
     pieces = [_token_text(token) for token in tokens]
     if _squash("".join(pieces)) != _squash(text):
         return [_sentence(text, times[0], times[-1], duration, duration)]
@@ -219,7 +225,8 @@ def sentences(tokens: list[str], times: list[float], text: str, duration: float)
         words = "".join(pieces[index] for index in group)
         if not _squash(words) or all(_is_punctuation(pieces[index]) for index in group):
             continue
-        found.append(_sentence(words, times[group[0]], times[group[-1]], following, duration))
+        sentence = _sentence(words, times[group[0]], times[group[-1]], following, duration)
+        found.append(replace(sentence, words=_timed(sentence, [(pieces[i], times[i]) for i in group])))
     return found
 
 
@@ -229,13 +236,59 @@ def _sentence(words: str, first: float, last: float, following: float, duration:
     return Recognised(round(start, 3), round(max(end, start), 3), _tidy(words))
 
 
-_BYTE = re.compile(r"<0x([0-9A-F]{2})>")
+def _timed(sentence: Recognised, tokens: list[tuple[str, float]]) -> tuple[Word, ...]:
+    """The sentence's tokens as words, each from where it was emitted until the next (at most
+    ``LAST_TOKEN_SECONDS``, within the sentence), spelling the sentence's text: a CJK token loses
+    the spaces ``_tidy`` removes from the text."""
+    words = []
+    for index, (piece, at) in enumerate(tokens):
+        following = tokens[index + 1][1] if index + 1 < len(tokens) else sentence.end
+        start = min(max(at, sentence.start), sentence.end)
+        end = min(max(start, min(following, at + LAST_TOKEN_SECONDS)), sentence.end)
+        shown = "".join(piece.split()) if _CJK_ONLY.fullmatch(piece.strip() or " ") else piece
+        words.append(Word(round(start, 3), round(end, 3), shown))
+    return tuple(words)
+
+
+_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+_BYTES = re.compile(r"(?:<0x[0-9A-Fa-f]{2}>)+")
 _CJK = r"\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _SPACE_IN_CJK = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")
+_CJK_ONLY = re.compile(rf"[{_CJK}\s]+")
+
+
+def _bytes_text(run: str) -> str:
+    """``<0xE3><0x81><0x82>`` as the UTF-8 it encodes (あ); a cut-off sequence is dropped."""
+    data = bytes(int(byte, 16) for byte in _BYTE.findall(run))
+    return data.decode("utf-8", errors="ignore")
+
+
+def _decoded_text(text: str) -> str:
+    return _BYTES.sub(lambda match: _bytes_text(match.group()), text)
+
+
+def _decoded_tokens(tokens: list[str], times: list[float]) -> tuple[list[str], list[float]]:
+    """Runs of byte-fallback tokens as one token each (the characters they spell), timed by the
+    run's first byte: the character's onset."""
+    merged: list[str] = []
+    merged_times: list[float] = []
+    run: list[str] = []
+    for token, at in zip(tokens, times, strict=True):
+        if _BYTE.fullmatch(token):
+            if not run:
+                merged.append("")
+                merged_times.append(at)
+            run.append(token)
+            merged[-1] = _bytes_text("".join(run))
+            continue
+        run = []
+        merged.append(token)
+        merged_times.append(at)
+    return merged, merged_times
 
 
 def _token_text(token: str) -> str:
-    """sherpa-onnx shows a BPE byte-fallback byte as ``<0xNN>``; a lone one is dropped here."""
+    """A byte-fallback byte no run completed (``<0xNN>`` left alone) spells nothing."""
     return "" if _BYTE.fullmatch(token) else token
 
 
