@@ -253,6 +253,25 @@ async def test_a_call_waiting_for_the_transcriber_is_told_so_again_and_again(
     assert any(m.startswith("Transcribed ") for m in messages[messages.index(waiting[-1]) :])
 
 
+async def test_a_stored_transcript_damaged_on_disk_is_made_again_not_an_error(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path
+) -> None:
+    serve_corpus_call(simulator)
+    async with in_process(simulator.url, tmp_path, asr_model=str(whisper_base_dir), asr_threads=2) as client:
+        first = structured(await client.call_tool("get_call_transcript", SMALL))
+        (stored,) = tmp_path.rglob("transcript-v*.json")
+        (analysis,) = tmp_path.rglob("analytics-v*.json")  # what the transcript is cut by
+        whole_analysis = analysis.read_bytes()
+        for damaged in (stored, analysis):
+            damaged.write_bytes(damaged.read_bytes()[:100])  # cut short, as a disk fault might leave it
+        again = await client.call_tool("get_call_transcript", SMALL)
+        assert not again.is_error, text(again)
+        assert structured(again)["transcript"] == first["transcript"]
+        assert json.loads(stored.read_text()) == first["transcript"]  # replaced by a whole one
+        assert analysis.read_bytes() == whole_analysis
+    assert len(simulator.state.requests) == 1  # the recording itself was still stored
+
+
 async def test_a_transcription_past_its_timeout_is_stopped_and_says_so(
     simulator: Any, tmp_path: Path, whisper_base_dir: Path
 ) -> None:

@@ -23,6 +23,7 @@ from typing import BinaryIO, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+from pydantic import ValidationError
 
 from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics, analyse
 from cte1_mcp.audio.clips import MIME_TYPES, ClipPlan, ClipRequest, cut, plan
@@ -114,7 +115,14 @@ class AnalysisService:
             report.finish(recording)
             return result.model_copy(update={"timelineUri": recording.key.uri("timeline")}).to_json()
 
-        recording, data = await self._artifact(key, name, compute, on_progress)
+        def whole(data: bytes) -> bool:
+            try:
+                CallAnalytics.model_validate_json(data)
+            except ValidationError:
+                return False
+            return True
+
+        recording, data = await self._artifact(key, name, compute, on_progress, valid=whole)
         return recording, CallAnalytics.model_validate_json(data)
 
     async def timeline_png(
@@ -215,11 +223,18 @@ class AnalysisService:
         name: str,
         compute: Callable[[Recording, Reporter], bytes],
         on_progress: ProgressCallback | None,
+        *,
+        valid: Callable[[bytes], bool] | None = None,
     ) -> tuple[Recording, bytes]:
-        """The stored artefact (held whole: a JSON or PNG of kilobytes), or compute it once."""
+        """The stored artefact (held whole: a JSON or PNG of kilobytes), or compute it once. One
+        that ``valid`` refuses (damaged on disk) is computed again and replaced, never an error."""
 
         async def load(recording: Recording) -> bytes | None:
-            return await self.repository.read_artifact(recording, name)
+            data = await self.repository.read_artifact(recording, name)
+            if data is not None and valid is not None and not valid(data):
+                logger.warning("the stored %s of %s is damaged; computing it again", name, key)
+                return None
+            return data
 
         async def produce(recording: Recording, report: Reporter, flight: Flight[bytes, Progress]) -> None:
             with flight.abandonable():
