@@ -45,6 +45,9 @@ class Tiny:
     def transcribe(self, audio, language):
         return [Recognised(0.0, 1.0, "tiny")]
 
+    def cannot_hear(self, language):
+        return None
+
     def close(self) -> None:
         pass
 

@@ -88,6 +88,26 @@ def test_an_english_only_model_refuses_japanese() -> None:
         engine.transcribe(np.zeros(16000, np.float32), "ja")
 
 
+def test_an_english_only_model_is_unavailable_for_japanese_when_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Before, it loaded, the recording was fetched and analysed, and the first piece failed
+    # ([transcription_failed]); now load_model, which runs before any platform request, refuses it.
+    from cte1_mcp.errors import TranscriptionUnavailable
+    from cte1_mcp.settings import AsrSettings
+    from cte1_mcp.transcribe import configured, engines
+
+    english_only = SimpleNamespace(model=SimpleNamespace(is_multilingual=False, unload_model=lambda: None))
+    info = EngineInfo(name="faster-whisper", model="base.en", modelSha256=None)
+    monkeypatch.setattr(
+        engines, "load_transcriber", lambda *args, **kwargs: FasterWhisper(english_only, info)
+    )
+    model = configured.ResolvedModel("base.en", tmp_path, "faster-whisper", None)
+    with pytest.raises(TranscriptionUnavailable, match=r"English-only.*CTE1_ASR_LANGUAGE"):
+        configured.load_model(model, AsrSettings(asr_language="ja"))
+    assert configured.load_model(model, AsrSettings(asr_language="en")).cannot_hear("en") is None
+
+
 def test_a_segment_is_cut_into_sentences_by_its_words_times() -> None:
     words = [
         SimpleNamespace(start=0.1, end=0.4, word="はい"),

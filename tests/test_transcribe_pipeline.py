@@ -135,6 +135,9 @@ class Listener:
             return list(self.answer)
         return [Recognised(s.start, min(s.start + 1.0, s.end), "もしもし。") for s in heard]
 
+    def cannot_hear(self, language: str) -> str | None:
+        return None
+
     def close(self) -> None:
         pass
 

@@ -76,6 +76,12 @@ class Transcriber(Protocol):
         """Sentences heard in ``audio`` (16 kHz mono float32 in [-1, 1]); deterministic."""
         ...
 
+    def cannot_hear(self, language: str) -> str | None:
+        """Why this model cannot transcribe ``language`` (an English-only Whisper asked for
+        Japanese), or None: asked when it is loaded, so such a model is unavailable before any
+        recording is fetched, not a failure after it."""
+        ...
+
     def close(self) -> None:
         """Free the model's memory (and threads); the transcriber is not used afterwards."""
         ...

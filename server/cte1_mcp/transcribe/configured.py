@@ -162,6 +162,12 @@ def load_model(model: ResolvedModel, settings: AsrSettings) -> Transcriber:
         raise TranscriptionUnavailable(
             f"the model CTE1_ASR_MODEL names ({model.name}, {model.engine}) does not load: {exc}"
         ) from None
+    refused = loaded.cannot_hear(settings.asr_language)
+    if refused is not None:
+        loaded.close()
+        raise TranscriptionUnavailable(
+            f"the model CTE1_ASR_MODEL names cannot be used: {refused} (CTE1_ASR_LANGUAGE)"
+        )
     return Named(loaded, loaded.info.model_copy(update={"model": model.name}))
 
 
@@ -175,6 +181,9 @@ class Named:
 
     def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
         return self.inner.transcribe(audio, language)
+
+    def cannot_hear(self, language: str) -> str | None:
+        return self.inner.cannot_hear(language)
 
     def close(self) -> None:
         self.inner.close()

@@ -112,11 +112,15 @@ class FasterWhisper:
     def info(self) -> EngineInfo:
         return self._info
 
-    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
+    def cannot_hear(self, language: str) -> str | None:
         if not self._model.model.is_multilingual and language != "en":
-            raise ModelUnusable(
-                f"{self._info.model} is an English-only Whisper model; it cannot hear {language!r}"
-            )
+            return f"{self._info.model} is an English-only Whisper model; it cannot hear {language!r}"
+        return None
+
+    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
+        refused = self.cannot_hear(language)
+        if refused is not None:
+            raise ModelUnusable(refused)
         segments, _ = self._model.transcribe(
             audio,
             language=language,

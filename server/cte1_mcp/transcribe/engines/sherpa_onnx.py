@@ -192,6 +192,9 @@ class SherpaOnnxTranscriber:
         result = stream.result
         return sentences(list(result.tokens), list(result.timestamps), result.text, duration)
 
+    def cannot_hear(self, language: str) -> str | None:
+        return None  # a transducer's language is its training's and is not recorded in its files
+
     def close(self) -> None:
         self._recognizer = None
 
