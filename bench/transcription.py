@@ -9,8 +9,12 @@
 Same model (Whisper-base, int8, CPU), same threads, same language (``ja``), each sample in a fresh
 child process that loads the model, then reports the wall time of the transcription alone, its peak
 RSS against its RSS just before (the model already loaded), and what it heard (channel, times,
-text). Interleaved: every corpus call once with both (CER is deterministic: temperature 0, beam
-search), then the 5-minute call again until it has :data:`FIVE_MINUTE_REPETITIONS` samples each.
+text). Interleaved: every corpus call once with both (CER is deterministic: this server decodes at
+temperature 0 only; the obvious approach keeps faster-whisper's temperature fallback, which fires
+on no corpus call), then the 5-minute call again until it has :data:`FIVE_MINUTE_REPETITIONS`
+samples each. Peak RSS is the process's high-water mark, which loading the model already raised
+(by about 104 MiB over the loaded RSS): a growth smaller than that would read as that, so only
+growths above it (the 5-minute call's are) are figures.
 Scored against the corpus manifest (truth by construction) with ``cer.py``, per party and pooled,
 against each utterance's ``written`` form (numbers in digits, as a transcript writes them); "numbers
 in kanji" scores against the ``text`` the TTS was given instead (Whisper writes digits, so every
