@@ -178,6 +178,8 @@ def test_a_word_of_a_subtitle_line_inside_a_callers_sentence_is_kept() -> None:
     said = [
         "有料チャンネルのご視聴契約を解約したいです。",
         "字幕が表示されなくなりました。",
+        "字幕作成の依頼です。",
+        "字幕作成者を募集しています。",
         "チャンネル登録の変更をお願いします。",
         "高評価のレビューを書きました。",
     ]
@@ -189,6 +191,7 @@ def test_subtitle_lines_run_together_or_credited_are_dropped() -> None:
     invented = [
         "ご視聴ありがとうございました。チャンネル登録よろしくお願いします。",
         "字幕作成者 山田",
+        "字幕：山田太郎",
         "Subtitles by the Amara.org community",
     ]
     items = [Recognised(0.0, 3.0, text) for text in invented]

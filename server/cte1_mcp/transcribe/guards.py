@@ -61,8 +61,9 @@ INVENTED = (
     "pleasesubscribe",
 )
 _INVENTED = re.compile("(?:" + "|".join(map(re.escape, INVENTED)) + ")+")
-#: Whisper's subtitle credits: 「字幕作成者 …」, "Subtitles by the Amara.org community".
-_CREDIT = re.compile(r"^(?:字幕(?:作成|制作|提供|by)|subtitlesby)")
+#: Whisper's subtitle credits, a label then a name: 「字幕作成者 山田」, 「字幕：山田」, "Subtitles by
+#: the Amara.org community" (NFKC, casefolded); 「字幕作成の依頼です」 is a caller's sentence.
+_CREDIT = re.compile(r"^(?:字幕(?:作成者|制作者|作成|制作|提供)?\s*:|字幕(?:作成者|制作者)\s|subtitles by\s)")
 #: A caption for a sound rather than words: (音楽) [拍手] ♪ …
 _CAPTION = re.compile(r"^[\s\W]*[(\[（【《〈][^)\]）】》〉]*[)\]）】》〉][\s\W]*$|^[\s♪♫♬〜~ー…・.。、]*$")
 #: Upper bound on characters a second of Japanese speech (NFKC, punctuation and spaces removed).
@@ -172,7 +173,7 @@ def is_invented(text: str) -> bool:
     if _CAPTION.match(folded) is not None:
         return True
     spoken = "".join(char for char in folded if _spoken(char))
-    return _INVENTED.fullmatch(spoken) is not None or _CREDIT.match(spoken) is not None
+    return _INVENTED.fullmatch(spoken) is not None or _CREDIT.match(folded.strip()) is not None
 
 
 def spoken_chars(text: str) -> int:
