@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -21,9 +21,9 @@ import anyio
 import pytest
 
 from tests.browser_host import ROOT, harness_app, host_page, node_ready, serving
-from tests.mcp_harness import EXAMPLE, IN_PROGRESS, SMALL, server_env, structured
+from tests.mcp_harness import EXAMPLE, IN_PROGRESS, SMALL, server_env, structured, text
 from tests.test_mcp_transcript import serve_corpus_call
-from tests.test_review_call import connected
+from tests.test_review_call import connected, push_transcript
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +65,7 @@ if (reason := _missing()) is not None:
         raise RuntimeError(f"browser tests cannot run: {reason}")
     pytest.skip(reason, allow_module_level=True)
 
-from playwright.async_api import BrowserContext, Frame, Page, async_playwright  # noqa: E402
+from playwright.async_api import BrowserContext, Frame, Page, Route, async_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +96,12 @@ async def review(
     *,
     width: int = 900,
     theme: str = "light",
+    routes: dict[str, Callable[[Route], Awaitable[None]]] | None = None,
 ) -> AsyncIterator[tuple[Page, Frame, list[dict[str, Any]], list[str]]]:
     """The host page open on ``call``; yields the page, the view's frame, the tool calls the host
-    proxied, and every URL the browser requested (to show nothing left loopback)."""
+    proxied, and every URL the browser requested (to show nothing left loopback). ``routes`` (URL
+    pattern: handler) stand between the host page and the harness from the first request: a test
+    holds or fails what the host's proxy sends (``/tool``, ``/read``) there."""
     calls: list[dict[str, Any]] = []
     requested: list[str] = []
     async with (
@@ -106,6 +109,8 @@ async def review(
         serving(harness_app(client, page_html, calls)) as url,
         browser() as context,
     ):
+        for pattern, handler in (routes or {}).items():
+            await context.route(pattern, handler)
         page = await context.new_page()
         await page.set_viewport_size({"width": width, "height": 900})
         page.on("request", lambda request: requested.append(request.url))
@@ -269,6 +274,7 @@ async def test_a_server_error_is_shown_in_the_servers_words(
         assert shown == said
         assert "未完了の通話" in shown
         assert await view.is_hidden("#review")
+        assert await view.is_hidden("#loading")
 
 
 def test_the_committed_view_is_a_fresh_build(tmp_path: Path) -> None:
@@ -492,3 +498,280 @@ async def test_the_transcript_is_listed_and_a_clicked_sentence_plays_and_follows
         assert simulator.state.requests == []
         if transport == "stdio":  # paused in a sentence: the screenshots show it as the current one
             await screenshots(page, view, SCREENSHOTS or tmp_path, at=following_start + 0.5)
+
+
+def tool_named(route: Route) -> tuple[str | None, dict[str, Any]]:
+    """The tool a host-proxy request calls, and its arguments (None for other requests)."""
+    if route.request.method != "POST":
+        return None, {}
+    params = json.loads(route.request.post_data or "{}")
+    return params.get("name"), params.get("arguments") or {}
+
+
+async def test_the_view_says_it_is_loading_until_review_call_answers(
+    env: dict[str, str], page_html: str
+) -> None:
+    """A first review analyses the call (seconds, minutes for a long one): the view is not blank."""
+    release = anyio.Event()
+
+    async def hold_review(route: Route) -> None:
+        if tool_named(route)[0] == "review_call":
+            await release.wait()
+        await route.continue_()
+
+    async with review("stdio", env, page_html, EXAMPLE, routes={"**/tool": hold_review}) as (
+        _page,
+        view,
+        _calls,
+        _requested,
+    ):
+        await view.wait_for_selector("#loading", state="visible", timeout=WAIT_MS)
+        assert await view.inner_text("#loading") == "通話を読み込み中…"
+        assert await view.is_hidden("#review") and await view.is_hidden("#error")
+        release.set()
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        assert await view.is_hidden("#loading")
+
+
+LINE = "お客様のご契約内容を確認いたしますので少々お待ちください"
+
+
+async def test_a_shortened_transcript_is_listed_whole_from_its_resource(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """2,400 sentences: get_call_transcript's result holds the first ~180 (its size bound); the view
+    reads the transcript resource through the host and lists every sentence."""
+    cache = tmp_path / "cache"
+    sentences = [(1 + i % 2, i * 0.008, i * 0.008 + 0.006, f"{i} {LINE}") for i in range(2400)]
+    await push_transcript(simulator.url, cache, SMALL, sentences, channel_roles=("customer", "agent"))
+    env = server_env(simulator.url, cache, CTE1_CHANNEL_ROLES="customer,agent")
+    async with review("stdio", env, page_html, SMALL) as (page, view, _calls, _requested):
+        await view.wait_for_function(
+            "() => document.querySelectorAll('.sentence').length === 2400", timeout=WAIT_MS
+        )
+        listed = await view.eval_on_selector_all(
+            ".sentence", "nodes => nodes.map(n => n.querySelector('.text').innerText)"
+        )
+        assert listed == [said for *_, said in sentences]
+        assert await page.evaluate("window.harness.resourceReads") >= 1
+        assert await view.query_selector("#transcript-shortened") is None
+
+
+async def test_a_shortened_transcript_whose_resource_cannot_be_read_says_where_the_rest_is(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """The first sentence alone is over get_call_transcript's size bound (the result holds none):
+    when the host does not pass resources/read through, the view says the transcript is shortened
+    and where it is, not that nobody spoke; once the read works, every sentence is listed."""
+    cache = tmp_path / "cache"
+    long = "あ" * 60_000
+    await push_transcript(
+        simulator.url,
+        cache,
+        SMALL,
+        [(2, 1.0, 3.0, long), (1, 4.0, 5.0, "はい")],
+        channel_roles=("customer", "agent"),
+    )
+    env = server_env(simulator.url, cache, CTE1_CHANNEL_ROLES="customer,agent")
+    refuse = True
+
+    async def refuse_reads(route: Route) -> None:
+        if refuse:
+            await route.fulfill(status=403, body="resources/read is not allowed")
+        else:
+            await route.continue_()
+
+    uri = f"cte1://calls/{SMALL['tenantId']}/{SMALL['sessionId']}/{SMALL['recordId']}/transcript"
+    async with review("stdio", env, page_html, SMALL, routes={"**/read?*": refuse_reads}) as (
+        _page,
+        view,
+        _calls,
+        _requested,
+    ):
+        note = await view.wait_for_selector("#transcript-shortened", timeout=WAIT_MS)
+        said = await note.inner_text()
+        assert "一部のみ" in said and uri in said and "403" in said
+        assert "発話はありません" not in await view.inner_text("#transcript")
+        refuse = False
+        await view.evaluate("() => { window.review.loadTranscript(); }")
+        await view.wait_for_function(
+            "() => document.querySelectorAll('.sentence').length === 2", timeout=WAIT_MS
+        )
+        texts = await view.eval_on_selector_all(".sentence .text", "nodes => nodes.map(n => n.innerText)")
+        assert texts == [long, "はい"]
+        assert await view.query_selector("#transcript-shortened") is None
+
+
+async def test_a_host_failure_of_the_transcript_call_is_said_as_such(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """The host fails get_call_transcript (a timeout, a refusal): the view says the transcript could
+    not be loaded and why, not that transcripts are not enabled; retrying loads it."""
+    cache = tmp_path / "cache"
+    await push_transcript(
+        simulator.url,
+        cache,
+        SMALL,
+        [(2, 1.0, 3.0, "お電話ありがとうございます"), (1, 4.0, 5.0, "はい")],
+        channel_roles=("customer", "agent"),
+    )
+    env = server_env(simulator.url, cache, CTE1_CHANNEL_ROLES="customer,agent")
+    fail = True
+
+    async def time_out(route: Route) -> None:
+        if fail and tool_named(route)[0] == "get_call_transcript":
+            await route.fulfill(status=504, body="upstream request timed out")
+        else:
+            await route.continue_()
+
+    async with review("stdio", env, page_html, SMALL, routes={"**/tool": time_out}) as (
+        _page,
+        view,
+        _calls,
+        _requested,
+    ):
+        error = await view.wait_for_selector("#transcript-error", timeout=WAIT_MS)
+        said = await error.inner_text()
+        assert "読み込めませんでした" in said and "504 upstream request timed out" in said
+        assert "CTE1_ASR_MODEL" not in await view.inner_text("#transcript")
+        assert await view.query_selector("#how-to") is None
+        fail = False
+        await view.click("#transcript button")
+        await view.wait_for_function(
+            "() => document.querySelectorAll('.sentence').length === 2", timeout=WAIT_MS
+        )
+
+
+async def test_a_configured_model_that_does_not_load_is_named_in_the_view(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """[transcription_unavailable] has more than one cause: the view shows the server's own words
+    (here: the configured model does not load), with the next step."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.json"):
+        (model / name).write_text("{}")
+    env = server_env(
+        simulator.url, tmp_path / "cache", CTE1_CHANNEL_ROLES="customer,agent", CTE1_ASR_MODEL=str(model)
+    )
+    async with connected("stdio", env, apps=False) as client:
+        result = await client.call_tool("get_call_transcript", EXAMPLE)
+    reason = text(result)
+    assert "does not load" in reason
+    async with review("stdio", env, page_html, EXAMPLE) as (_page, view, _calls, _requested):
+        shown = await (await view.wait_for_selector("#how-to", timeout=WAIT_MS)).inner_text()
+    assert shown == reason
+    assert "not set" not in shown
+
+
+async def test_only_the_latest_seek_installs_its_clip(env: dict[str, str], page_html: str) -> None:
+    """Two quick seeks whose clips come back in the other order: the one asked for last plays."""
+    asked = anyio.Event()
+    release = anyio.Event()
+
+    async def slow_first_clip(route: Route) -> None:
+        name, arguments = tool_named(route)
+        if name == "get_call_clip" and arguments["startSeconds"] == 60:
+            asked.set()
+            await release.wait()
+        await route.continue_()
+
+    async with review("stdio", env, page_html, EXAMPLE, routes={"**/tool": slow_first_clip}) as (
+        _page,
+        view,
+        _calls,
+        _requested,
+    ):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.evaluate("() => { window.review.seek(60, true); }")
+        await asked.wait()
+        await view.evaluate("() => { window.review.seek(200, true); }")
+        await view.wait_for_function(
+            "() => window.review.clip?.start === 200 && !document.querySelector('#audio').paused",
+            timeout=WAIT_MS,
+        )
+        release.set()
+        # the first seek's clip arrives now: once the view has handled it, the second still plays
+        state = await view.evaluate(
+            """async () => {
+                await window.review.clips.get('mix@60');
+                await new Promise((done) => setTimeout(done));
+                return [window.review.clip.start, document.querySelector('#audio').paused, window.review.position];
+            }"""
+        )
+    assert state[0] == 200 and state[1] is False and state[2] >= 200
+
+
+async def test_clips_fit_the_servers_clip_limit(simulator: Any, tmp_path: Path, page_html: str) -> None:
+    """CTE1_CLIP_MAX_SECONDS under the view's 20 s: review_call says the limit, the clips fit it."""
+    env = server_env(
+        simulator.url, tmp_path / "cache", CTE1_CHANNEL_ROLES="customer,agent", CTE1_CLIP_MAX_SECONDS="10"
+    )
+    async with review("stdio", env, page_html, EXAMPLE) as (_page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.click("#play")
+        await view.wait_for_function("() => !document.querySelector('#audio').paused", timeout=WAIT_MS)
+        assert await view.inner_text("#status") == ""
+        clips = [c["arguments"] for c in calls if c["name"] == "get_call_clip"]
+    assert clips[0]["startSeconds"] == 0
+    assert all(9.9 < c["endSeconds"] - c["startSeconds"] <= 10 for c in clips)
+
+
+async def test_play_at_the_end_of_the_call_plays_it_from_the_start(
+    env: dict[str, str], page_html: str
+) -> None:
+    async with review("stdio", env, page_html, EXAMPLE) as (_page, view, calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.evaluate(
+            "() => { window.review.seek(window.review.analytics.durationSeconds - 1, true); }"
+        )
+        await view.wait_for_function("() => document.querySelector('#audio').ended", timeout=WAIT_MS)
+        before = len(calls)
+        await view.click("#play")
+        await view.wait_for_function(
+            "() => window.review.clip.start === 0 && !document.querySelector('#audio').paused",
+            timeout=WAIT_MS,
+        )
+        assert await view.evaluate("window.review.position") < 20
+        clip = next(c["arguments"] for c in calls[before:] if c["name"] == "get_call_clip")
+    assert clip["startSeconds"] == 0
+
+
+async def test_sentences_without_a_channel_take_their_partys_colour(
+    simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """Pushed without CTE1_CHANNEL_ROLES, sentences have no channel: each is coloured by its party
+    (CT-e1's speakerId), not all in channel 0's colour."""
+    cache = tmp_path / "cache"
+    await push_transcript(
+        simulator.url, cache, EXAMPLE, [(2, 1.0, 3.0, "お電話ありがとうございます"), (1, 4.0, 6.0, "はい")]
+    )
+    env = server_env(simulator.url, cache)
+    async with review("stdio", env, page_html, EXAMPLE) as (_page, view, _calls, _requested):
+        await view.wait_for_selector(".sentence", timeout=WAIT_MS)
+        colours = await view.eval_on_selector_all(
+            ".sentence .who", "nodes => nodes.map(n => [n.innerText, getComputedStyle(n).color])"
+        )
+    # the view's light --agent (#0969da) and --customer (#1a7f37)
+    assert colours == [["オペレーター", "rgb(9, 105, 218)"], ["顧客", "rgb(26, 127, 55)"]]
+
+
+async def test_a_long_token_wraps_in_a_narrow_frame(simulator: Any, tmp_path: Path, page_html: str) -> None:
+    cache = tmp_path / "cache"
+    token = "https://support.example.co.jp/contracts/" + "A1B2C3D4E5" * 6
+    await push_transcript(
+        simulator.url,
+        cache,
+        SMALL,
+        [(2, 1.0, 3.0, f"URLは{token}です"), (1, 4.0, 5.0, "はい")],
+        channel_roles=("customer", "agent"),
+    )
+    env = server_env(simulator.url, cache, CTE1_CHANNEL_ROLES="customer,agent")
+    async with review("stdio", env, page_html, SMALL, width=360) as (_page, view, _calls, _requested):
+        await view.wait_for_selector(".sentence", timeout=WAIT_MS)
+        overflowing = await view.eval_on_selector_all(
+            ".sentences, .sentence, .sentence .text",
+            "nodes => nodes.filter(n => n.scrollWidth > n.clientWidth).length",
+        )
+        assert overflowing == 0
+        assert token in (await view.inner_text(".sentence .text")).replace("\n", "")

@@ -6,8 +6,8 @@ import { HostConnection } from "./protocol.js";
 
 const CLIP_SECONDS = 20; // one clip: ~320 KB of 8 kHz WAV, under the server's inline limit
 const SEEK_SECONDS = 5;
-const HOW_TO =
-  "文字起こしは有効になっていません。No transcript: set CTE1_ASR_MODEL on the server (see `cte1-mcp models`) and restart it.";
+// Play with less than this left restarts from the beginning (else it would play a sliver and stop).
+const END_SECONDS = 0.5;
 const SPEEDS = [1, 1.5, 2];
 
 const $ = (selector) => document.querySelector(selector);
@@ -33,6 +33,9 @@ class Review {
     this.speed = 1;
     this.clips = new Map(); // `${channel}@${start}` -> Promise<{start, end, url}>
     this.clip = null; // the clip in the audio element
+    this.clipSeconds = CLIP_SECONDS;
+    this.wanted = 0; // counts clip requests: only the latest one may install its clip
+    this.transcriptRequest = 0; // likewise for the transcript (a retry may overtake a slow first call)
     this.position = 0;
     this.audio = $("#audio");
     this.audio.addEventListener("timeupdate", () => this.onTime());
@@ -68,6 +71,10 @@ class Review {
     this.call = data.call;
     this.analytics = data.analytics;
     this.args = this.args ?? { tenantId: data.call.tenantId, sessionId: data.call.sessionId, recordId: data.call.recordId };
+    // clips no longer than the server cuts (CTE1_CLIP_MAX_SECONDS); a ms under it, as the server
+    // compares end - start in floating point
+    if (data.clipMaxSeconds > 0) this.clipSeconds = Math.min(CLIP_SECONDS, data.clipMaxSeconds - 0.001);
+    $("#loading").hidden = true;
     $("#error").hidden = true;
     $("#review").hidden = false;
     this.renderHeader();
@@ -79,10 +86,7 @@ class Review {
   /** A tool result carries the first 500 talk segments; the analytics resource has them all. */
   async loadAllSegments(uri) {
     try {
-      const read = await this.host.request("resources/read", { uri });
-      const text = (read?.contents || []).find((item) => typeof item.text === "string")?.text;
-      if (!text) throw new Error(`The host returned nothing for ${uri}.`);
-      this.analytics = JSON.parse(text);
+      this.analytics = await this.readJson(uri);
       this.renderTimeline();
     } catch (error) {
       $("#status").textContent = `タイムラインは最初の${this.analytics.segments.length}区間のみ表示: ${error.message}`;
@@ -92,6 +96,7 @@ class Review {
   // --- rendering ---------------------------------------------------------------------------
 
   showError(message) {
+    $("#loading").hidden = true;
     $("#review").hidden = true;
     const box = $("#error");
     box.hidden = false;
@@ -166,21 +171,46 @@ class Review {
   async loadTranscript() {
     const box = $("#transcript");
     box.replaceChildren(el("p", { class: "note" }, "文字起こしを読み込み中…"));
+    const request = ++this.transcriptRequest;
     let result;
     try {
       result = await this.host.callTool("get_call_transcript", this.args);
     } catch (error) {
-      box.replaceChildren(el("p", { class: "note", id: "how-to" }, HOW_TO));
+      if (request !== this.transcriptRequest) return;
+      // the host failed the call (timeout, refusal, ...): the server never answered, so say that
+      box.replaceChildren(
+        el("p", { class: "error", id: "transcript-error" }, `文字起こしを読み込めませんでした (ホストでの get_call_transcript の呼び出しが失敗): ${error.message}`),
+        el("button", { type: "button", onclick: () => this.loadTranscript() }, "再試行"),
+      );
       return;
     }
-    const said = textOf(result);
+    if (request !== this.transcriptRequest) return;
     if (result.isError) {
-      // no such tool on this server, or no model configured: say how to enable it; else the server's words
-      const notConfigured = /^\[(transcription_unavailable|unknown_tool)\]/.test(said);
-      box.replaceChildren(el("p", { class: notConfigured ? "note" : "error", id: notConfigured ? "how-to" : "transcript-error" }, notConfigured ? HOW_TO : said));
+      // the server's own words: they name the cause (no model configured, one that does not load, ...)
+      // and the next step
+      const said = textOf(result) || "The server returned no transcript.";
+      const unavailable = /^\[transcription_unavailable\]/.test(said);
+      box.replaceChildren(el("p", { class: unavailable ? "note said" : "error", id: unavailable ? "how-to" : "transcript-error" }, said));
       return;
     }
-    this.sentences = result.structuredContent?.transcript?.sentenceList ?? [];
+    const data = result.structuredContent ?? {};
+    let transcript = data.transcript ?? { sentenceList: [] };
+    let missing = null;
+    if (transcript.shortened) {
+      // the result holds only the first sentences (under the result size bound): the resource has all
+      try {
+        transcript = await this.readJson(data.transcriptUri);
+      } catch (error) {
+        if (request !== this.transcriptRequest) return;
+        missing = el(
+          "p",
+          { class: "note", id: "transcript-shortened" },
+          `文字起こしは一部のみ表示しています (最初の${transcript.sentenceList.length}文)。全文は ${data.transcriptUri} にあります: ${error.message}`,
+        );
+      }
+    }
+    if (request !== this.transcriptRequest) return;
+    this.sentences = transcript.sentenceList ?? [];
     const list = el("ol", { class: "sentences" });
     for (const sentence of this.sentences) {
       const start = sentence.startOffsetMs / 1000;
@@ -191,7 +221,8 @@ class Review {
           el(
             "button",
             {
-              class: `sentence ch${sentence.channel ?? 0}`,
+              // a sentence without a channel (pushed without CTE1_CHANNEL_ROLES) takes its party's colour
+              class: `sentence ${sentence.channel != null ? `ch${sentence.channel}` : `sp${sentence.speakerId}`}`,
               "data-start": start,
               "data-sequence": sentence.sequence,
               onclick: () => this.playSentence(sentence),
@@ -203,7 +234,19 @@ class Review {
         ),
       );
     }
-    box.replaceChildren(this.sentences.length ? list : el("p", { class: "note" }, "発話はありません。"));
+    const parts = missing ? [missing] : [];
+    if (this.sentences.length) parts.push(list);
+    else if (!missing) parts.push(el("p", { class: "note" }, "発話はありません。"));
+    box.replaceChildren(...parts);
+  }
+
+  /** A resource of this server as JSON, read through the host. */
+  async readJson(uri) {
+    if (!uri) throw new Error("no resource named");
+    const read = await this.host.request("resources/read", { uri });
+    const text = (read?.contents || []).find((item) => typeof item.text === "string")?.text;
+    if (!text) throw new Error(`The host returned nothing for ${uri}.`);
+    return JSON.parse(text);
   }
 
   // --- playback ----------------------------------------------------------------------------
@@ -227,7 +270,7 @@ class Review {
     const from = Math.round(Math.min(start, duration) * 1000) / 1000;
     const key = `${this.channel}@${from}`;
     if (!this.clips.has(key)) {
-      const end = Math.min(from + CLIP_SECONDS, duration);
+      const end = Math.min(from + this.clipSeconds, duration);
       const args = { ...this.args, startSeconds: from, endSeconds: end, channel: this.channel, format: "wav", sampleRate: 8000, inline: true };
       const pending = this.host.callTool("get_call_clip", args).then(async (result) => {
         if (result.isError) throw new Error(textOf(result));
@@ -256,30 +299,38 @@ class Review {
     const wasPlaying = play ?? !this.audio.paused;
     const inClip = this.clip && target >= this.clip.start && target < this.clip.end - 0.05;
     if (inClip) {
+      this.wanted++; // a clip still coming for an earlier seek must not replace this one
       this.audio.currentTime = target - this.clip.start;
-    } else {
-      await this.load(target);
+    } else if (!(await this.load(target))) {
+      return; // a later seek asked for another clip: it plays, not this one
     }
     if (wasPlaying) this.play();
   }
 
+  /** Installs the clip from ``start``; false when a later request overtook this one (its clip is
+   * the one to play: the clips of two quick seeks may arrive in either order). */
   async load(start) {
+    const request = ++this.wanted;
     $("#status").textContent = "音声を取得中…";
+    let clip;
     try {
-      const clip = await this.fetchClip(start);
-      this.clip = clip;
-      this.audio.src = clip.url;
-      this.audio.playbackRate = this.speed;
-      this.audio.defaultPlaybackRate = this.speed;
-      $("#status").textContent = "";
+      clip = await this.fetchClip(start);
     } catch (error) {
+      if (request !== this.wanted) return false;
       $("#status").textContent = error.message;
       throw error;
     }
+    if (request !== this.wanted) return false;
+    this.clip = clip;
+    this.audio.src = clip.url;
+    this.audio.playbackRate = this.speed;
+    this.audio.defaultPlaybackRate = this.speed;
+    $("#status").textContent = "";
+    return true;
   }
 
   async play() {
-    if (!this.clip) await this.load(this.position);
+    if (!this.clip && !(await this.load(this.position))) return;
     this.audio.playbackRate = this.speed;
     try {
       await this.audio.play();
@@ -290,15 +341,15 @@ class Review {
   }
 
   toggle() {
-    if (this.audio.paused) this.seek(this.position, true);
-    else this.audio.pause();
+    if (!this.audio.paused) this.audio.pause();
+    else if (this.position >= this.analytics.durationSeconds - END_SECONDS) this.seek(0, true); // at the end: from the start
+    else this.seek(this.position, true);
   }
 
   async nextClip() {
     if (!this.clip || this.clip.end >= this.analytics.durationSeconds - 0.05) return;
     this.position = this.clip.end;
-    await this.load(this.clip.end);
-    this.play();
+    if (await this.load(this.clip.end)) this.play();
   }
 
   onTime() {
