@@ -378,47 +378,14 @@ async def test_a_long_transcript_keeps_the_whole_result_under_50000_characters(
     """A 2-hour call's 2,400 sentences (pushed, so no model is needed): structuredContent and the
     text block together stay under the 50,000 characters every tool's result keeps to, with as many
     sentences as fit, and the summary says where the rest is."""
-    from datetime import datetime, timedelta
-
-    from cte1_mcp.models import CallKey
-    from cte1_mcp.service import RecordingService
-    from cte1_mcp.transcribe.pushed import PushBody, StoredPush
-    from tests.helpers.push_server import example
-
-    services: list[RecordingService] = []
-
-    def keep(service: RecordingService) -> RecordingService:
-        services.append(service)
-        return service
+    from tests.test_review_call import push_transcript
 
     simulator.state.reset()
-    async with in_process(simulator.url, tmp_path, wrap=keep) as client:
-        connected = datetime.fromisoformat(
-            structured(await client.call_tool("get_call_metadata", SMALL))["connectTime"]
-        )
-        body = example()
-        conversation = body["conversation"]
-        conversation.update(
-            tenantId=SMALL["tenantId"], sessionId=SMALL["sessionId"], connectTime=_iso(connected)
-        )
-        record = conversation["recordList"][0]
-        conversation["recordList"] = [record]
-        record["sentenceList"] = [
-            {
-                "sequence": index + 1,
-                "speakerId": 1 + index % 2,
-                "startTime": _iso(connected + timedelta(seconds=3 * index)),
-                "endTime": _iso(connected + timedelta(seconds=3 * index + 2.5)),
-                "text": "お客様のご契約内容を確認いたしますので少々お待ちください",
-            }
-            for index in range(2400)
-        ]
-        parsed = PushBody.model_validate(body).conversation
-        await services[-1].repository.write_pushed_transcript(
-            CallKey(SMALL["tenantId"], SMALL["sessionId"], SMALL["recordId"]),
-            StoredPush.of(parsed, parsed.recordList[0]).model_dump_json().encode(),
-            available_until=datetime.now(UTC) + timedelta(days=1),
-        )
+    said = "お客様のご契約内容を確認いたしますので少々お待ちください"
+    await push_transcript(
+        simulator.url, tmp_path, SMALL, [(1 + i % 2, 3.0 * i, 3.0 * i + 2.5, said) for i in range(2400)]
+    )
+    async with in_process(simulator.url, tmp_path) as client:
         result = await client.call_tool("get_call_transcript", SMALL)
         whole = json.loads(_text_of(await client.read_resource(call_uri(SMALL, "transcript"))))
     content = structured(result)

@@ -263,8 +263,8 @@ def test_a_sentence_across_two_packed_pieces_is_split_between_them(
 
     import soundfile
 
-    from cte1_mcp.audio.analytics import CallAnalytics, LongSilences, Segment
     from cte1_mcp.transcribe.pipeline import transcribe_file
+    from tests.test_transcribe_pipeline import analysis as pipeline_analysis
 
     rate, duration = 8000, 22.0
     sound = [(0, 0.8, 1.4), (1, 5.0, 8.0), (0, 20.0, 20.6)]  # what is audible
@@ -278,24 +278,7 @@ def test_a_sentence_across_two_packed_pieces_is_split_between_them(
     file = io.BytesIO()
     soundfile.write(file, np.clip(samples, -1, 1), rate, format="WAV", subtype="PCM_16")
     file.seek(0)
-    analysis = CallAnalytics.model_validate(
-        {
-            "summary": "",
-            "method": "",
-            "durationSeconds": duration,
-            "channels": 2,
-            "parties": [],
-            "nonTalkSeconds": 0.0,
-            "nonTalkPercent": 0.0,
-            "longestSilence": None,
-            "longSilences": LongSilences(thresholdSeconds=3.0, count=0, totalSeconds=0.0),
-            "overtalkSeconds": None,
-            "overtalkPercent": None,
-            "overtalkCount": None,
-            "segments": [Segment(channel=c, startSeconds=a, endSeconds=b) for c, a, b in talk],
-            "segmentsTruncated": False,
-        }
-    )
+    analysis = pipeline_analysis(talk, 2, duration)
     heard = transcribe_file(file, analysis, plain, language="ja")
     customer = [h for h in heard if h.channel == 0]
     assert len(customer) == 2
