@@ -115,15 +115,7 @@ class AnalysisService:
             report.finish(recording)
             return result.model_copy(update={"timelineUri": recording.key.uri("timeline")}).to_json()
 
-        def whole(data: bytes) -> bool:
-            try:
-                CallAnalytics.model_validate_json(data)
-            except ValidationError:
-                return False
-            return True
-
-        recording, data = await self._artifact(key, name, compute, on_progress, valid=whole)
-        return recording, CallAnalytics.model_validate_json(data)
+        return await self._artifact(key, name, compute, on_progress, CallAnalytics.model_validate_json)
 
     async def timeline_png(
         self, key: CallKey, on_progress: ProgressCallback | None = None
@@ -138,7 +130,7 @@ class AnalysisService:
 
             return render_png(analytics, title)
 
-        return await self._artifact(key, name, draw, on_progress)
+        return await self._artifact(key, name, draw, on_progress, bytes)
 
     async def clip(
         self,
@@ -223,18 +215,13 @@ class AnalysisService:
         name: str,
         compute: Callable[[Recording, Reporter], bytes],
         on_progress: ProgressCallback | None,
-        *,
-        valid: Callable[[bytes], bool] | None = None,
-    ) -> tuple[Recording, bytes]:
-        """The stored artefact (held whole: a JSON or PNG of kilobytes), or compute it once. One
-        that ``valid`` refuses (damaged on disk) is computed again and replaced, never an error."""
+        parse: Callable[[bytes], T],
+    ) -> tuple[Recording, T]:
+        """The stored artefact (held whole: a JSON or PNG of kilobytes) as ``parse`` reads it, or
+        compute it once."""
 
-        async def load(recording: Recording) -> bytes | None:
-            data = await self.repository.read_artifact(recording, name)
-            if data is not None and valid is not None and not valid(data):
-                logger.warning("the stored %s of %s is damaged; computing it again", name, key)
-                return None
-            return data
+        async def load(recording: Recording) -> T | None:
+            return await self.read_stored(recording, name, parse)
 
         async def produce(recording: Recording, report: Reporter, flight: Flight[bytes, Progress]) -> None:
             with flight.abandonable():
@@ -246,6 +233,19 @@ class AnalysisService:
             await self.repository.write_artifact(recording, name, data)
 
         return await self.once(key, name, load, produce, on_progress)
+
+    async def read_stored(self, recording: Recording, name: str, parse: Callable[[bytes], T]) -> T | None:
+        """The stored artefact ``name`` as ``parse`` reads it, or None when there is none. One that
+        ``parse`` refuses (damaged on disk: cut short by a disk fault, edited) is None too, so it is
+        made again and replaced: a warning in the log, never an error."""
+        data = await self.repository.read_artifact(recording, name)
+        if data is None:
+            return None
+        try:
+            return parse(data)
+        except ValidationError:
+            logger.warning("the stored %s of %s is damaged; making it again", name, recording.key)
+            return None
 
     async def once(
         self,

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
-from pydantic import ValidationError
 
 from cte1_mcp.analysis import AnalysisService, Reporter
 from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics
@@ -87,14 +86,7 @@ class TranscriptionService:
         name = f"transcript-v{PIPELINE_VERSION}-{model.engine}-{model_id[:16]}-{self._settings_tag}.json"
 
         async def load(recording: Recording) -> Transcript | None:
-            data = await self.repository.read_artifact(recording, name)
-            if data is None:
-                return None
-            try:
-                return Transcript.model_validate_json(data)
-            except ValidationError:  # damaged on disk: made again (and replaced), never an error
-                logger.warning("the stored %s of %s is damaged; transcribing the call again", name, key)
-                return None
+            return await self.analysis.read_stored(recording, name, Transcript.model_validate_json)
 
         async def produce(recording: Recording, report: Reporter, flight: Flight[bytes, Progress]) -> None:
             transcript = await self._transcribe(recording, analysis, transcriber, report, flight)
