@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
@@ -26,6 +27,15 @@ if TYPE_CHECKING:
     from cte1_mcp.analysis import AnalysisService
     from cte1_mcp.transcription import TranscriptionService
     from cte1_mcp.views import AudioView, ClipView
+
+#: Every tool's result (structuredContent's JSON and the text block) stays under this many
+#: characters, unless audio was asked for inline or the timeline picture attached (docs/tools.md).
+RESULT_MAX_CHARS = 50_000
+
+
+def result_chars(structured: dict[str, Any], text: str) -> int:
+    """A result's characters as the client gets them: structuredContent's JSON and the text."""
+    return len(json.dumps(structured, ensure_ascii=False, separators=(",", ":"))) + len(text)
 
 
 @dataclass(frozen=True, slots=True)

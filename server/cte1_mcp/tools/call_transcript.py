@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcp_types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, Field, create_model
 
 from cte1_mcp.tools.arguments import CallArguments
-from cte1_mcp.tools.base import Tool, ToolContext
+from cte1_mcp.tools.base import RESULT_MAX_CHARS, Tool, ToolContext, result_chars
 from cte1_mcp.views import CallView
 
 if TYPE_CHECKING:
     from cte1_mcp.transcribe.transcript import Transcript
-
-#: The whole result (structuredContent's JSON and the text block) stays under this many characters,
-#: as every tool's does (docs/tools.md); the transcript resource has every sentence.
-RESULT_MAX_CHARS = 50_000
 
 DESCRIPTION = """\
 Transcript of one call: each party's sentences with their times, recognised on this server (no
@@ -102,7 +98,7 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
     uri = key.uri("transcript")
     call = CallView.of(recording, mask_numbers=context.mask_numbers)
 
-    def answer(shown: Transcript) -> tuple[BaseModel, str]:
+    def answer(shown: Transcript) -> tuple[dict[str, Any], str]:
         summary = summarise(str(key), transcript, shown, uri)
         result = result_model().model_validate(
             {"summary": summary, "call": call, "transcript": shown, "transcriptUri": uri}
@@ -110,14 +106,12 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
         # Claude Code shows the model only structuredContent, Claude Desktop only the text: both
         # carry the words (the text as one line a sentence, after the summary).
         text = "\n".join([summary, "", *shown.lines()]) if shown.sentenceList else summary
-        return result, text
+        return result.model_dump(mode="json"), text
 
-    def size(shown: Transcript) -> int:
-        """The whole result's characters: structuredContent's JSON and the text block."""
-        result, text = answer(shown)
-        return len(result.model_dump_json()) + len(text)
-
-    result, text = answer(transcript.shortened_to(RESULT_MAX_CHARS, size))
+    # as many sentences as keep the whole result under the bound; the resource has them all
+    structured, text = answer(
+        transcript.shortened_to(RESULT_MAX_CHARS, lambda shown: result_chars(*answer(shown)))
+    )
     return CallToolResult(
         content=[
             TextContent(text=text),
@@ -128,7 +122,7 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
                 mime_type="application/json",
             ),
         ],
-        structured_content=result.model_dump(mode="json"),
+        structured_content=structured,
     )
 
 

@@ -3,7 +3,6 @@ playback) where the host renders apps, and as text everywhere else (an extension
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
@@ -11,12 +10,12 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, Field, create_model
 
 from cte1_mcp.app_view import REVIEW_URI, tool_meta
+from cte1_mcp.cte1.answers import short
 from cte1_mcp.errors import Cte1Error, TranscriptionUnavailable
 from cte1_mcp.models import CallKey
 from cte1_mcp.tools import call_analytics
 from cte1_mcp.tools.arguments import CallArguments
-from cte1_mcp.tools.base import Tool, ToolContext
-from cte1_mcp.tools.call_transcript import RESULT_MAX_CHARS
+from cte1_mcp.tools.base import RESULT_MAX_CHARS, Tool, ToolContext, result_chars
 
 DESCRIPTION = """\
 Opens one call for the user to review: in hosts that render MCP Apps (Claude, ChatGPT, VS Code,
@@ -32,7 +31,6 @@ FIRST_LINES = 10
 #: 100,000): the lines appear three times (text, summary, transcript.lines).
 LINE_MAX_CHARS = 200
 TRANSCRIPT_TOOL = "get_call_transcript"
-ELLIPSIS = "\N{HORIZONTAL ELLIPSIS}"
 
 
 class Arguments(CallArguments):
@@ -101,16 +99,11 @@ async def run(arguments: Arguments, context: ToolContext) -> CallToolResult:
         while (
             not isinstance(got, TranscriptStart)
             and shown.lines
-            and _size(structured, text) > RESULT_MAX_CHARS
+            and result_chars(structured, text) > RESULT_MAX_CHARS
         ):
             shown = _first(*got, len(shown.lines) - 1)
             structured, text = answer(shown)
     return CallToolResult(content=[TextContent(text=text), *others], structured_content=structured)
-
-
-def _size(structured: dict[str, Any], text: str) -> int:
-    """The result's characters: structuredContent's JSON and the text block."""
-    return len(json.dumps(structured, ensure_ascii=False)) + len(text)
 
 
 async def _transcript_lines(key: CallKey, context: ToolContext) -> tuple[list[str], int] | TranscriptStart:
@@ -128,10 +121,7 @@ async def _transcript_lines(key: CallKey, context: ToolContext) -> tuple[list[st
 
 def _first(lines: list[str], total: int, count: int) -> TranscriptStart:
     """The first ``count`` of ``lines``, each cut to LINE_MAX_CHARS, and a note on what is left out."""
-    shown = [
-        line if len(line) <= LINE_MAX_CHARS else line[: LINE_MAX_CHARS - 1] + ELLIPSIS
-        for line in lines[:count]
-    ]
+    shown = [short(line, LINE_MAX_CHARS) for line in lines[:count]]
     rest = total - len(shown)
     note = (
         f"{rest} more sentence{'s' if rest > 1 else ''}: call {TRANSCRIPT_TOOL} with the same ids for the "
