@@ -210,8 +210,7 @@ def sentences(tokens: list[str], times: list[float], text: str, duration: float)
     text = _decoded_text(text)
     if not text.strip() or not tokens or len(tokens) != len(times):
         return [Recognised(0.0, round(duration, 3), text.strip())] if text.strip() else []
-    tokens, times = _decoded_tokens(tokens, times)
-    pieces = [_token_text(token) for token in tokens]
+    pieces, times = _decoded_tokens(tokens, times)
     if _squash("".join(pieces)) != _squash(text):
         return [_sentence(text, times[0], times[-1], duration, duration)]
     groups: list[list[int]] = []
@@ -288,11 +287,6 @@ def _decoded_tokens(tokens: list[str], times: list[float]) -> tuple[list[str], l
         merged.append(token)
         merged_times.append(at)
     return merged, merged_times
-
-
-def _token_text(token: str) -> str:
-    """A byte-fallback byte no run completed (``<0xNN>`` left alone) spells nothing."""
-    return "" if _BYTE.fullmatch(token) else token
 
 
 def _tidy(words: str) -> str:
