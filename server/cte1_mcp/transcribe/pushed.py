@@ -131,17 +131,14 @@ class PushedRecord(_Strict):
 
 class PushedConversation(_Strict):
     # ``status`` and ``completed`` (only in the example) and ``description``/``discription`` (the
-    # example's and the schema's spelling) are used for nothing: any value, never an error.
-    status: Any = None
+    # example's and the schema's spelling) are used for nothing: not declared, so ignored whatever
+    # their value (``extra="ignore"``), never an error.
     tenantId: str
     sessionId: int = Field(ge=1, le=MAX_ID)
     direction: int | None = None
     connectTime: str | None = Field(None, max_length=64)
     disconnectTime: str | None = Field(None, max_length=64)
-    completed: Any = None
     recordList: list[PushedRecord] = Field(min_length=1)
-    description: Any = None
-    discription: Any = None
 
     @field_validator("sessionId", mode="before")
     @classmethod
