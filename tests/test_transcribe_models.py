@@ -29,7 +29,7 @@ from cte1_mcp.errors import ModelArchiveUnsafe
 from cte1_mcp.transcribe.archive import extract
 from cte1_mcp.transcribe.model_sources import import_model
 from tests.helpers import tiny_transducer
-from tests.helpers.fake_hub import FakeHub, HubFile, running_hub
+from tests.helpers.fake_hub import ENDLESS_BYTES, FakeHub, HubFile, running_hub
 from tests.mcp_harness import server_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +178,23 @@ def test_a_failed_pull_installs_nothing(
     done = cli(catalog, environment(models_dir, hub.url), "models", "pull", "tiny-hub")
     failed_with(done, code)
     assert "decoder-epoch-1.onnx" in done.stderr
+    nothing_installed(models_dir)
+
+
+def test_a_download_past_its_pinned_size_is_stopped_not_written_to_the_end(
+    hub: FakeHub, models_dir: Path, catalog: Path
+) -> None:
+    # Before: huggingface_hub wrote whatever a bad mirror sent (here 1 GiB, announced as such)
+    # and only then did the checksum refuse it: a mirror could fill the disk first.
+    name = "decoder-epoch-1.onnx"
+    hub.faults[name] = "endless"
+    done = cli(catalog, environment(models_dir, hub.url), "models", "pull", "tiny-hub")
+    failed_with(done, "model_checksum_mismatch")
+    pinned = len(tiny_model()[name])
+    assert f"{name} is larger than the {pinned:,} bytes pinned" in done.stderr
+    # stopped at the first block past the pin (huggingface_hub reads 10 MiB at a time), plus what
+    # the sockets held when the client went away
+    assert hub.sent[name] < ENDLESS_BYTES // 8, hub.sent
     nothing_installed(models_dir)
 
 

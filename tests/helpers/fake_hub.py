@@ -13,7 +13,8 @@ Faults, per file: ``wrong`` (other bytes, consistent headers), ``cut`` (a Conten
 than the body, then the connection closes), ``interrupt`` (half the body, then the connection
 closes; every resume is closed before any byte), ``missing`` (404), ``stall`` (half the body, then
 nothing until the hub stops: a download to interrupt), ``error500`` (HTTP 500 to every request for it,
-a hub having a bad day).
+a hub having a bad day), ``endless`` (a bad mirror: it announces ``ENDLESS_BYTES`` and sends zeros
+until the client goes away or they are sent; ``sent`` counts what left the hub).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import unquote
 
-Fault = Literal["wrong", "cut", "interrupt", "missing", "stall", "error500"]
+Fault = Literal["wrong", "cut", "interrupt", "missing", "stall", "error500", "endless"]
+#: What an ``endless`` file announces and sends at most (1 GiB).
+ENDLESS_BYTES = 1 << 30
 
 
 @dataclass
@@ -54,6 +57,8 @@ class FakeHub:
     #: Set when a stalled download has sent its first half.
     stalled: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
+    #: Bytes of file content sent, per file name (counted as written to the socket).
+    sent: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -127,6 +132,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 body = bytes(b ^ 0x5A for b in body)
             resume = self.headers.get("Range")
             length = len(body) + (1000 if fault == "cut" else 0)
+            if fault == "endless":
+                length = ENDLESS_BYTES
             self.send_response(200)
             self.send_header("X-Repo-Commit", hub.revision)
             self.send_header("ETag", f'"{file.sha256}"')
@@ -134,6 +141,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
             if head:
+                return
+            if fault == "endless":
+                self._endless(name)
                 return
             if fault in ("cut", "interrupt") and resume:
                 self._drop()  # the connection never comes back: not one more byte
@@ -149,6 +159,16 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
             if fault == "cut":
                 self._drop()
+
+        def _endless(self, name: str) -> None:
+            block = bytes(1 << 20)
+            hub.sent[name] = 0
+            try:
+                while hub.sent[name] < ENDLESS_BYTES and not hub.stopping.is_set():
+                    self.wfile.write(block)
+                    hub.sent[name] += len(block)
+            except OSError:  # the client went away
+                self.close_connection = True
 
         def _drop(self) -> None:
             self.wfile.flush()

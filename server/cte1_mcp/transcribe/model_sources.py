@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cte1_mcp.errors import (
     ModelChecksumMismatch,
@@ -71,7 +72,7 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
             downloads = stage.root / "download"
             for pinned in entry.pull.files:
                 say(f"  {pinned.name} ({megabytes(pinned.size)})")
-                path = _download(entry, pinned.name, downloads)
+                path = _download(entry, pinned, downloads)
                 size, digest = hash_file(path)
                 _check_pin(pinned, size, digest, entry.pull.origin)
                 path.rename(stage.files / pinned.name)
@@ -108,9 +109,10 @@ def _intact_pull(root: Path, entry: CatalogEntry, say: Say) -> bool:
     return not verify(Installed(entry.name, root, manifest))
 
 
-def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
+def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path) -> Path:
     """One file of ``entry``'s repository at its pinned revision (``HF_ENDPOINT`` names a mirror);
-    huggingface_hub shows the progress on stderr and resumes a dropped connection a few times."""
+    huggingface_hub shows the progress on stderr and resumes a dropped connection a few times.
+    The download stops at the first block past the pinned size (``_capped_progress``)."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -122,6 +124,7 @@ def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
         RevisionNotFoundError,
     )
 
+    filename = pinned.name
     where = f"{entry.repo} at revision {entry.revision}"
     not_there = "Check HF_ENDPOINT if you use a mirror; nothing was installed."
     try:
@@ -132,8 +135,11 @@ def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
                 revision=entry.revision,
                 local_dir=into,
                 cache_dir=into / ".hf-cache",
+                tqdm_class=_capped_progress(pinned, entry.pull.origin),
             )
         )
+    except ModelChecksumMismatch:
+        raise
     except GatedRepoError:
         raise ModelDownloadFailed(f"{entry.repo} asks for a login to download {filename}") from None
     except RepositoryNotFoundError:
@@ -159,6 +165,42 @@ def _download(entry: CatalogEntry, filename: str, into: Path) -> Path:
         raise ModelDownloadFailed(
             f"downloading {filename} from {where} failed ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
+
+
+#: The name huggingface_hub gives the progress bar of a plain HTTP download (``http_get``).
+HTTP_DOWNLOAD_BAR = "huggingface_hub.http_get"
+
+
+def _capped_progress(pinned: PinnedFile, origin: str) -> type[Any]:
+    """huggingface_hub's progress bar, refusing a plain HTTP download's block past ``pinned.size``.
+
+    huggingface_hub writes whatever size the server announces and compares only at the end, so a
+    bad mirror could fill the disk before the checksum refused its file; the bar is the one hook it
+    offers inside its download loop. Xet downloads (the hub's chunk store) are left alone: they
+    write the content-addressed chunks of the file the hub names, from Rust, whose progress
+    callback is no place to stop a download from.
+    """
+    from huggingface_hub.utils.tqdm import tqdm as hub_tqdm
+
+    class CappedProgress(hub_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.capped = kwargs.get("name") == HTTP_DOWNLOAD_BAR
+            # counted here: a disabled bar (no TTY, HF_HUB_DISABLE_PROGRESS_BARS) counts nothing
+            self.received = int(kwargs.get("initial") or 0)
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # untyped in hub
+
+        def update(self, n: float | None = 1) -> bool | None:
+            # a resumed download that the server restarts from byte 0 is counted back (negative n)
+            self.received += int(n or 0)
+            if self.capped and self.received > pinned.size:
+                raise ModelChecksumMismatch(
+                    f"{pinned.name} is larger than the {pinned.size:,} bytes pinned for {origin}: "
+                    f"the download was stopped at {self.received:,} bytes; nothing was installed"
+                )
+            result: bool | None = super().update(n)
+            return result
+
+    return CappedProgress
 
 
 def _unreachable(exc: BaseException, filename: str, where: str, endpoint: str) -> ModelDownloadFailed:
