@@ -9,6 +9,7 @@ next step.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
@@ -56,6 +57,17 @@ def tiny_files() -> dict[str, HubFile]:
     return {name: HubFile(content, lfs=name.startswith("encoder")) for name, content in tiny_model().items()}
 
 
+def other_packaging() -> dict[str, bytes]:
+    """The tiny model's bytes as another publisher packs them: the encoder under another name."""
+    files = dict(tiny_model())
+    files["encoder-epoch-1.onnx"] = files.pop("encoder-epoch-1.int8.onnx")
+    return files
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
 def other_token(tokens: bytes) -> bytes:
     """The same token list with one token changed: same size, other bytes."""
     return tokens.replace("こ 1".encode(), "ん 1".encode())
@@ -81,6 +93,8 @@ def catalog(tmp_path: Path) -> Path:
         "repo": REPO,
         "revision": REVISION,
         "files": [[name, len(f.content), f.sha256] for name, f in tiny_files().items()],
+        # the same model packaged elsewhere (like Whisper-base in its PyPI wheels): another name
+        "also": [["tiny-wheels", [[name, len(f), sha256(f)] for name, f in other_packaging().items()]]],
     }
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps(spec), encoding="utf-8")
@@ -287,6 +301,29 @@ def test_a_leftover_staging_directory_is_never_listed_and_is_cleaned(
     assert "no models installed" in listed.stdout and ".staging-" not in listed.stdout
     assert cli(catalog, env, "models", "pull", "tiny-hub").returncode == 0
     assert not (models_dir / ".staging-tiny-hub-deadbeef").exists()
+
+
+def test_pull_keeps_the_same_model_installed_in_another_packaging(
+    hub: FakeHub, models_dir: Path, catalog: Path, tmp_path: Path
+) -> None:
+    # Before: the installed form was not the hub's, so pull downloaded the model again and
+    # replaced it without --force (148 MB for Whisper-base imported from its wheels).
+    env = environment(models_dir, hub.url)
+    source = write_model(tmp_path / "wheels", other_packaging())
+    imported = cli(catalog, env, "models", "import", "tiny-hub", str(source))
+    assert imported.returncode == 0, imported.stderr
+    installed = models_dir / "tiny-hub" / "files"
+
+    kept = cli(catalog, env, "models", "pull", "tiny-hub")
+    assert kept.returncode == 0, kept.stderr
+    assert "already installed from tiny-wheels and verified" in kept.stderr
+    assert "--force replaces it" in kept.stderr
+    assert hub.requests == []
+    assert sorted(p.name for p in installed.iterdir()) == sorted(other_packaging())
+
+    replaced = cli(catalog, env, "models", "pull", "--force", "tiny-hub")
+    assert replaced.returncode == 0, replaced.stderr
+    assert sorted(p.name for p in installed.iterdir()) == sorted(tiny_files())
 
 
 def test_pulling_an_unknown_name_says_what_is_known(models_dir: Path, catalog: Path) -> None:

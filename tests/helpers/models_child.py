@@ -2,7 +2,8 @@
 fresh process, with one more catalog entry: a tiny model the fake hub serves, pinned to its real
 hashes (the real catalog's models are hundreds of megabytes on a hub this machine cannot reach).
 
-CATALOG_JSON: ``{"name", "engine", "repo", "revision", "files": [[name, size, sha256], ...]}``.
+CATALOG_JSON: ``{"name", "engine", "repo", "revision", "files": [[name, size, sha256], ...]}``, and
+optionally ``"also": [[origin, [[name, size, sha256], ...]], ...]``: other published forms.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def register(spec: dict[str, object]) -> None:
         repo=repo,
         revision=revision,
         pull=FileSet(f"{repo}@{revision[:7]}", files),
+        also=tuple(
+            FileSet(str(origin), tuple(PinnedFile(str(n), int(s), str(h)) for n, s, h in form))
+            for origin, form in spec.get("also", [])  # type: ignore[attr-defined]
+        ),
     )
 
 

@@ -25,7 +25,7 @@ from cte1_mcp.errors import (
 )
 from cte1_mcp.transcribe import archive, engines
 from cte1_mcp.transcribe.base import ModelUnusable
-from cte1_mcp.transcribe.catalog import CATALOG, CatalogEntry, PinnedFile
+from cte1_mcp.transcribe.catalog import CATALOG, CatalogEntry, FileSet, PinnedFile
 from cte1_mcp.transcribe.models import (
     CHUNK,
     Installed,
@@ -61,8 +61,15 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
         )
     with install_lock(models_dir):
         destination = models_dir / name
-        if destination.is_dir() and not force and _intact_pull(destination, entry, say):
+        installed_form = _intact_form(destination, entry, say) if destination.is_dir() and not force else None
+        if installed_form is entry.pull:
             say(f"{name} is already installed and verified in {destination} (--force downloads it again)")
+            return destination
+        if installed_form is not None:
+            say(
+                f"{name} is already installed from {installed_form.origin} and verified in {destination}: "
+                f"the same model in another packaging (--force replaces it with {entry.pull.origin})"
+            )
             return destination
         say(
             f"{name}: {len(entry.pull.files)} files, {megabytes(entry.pull.size)}, from {entry.repo} "
@@ -96,17 +103,26 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
     return installed
 
 
-def _intact_pull(root: Path, entry: CatalogEntry, say: Say) -> bool:
-    """Whether ``root`` already holds exactly the pinned files (re-hashed)."""
+def _intact_form(root: Path, entry: CatalogEntry, say: Say) -> FileSet | None:
+    """The published form of ``entry`` that ``root`` holds exactly (re-hashed), if any: a model
+    imported in another packaging (Whisper-base from its PyPI wheels) is the same model, and a
+    ``pull`` without ``--force`` keeps it rather than downloading it again."""
     try:
         manifest = read_manifest(root)
     except ModelInvalid:
-        return False
-    pinned = {f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in entry.pull.files}
-    if manifest.files != pinned:
-        return False
+        return None
+    form = next(
+        (
+            form
+            for form in entry.forms
+            if manifest.files == {f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in form.files}
+        ),
+        None,
+    )
+    if form is None:
+        return None
     say(f"{entry.name} is installed: checking its files")
-    return not verify(Installed(entry.name, root, manifest))
+    return None if verify(Installed(entry.name, root, manifest)) else form
 
 
 def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path) -> Path:
