@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +33,7 @@ from mcp_types import (
 )
 
 from tests.helpers.servers import http_process
+from tests.test_mcp_http import free_port, wait_for_port
 from tests.mcp_harness import TRANSFERRED_2, call_uri, server_env, structured
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +43,8 @@ SSE_EVENT_LIMIT = 1024 * 1024  # mcp.client.streamable_http.DEFAULT_MAX_SSE_EVEN
 BIG_CLIP = "cte1://calls/05053698341/942125/1/clip?start=0&end=120&rate=16000"
 GENERATIONS = ["2025-11-25", "2026-07-28"]
 MODES = [(), ("--stateless",)]
+#: 20 s mono (160 KB): small enough to read inline.
+SMALL_CALL = {"tenantId": "05053698341", "sessionId": 942126, "recordId": 1}
 
 
 class Reader:
@@ -180,3 +185,30 @@ def test_only_an_sse_event_holding_an_answer_becomes_plain_json(message: Any, an
     with_id = ServerSentEvent(event="message", data=data, id="e1").encode()
     assert _lone_answer(with_id) is None  # a resumable stream's event stays a stream
     assert _lone_answer(ServerSentEvent(comment="ping").encode()) is None
+
+
+async def test_a_debug_log_holds_no_recording(simulator: Any, tmp_path: Path) -> None:
+    """``CTE1_LOG_LEVEL=DEBUG`` is for this server's own lines. Before: sse_starlette logged every
+    event it sent at DEBUG, so each read wrote the whole recording, base64, to stderr (a log with
+    no retention and no 0600), with the results' phone numbers beside it."""
+    env = server_env(simulator.url, tmp_path / "cache", CTE1_LOG_LEVEL="DEBUG")
+    port = free_port()
+    log = tmp_path / "stderr.log"
+    argv = [sys.executable, "-m", "cte1_mcp", "serve", "--transport", "http", "--host", "127.0.0.1"]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            wait_for_port(process, port)
+            async with official_client(f"http://127.0.0.1:{port}/mcp", "2025-11-25") as client:
+                _, audio = blob(await client.read(call_uri(SMALL_CALL)))
+                answer = json.dumps(await client.call("get_call_metadata", SMALL_CALL), ensure_ascii=False)
+        finally:
+            process.terminate()
+            process.wait(10)
+    written = log.read_text(encoding="utf-8", errors="replace")
+    assert " INFO cte1_mcp" in written  # the log is this process's stderr
+    assert base64.b64encode(audio[1000:1060]).decode()[:40] not in written
+    assert len(max(written.splitlines(), key=len)) < 2000
+    assert answer[:60] not in written and json.dumps(json.loads(answer))[:60] not in written

@@ -18,14 +18,19 @@ logger = logging.getLogger(__name__)
 
 
 def configure_logging(settings: Settings) -> None:
-    """Logs go to stderr (stdout is the MCP channel over stdio); httpx's per-request lines stay quiet."""
+    """Logs go to stderr (stdout is the MCP channel over stdio). ``DEBUG`` is for this server's own
+    lines: other libraries' loggers stay at INFO or above, because at DEBUG they write messages
+    whole (sse_starlette logs every event it sends: a recording read over HTTP went to the log,
+    base64, with no retention and no 0600); httpx's per-request lines stay quiet."""
+    level = logging.getLevelName(settings.log_level)
     logging.basicConfig(
         stream=sys.stderr,
-        level=settings.log_level,
+        level=max(level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("cte1_mcp").setLevel(level)
     for chatty in ("httpx", "httpcore"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, level))
 
 
 async def serve_stdio(settings: Settings, *, demo: bool = False) -> None:
