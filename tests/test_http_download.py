@@ -146,6 +146,10 @@ async def test_ranges_etag_token_host_and_what_is_not_served(simulator: Any, tmp
         "bytesServed": size,
         "upstreamRequest": False,
     }
+    # what each answer above handed over, in order; before: the HEAD was audited as the whole
+    # recording, though it sends no body
+    served = [size, 100, 10, 1000, 0, size, size, 100, 0, 0]
+    assert [line["bytesServed"] for line in gets[: len(served)]] == served
     outcomes = [(line["call"], line["outcome"], line["bytesServed"]) for line in gets]
     assert ("05053698341/942130/2", "ok", 100) in outcomes
     assert ("05053698341/942126/1", "not_stored", 0) in outcomes

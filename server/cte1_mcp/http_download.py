@@ -93,7 +93,7 @@ class _Download:
                 opened = await self._open(request)
                 recording, file = opened
                 plan = _plan(request, recording)
-                size = plan.length if plan.sends_body else 0
+                size = plan.length if plan.sends_body and not plan.head_only else 0
                 await self._record(request, str(recording.key), plan.outcome, size)
             except Cte1Error:
                 raise
