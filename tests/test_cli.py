@@ -202,6 +202,56 @@ async def test_serve_demo_uses_a_fresh_store_removed_at_exit(tmp_path: Path) -> 
     assert list(scratch.iterdir()) == []
 
 
+def test_a_stdio_client_that_dies_mid_call_ends_the_server_quietly(tmp_path: Path) -> None:
+    # Before: the server's next write to the closed stdout raised BrokenPipeError, printed as a
+    # 110-line traceback with exit 1: a host logs that as the server crashing.
+    env = {**os.environ, "TMPDIR": str(tmp_path), "CTE1_LOG_LEVEL": "WARNING"}
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*CLI, "serve", "--demo"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+        )
+        assert process.stdin is not None and process.stdout is not None
+
+        def send(message: dict[str, Any]) -> None:
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(message).encode() + b"\n")
+            process.stdin.flush()
+
+        try:
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "dies", "version": "1"},
+                    },
+                }
+            )
+            assert b'"id":0' in process.stdout.readline()
+            send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            # a 300 MiB benchmark call: its download reports progress for a while
+            arguments = {"tenantId": "0399999999", "sessionId": 300, "recordId": 1}
+            params = {"name": "get_call_analytics", "arguments": arguments, "_meta": {"progressToken": "p"}}
+            send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+            assert b"notifications/progress" in process.stdout.readline()
+            process.stdout.close()  # the client is killed: both its pipe ends close
+            process.stdin.close()
+            process.wait(60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    said = stderr_path.read_text(encoding="utf-8", errors="replace")
+    assert process.returncode == 0, said
+    assert "Traceback" not in said and "BrokenPipeError" not in said, said
+    assert "stdout was closed by its reader (over stdio: the MCP client went away)" in said
+    assert list(tmp_path.iterdir()) == [stderr_path]  # the demo's store was removed
+
+
 def test_serve_demo_over_http_removes_its_store_when_terminated(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     process = subprocess.Popen(

@@ -792,6 +792,8 @@ def _run(main_coroutine: Callable[[], Coroutine[Any, Any, None]]) -> None:
         _configuration_exit(error)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        _reader_gone()
     except BaseExceptionGroup as group:
         wrapped = _first(group, ConfigurationError)
         if wrapped is not None:
@@ -801,7 +803,19 @@ def _run(main_coroutine: Callable[[], Coroutine[Any, Any, None]]) -> None:
         stop = _first(group, SystemExit)
         if stop is not None:
             sys.exit(stop.code)
+        _, other = group.split(BrokenPipeError)
+        if other is None:
+            _reader_gone()
         raise
+
+
+def _reader_gone() -> NoReturn:
+    """stdout's reader went away (over stdio: the MCP client was killed or closed its end): nobody
+    is left to answer, so the server stops as it does at the end of stdin, not with a traceback."""
+    # Python would flush the broken stdout once more at exit and report that too
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _stderr_line("cte1-mcp: stdout was closed by its reader (over stdio: the MCP client went away); stopping")
+    sys.exit(0)
 
 
 def _first(group: BaseExceptionGroup[BaseException], kind: type[T]) -> T | None:
