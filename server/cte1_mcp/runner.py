@@ -17,20 +17,23 @@ from cte1_mcp.settings import Settings, is_loopback
 logger = logging.getLogger(__name__)
 
 
+#: Libraries that write whole messages at DEBUG, and the least level they log at here:
+#: sse_starlette logs every event it sends (a recording read over HTTP went to stderr whole, base64,
+#: with the results' phone numbers: a log has no retention and no 0600); httpx and httpcore log a
+#: line per request and per header.
+QUIET_LOGGERS = {"sse_starlette": logging.INFO, "httpx": logging.WARNING, "httpcore": logging.WARNING}
+
+
 def configure_logging(settings: Settings) -> None:
-    """Logs go to stderr (stdout is the MCP channel over stdio). ``DEBUG`` is for this server's own
-    lines: other libraries' loggers stay at INFO or above, because at DEBUG they write messages
-    whole (sse_starlette logs every event it sends: a recording read over HTTP went to the log,
-    base64, with no retention and no 0600); httpx's per-request lines stay quiet."""
+    """Logs go to stderr (stdout is the MCP channel over stdio)."""
     level = logging.getLevelName(settings.log_level)
     logging.basicConfig(
         stream=sys.stderr,
-        level=max(level, logging.INFO),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("cte1_mcp").setLevel(level)
-    for chatty in ("httpx", "httpcore"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, level))
+    for name, least in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(least, level))
 
 
 async def serve_stdio(settings: Settings, *, demo: bool = False) -> None:
