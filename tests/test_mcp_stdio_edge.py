@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import pytest
 
-from cte1_mcp.stdio_edge import check_line
+from cte1_mcp.message_check import check_message
 from tests.mcp_harness import EXAMPLE, server_env
 
 PARSE_ERROR, INVALID_REQUEST = -32700, -32600
@@ -160,7 +160,7 @@ def test_every_malformed_line_is_answered_and_the_server_goes_on(raw_server: Raw
 def test_each_kind_is_answered_as_json_rpc_asks(
     kind: str, line: bytes, code: int | None, answered_id: Any
 ) -> None:
-    verdict = check_line(line)
+    verdict = check_message(line)
     if code is None:
         assert verdict is None or isinstance(verdict, str)
     else:
@@ -180,4 +180,4 @@ def test_each_kind_is_answered_as_json_rpc_asks(
     ],
 )
 def test_a_valid_message_passes_unchanged(message: str) -> None:
-    assert check_line(f"  {message}\r\n".encode()) == message
+    assert check_message(f"  {message}\r\n".encode()) == message

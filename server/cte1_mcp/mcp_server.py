@@ -22,10 +22,12 @@ from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 from mcp_types import Tool as MCPTool
 from pydantic import AnyUrl
+from starlette.applications import Starlette
 
 from cte1_mcp import __version__
 from cte1_mcp.app_view import REVIEW_URI, apps_extension
 from cte1_mcp.errors import Cte1Error, UnknownTool
+from cte1_mcp.params_check import ParamsCheck, refused_arguments
 from cte1_mcp.progress import Progress, ProgressCallback
 from cte1_mcp.resources import CallResources, unexpected
 from cte1_mcp.service import RecordingService
@@ -100,6 +102,8 @@ class Cte1MCPServer(MCPServer):
         self._transcription: TranscriptionService | None = None
         self._drop_prompts()
         self._paginate_resources()
+        # Before the SDK's own params validation: its failures get a [code] and a next step.
+        self._lowlevel_server.middleware.append(ParamsCheck(self._tool))
 
     def analysis(self) -> AnalysisService:
         """The analytics and clip use cases, imported and built on first use (start-up stays fast)."""
@@ -135,6 +139,15 @@ class Cte1MCPServer(MCPServer):
         lowlevel = self._lowlevel_server
         await serve(lambda read, write: lowlevel.run(read, write, lowlevel.create_initialization_options()))
 
+    def streamable_http_app(self, **options: Any) -> Starlette:
+        """The SDK's Streamable HTTP app with every POSTed body checked first, as stdio lines are:
+        a malformed one gets its JSON-RPC error instead of a silent 202 (see ``http_edge``)."""
+        from cte1_mcp.http_edge import check_posted_messages
+
+        app = super().streamable_http_app(**options)
+        check_posted_messages(self.session_manager)
+        return app
+
     async def list_tools(self) -> list[MCPTool]:
         return [tool.definition() for tool in self.tools.values()]
 
@@ -144,7 +157,7 @@ class Cte1MCPServer(MCPServer):
         """Arguments are validated by the tool's own model before anything else runs."""
         try:
             tool = self._tool(name)
-            parsed = parse_arguments(tool.arguments, arguments)
+            parsed = _parsed(tool, arguments)
             progress = _progress_reporter(context) if context is not None else None
             tool_context = ToolContext(
                 self.service,
@@ -196,6 +209,15 @@ class Cte1MCPServer(MCPServer):
             return contents
         progress = _progress_reporter(context) if context is not None else None
         return await self.resources.read(str(uri), progress)
+
+
+def _parsed(tool: Tool[Any], arguments: dict[str, Any]) -> Any:
+    """The tool's arguments validated, or the fault ``params_check`` found in them before the SDK
+    saw them (no JSON object: the call came without them)."""
+    refused = refused_arguments()
+    if refused is not None:
+        raise refused
+    return parse_arguments(tool.arguments, arguments)
 
 
 def _base_url(ctx: Context[Any, Any]) -> str | None:
