@@ -194,13 +194,19 @@ async def test_two_stateless_replicas_behind_a_balancer_share_one_limit_through_
     assert set(per_key) == {1, 2, 3} and all(per_key.count(s) <= 2 for s in (1, 2, 3)), per_key
 
 
+@pytest.mark.parametrize(
+    ("status", "refusal"),
+    [
+        (429, b'{"status": "error", "description": "too many requests"}'),
+        (503, b'{"status": "error", "description": "maintenance"}'),  # an outage's Retry-After counts too
+    ],
+)
 async def test_the_platforms_retry_after_holds_back_every_process_on_the_cache_dir(
-    make_simulator: Callable[..., RunningSimulator], tmp_path: Path
+    make_simulator: Callable[..., RunningSimulator], tmp_path: Path, status: int, refusal: bytes
 ) -> None:
     sim = make_simulator(min_interval=INTERVAL)
     env = env_for(sim, tmp_path / "cache")
-    refusal = b'{"status": "error", "description": "too many requests"}'
-    sim.state.fail_next(Fault(status=429, body=refusal, headers=(("Retry-After", "2"),)))
+    sim.state.fail_next(Fault(status=status, body=refusal, headers=(("Retry-After", "2"),)))
     async with stdio_server(env) as a, stdio_server(env) as b, anyio.create_task_group() as tg:
         tg.start_soon(a.call_tool, "get_call_audio", key(1))
         with anyio.fail_after(20):
@@ -208,6 +214,46 @@ async def test_the_platforms_retry_after_holds_back_every_process_on_the_cache_d
                 await anyio.sleep(0.02)
         tg.start_soon(b.call_tool, "get_call_audio", key(2))  # another process, another key
     first, *later = sorted(audio_requests(sim), key=lambda r: r.monotonic)
-    assert first.status == 429 and [r.status for r in later] == [200, 200]
+    assert first.status == status and [r.status for r in later] == [200, 200]
     assert sorted(r.body["sessionId"] for r in later) == [1, 2]
     assert min(r.monotonic for r in later) - first.monotonic >= 2.0  # b waited for a's Retry-After
+
+
+async def test_a_redis_restart_never_brings_two_machines_starts_closer_than_the_interval(
+    make_simulator: Callable[..., RunningSimulator], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Machine b's request is queued (its slot handed out by Redis, b asleep) when Redis restarts
+    and forgets that slot; machine a then asks again. Whatever slot the new state hands a, b's old
+    one must not become a second start next to it: b confirms its slot when it wakes."""
+    platform_minimum = 2.0
+    sim = make_simulator(min_interval=platform_minimum)
+    # Spacing 2.75 s (with the margin): the platform's 2 s holds at arrival even on a loaded machine.
+    envs = {
+        m: server_env(sim.url, tmp_path / m, CTE1_MIN_INTERVAL_SECONDS="2.5", CTE1_REDIS_URL=redis_server.url)
+        for m in "ab"
+    }
+    waiting = {m: anyio.Event() for m in "ab"}
+    results: list[CallToolResult] = []
+
+    async def ask(client: Client, session: int, machine: str) -> None:
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            if message and message.startswith("waiting"):
+                waiting[machine].set()
+
+        results.append(await client.call_tool("get_call_audio", key(session), progress_callback=progress))
+
+    async with stdio_server(envs["a"]) as a, stdio_server(envs["b"]) as b, anyio.create_task_group() as tg:
+        with anyio.fail_after(60):
+            tg.start_soon(ask, a, 1, "a")
+            await waiting["a"].wait()  # a fresh Redis: even the first start waits one interval
+            tg.start_soon(ask, b, 2, "b")
+            await waiting["b"].wait()  # b holds the slot after a's, asleep
+            redis_server.stop()
+            redis_server.start()  # no persistence: every slot handed out is forgotten
+            tg.start_soon(ask, a, 3, "a")
+    assert all(not r.is_error for r in results), [text(r) for r in results if r.is_error]
+    requests = audio_requests(sim)
+    assert [r.status for r in requests] == [200] * 3, [r.outcome for r in requests]
+    arrivals = sorted(r.monotonic for r in requests)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert min(gaps) >= platform_minimum, gaps

@@ -107,6 +107,34 @@ async def test_retry_after_holds_every_request_back_and_is_reported(simulator: A
     assert any(m and m.startswith("waiting") for m in events)
 
 
+async def test_a_503_with_retry_after_holds_back_its_retry_and_every_other_request(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Retry-After on an outage is the platform's word as much as on a 429: the failed request is
+    retried after it, not at the spacing, and a request queued meanwhile waits for it as well."""
+    page = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+    simulator.state.fail_next(
+        Fault(status=503, body=page, content_type="text/html", headers=(("Retry-After", "2"),))
+    )
+    results: list[Any] = []
+    async with in_process(simulator.url, tmp_path) as client:
+
+        async def call(arguments: dict[str, Any]) -> None:
+            results.append(await client.call_tool("get_call_metadata", arguments))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, EXAMPLE)
+            with anyio.fail_after(20):
+                while not simulator.state.requests:
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.2)  # the 503 has been answered; another call must wait for it too
+            tg.start_soon(call, SMALL)
+    assert all(not r.is_error for r in results), [text(r) for r in results]
+    log = simulator.state.requests
+    assert [r.outcome for r in log] == ["fault", "ok", "ok"]
+    assert min(r.monotonic for r in log[1:]) - log[0].monotonic >= 2.0
+
+
 async def test_rate_limited_without_retry_after_still_says_when(simulator: Any, tmp_path: Path) -> None:
     for _ in range(3):
         simulator.state.fail_next(

@@ -240,14 +240,17 @@ class RecordingService:
                     note_upstream_request()  # for the audit line of the call that caused it
                     fetched = await self._endpoint.fetch(key, staging, on_progress=progress.downloading)
                     recording = await staging.commit(fetched.metadata, fetched.audio_content_type)
-            except RateLimited as limited:
-                # The platform's word holds for every request sharing the limit, within the cap.
-                wait = limited.retry_after_seconds
-                if wait is None:
+            except UpstreamError as failed:
+                # The platform's Retry-After holds for every request sharing the limit, within the
+                # cap, whatever the status it came with (a 503 as much as a 429): a retry, here or
+                # in another process, waits for it. A refusal as too frequent always says when.
+                wait = failed.retry_after_seconds
+                if wait is None and isinstance(failed, RateLimited):
                     wait = spacer.interval or 1.0
-                wait = min(wait, self.settings.max_retry_after_seconds)
-                limited.retry_after_seconds = wait
-                await spacer.defer(wait)
+                if wait is not None:
+                    wait = min(wait, self.settings.max_retry_after_seconds)
+                    failed.retry_after_seconds = wait
+                    await spacer.defer(wait)
                 raise
         logger.info("stored %s (%d bytes)", key, recording.audio.size_bytes)
         return recording

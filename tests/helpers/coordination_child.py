@@ -3,8 +3,8 @@
     python -m tests.helpers.coordination_child slot  <cache-dir | redis-url> <interval>
     python -m tests.helpers.coordination_child claim <cache-dir | redis-url> <lease-seconds>
 
-``slot`` takes one start (now) and queues for the next, printing ``queued`` once it waits for it;
-``claim`` holds the claim of ``KEY`` and prints ``claimed``. Either then sleeps until killed.
+``slot`` takes one start (now) and queues for the next, printing ``queued`` once it waits for it
+and ``started <CLOCK_MONOTONIC seconds>`` when it may start; ``claim`` holds the claim of ``KEY`` and prints ``claimed``. Either then sleeps until killed.
 Tests start it with ``child(...)``, which returns once it said so.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -76,7 +77,7 @@ async def main(mode: str, where: str, number: float) -> None:
                     print("queued", flush=True)
 
             await spacer.acquire(queued)
-            print("started", flush=True)
+            print(f"started {time.monotonic():.6f}", flush=True)
         else:
             async with flights.claim(KEY):
                 print("claimed", flush=True)

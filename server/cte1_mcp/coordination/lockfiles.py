@@ -4,7 +4,8 @@ Files under ``<cache>/coordination/`` (0700, checked like the store's own direct
 all guarded by ``flock``, which the kernel releases when its holder dies, however it dies
 (kill -9 included)::
 
-    spacing-<platform>        the next free start and the Retry-After, in CLOCK_MONOTONIC seconds
+    spacing-<platform>        the next free start, the Retry-After and the latest start, in
+                              CLOCK_MONOTONIC seconds
     flights/<call>.lock       held (flock) by the one process downloading that recording
     flights/<call>.progress   that download's latest progress, for the processes waiting on it
 
@@ -12,6 +13,12 @@ Spacing is a reservation: under the lock a caller takes the next free start time
 after it, and sleeps until its own, so callers start in the order they asked (first come, first
 served, no starvation) and nothing is held while they sleep. A process killed before its start
 only leaves its slot unused: the others are delayed by at most that one interval.
+
+Woken at its slot, a caller confirms it under the lock before it starts, and records its start: a
+Retry-After that arrived while it slept (another process's 429) gives it a new slot after the
+pause, and a start made late by the one before it (a busy machine) makes it wait the interval
+after that start. So every start honours the latest Retry-After and the interval, not merely the
+state as it was at the reservation.
 
 Any other error from these files (a read-only or full file system, lost permissions) is a
 ``StorageError`` naming the directory (its path in the log): a new recording cannot be fetched, stored ones are still served.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -58,7 +66,7 @@ PUBLISH_EVERY_SECONDS = 0.2
 STATE_HORIZON_SECONDS = 24 * 3600.0
 
 _FILE_MODE = 0o600
-#: The spacing state's fixed size on disk (its JSON is about 120 bytes).
+#: The spacing state's fixed size on disk (its JSON is about 160 bytes).
 _STATE_BYTES = 256
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -75,6 +83,8 @@ def _boot_id() -> str:
 class _SpacingState:
     next_free: float
     not_before: float
+    #: The latest confirmed start (0: none known).
+    last_start: float = 0.0
 
 
 class FileSpacer:
@@ -93,16 +103,19 @@ class FileSpacer:
         return self._interval
 
     async def acquire(self, on_wait: OnWait | None = None) -> None:
-        start = await self._under_lock(self._reserve)
+        slot = await self._under_lock(self._reserve)
+        wake: float | None = slot
         try:
-            while (remaining := start - time.monotonic()) > 0:
-                if on_wait is not None:
-                    await on_wait(remaining)
-                await anyio.sleep(min(remaining, self._notify_every))
+            while wake is not None:
+                while (remaining := wake - time.monotonic()) > 0:
+                    if on_wait is not None:
+                        await on_wait(remaining)
+                    await anyio.sleep(min(remaining, self._notify_every))
+                slot, wake = await self._under_lock(functools.partial(self._confirm, slot))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 try:
-                    await anyio.to_thread.run_sync(self._give_back, start)
+                    await anyio.to_thread.run_sync(self._give_back, slot)
                 except OSError as exc:  # the slot stays taken: the others wait one interval more
                     logger.warning("could not give back a spacing slot in %s: %s", self._path, exc)
             raise
@@ -134,20 +147,43 @@ class FileSpacer:
         with self._locked(wait=wait) as (fd, state):
             now = time.monotonic()
             start = max(now, state.next_free, state.not_before)
-            self._write(fd, _SpacingState(start + self._interval, state.not_before))
+            self._write(fd, _SpacingState(start + self._interval, state.not_before, state.last_start))
             return start
+
+    def _confirm(self, slot: float, *, wait: bool = True) -> tuple[float, float | None]:
+        """At ``slot``'s time: ``(slot, None)`` and the start recorded if it may start now, else the
+        slot it holds and when to confirm again.
+
+        A Retry-After recorded since the reservation moves it to a new slot after the pause (this
+        one, pushed, if nobody queued behind it); a start made later than its own slot (the one
+        before woke late) keeps the slot and waits the interval after that start.
+        """
+        with self._locked(wait=wait) as (fd, state):
+            now = time.monotonic()
+            if state.not_before > now:
+                base = slot if state.next_free == slot + self._interval else state.next_free
+                start = max(now, base, state.not_before)
+                self._write(fd, _SpacingState(start + self._interval, state.not_before, state.last_start))
+                return start, start
+            spaced = state.last_start + self._interval
+            if state.last_start and now < spaced:
+                return slot, spaced
+            # Started late (a busy machine): the next reservation is spaced from the start itself.
+            next_free = max(state.next_free, now + self._interval)
+            self._write(fd, _SpacingState(next_free, state.not_before, now))
+            return slot, None
 
     def _give_back(self, start: float) -> None:
         """A caller that will not start after all: if nobody queued behind it, its slot is free again."""
         with self._locked() as (fd, state):
             if state.next_free == start + self._interval:
-                self._write(fd, _SpacingState(start, state.not_before))
+                self._write(fd, _SpacingState(start, state.not_before, state.last_start))
 
     def _defer(self, seconds: float, *, wait: bool = True) -> None:
         with self._locked(wait=wait) as (fd, state):
             due = time.monotonic() + seconds
             if due > state.not_before:
-                self._write(fd, _SpacingState(state.next_free, due))
+                self._write(fd, _SpacingState(state.next_free, due, state.last_start))
 
     def _read(self, *, wait: bool = True) -> _SpacingState:
         with self._locked(shared=True, wait=wait) as (_, state):
@@ -174,7 +210,9 @@ class FileSpacer:
                 # whose boot name differs (the fallback is approximate): wait one interval, the
                 # cautious reading, rather than risk two starts too close.
                 return _SpacingState(now + self._interval, 0.0)
-            state = _SpacingState(float(document["next"]), float(document["not_before"]))
+            state = _SpacingState(
+                float(document["next"]), float(document["not_before"]), float(document.get("last", 0.0))
+            )
         except (ValueError, KeyError, TypeError):
             # Half-written by a process that died mid-write: a request may just have started.
             logger.warning("the spacing state in %s was unreadable; waiting one interval", self._path)
@@ -184,7 +222,14 @@ class FileSpacer:
         return state
 
     def _write(self, fd: int, state: _SpacingState) -> None:
-        data = json.dumps({"boot": self._boot, "next": state.next_free, "not_before": state.not_before})
+        data = json.dumps(
+            {
+                "boot": self._boot,
+                "next": state.next_free,
+                "not_before": state.not_before,
+                "last": state.last_start,
+            }
+        )
         # Always the same length, overwritten in place: no truncation (a metadata update that
         # costs more than everything else here); JSON ignores the trailing spaces.
         os.pwrite(fd, data.encode().ljust(_STATE_BYTES), 0)

@@ -2,15 +2,25 @@
 
 Keys, all under ``cte1-mcp:<platform>:`` (the hashed base URL + sourceUuid, never the API key)::
 
-    spacing             hash: ``next`` (the next free start) and ``not_before`` (Retry-After), in
-                        the Redis server's own microseconds, so machines' clocks never matter
+    spacing             hash: ``next`` (the next free start), ``not_before`` (Retry-After) and
+                        ``last`` (the latest start), in the Redis server's own microseconds, so
+                        machines' clocks never matter; ``gen``, a random name of this state
     flight:<call>       the downloader's token, with a lease it renews while it streams
     flight:<call>:news  pub/sub channel: its progress, and "released" when it lets go
 
-Spacing is one short script per request: it reads the server's clock, hands the caller the next
-free start time and moves the next free one on; the caller sleeps until its start. Nothing polls.
-State the server has lost (a restart without persistence) is taken to mean "a request may just
-have started": the first start after it waits one interval.
+Spacing is two short scripts per request: one reads the server's clock, hands the caller the next
+free start time (its slot) and moves the next free one on; the caller sleeps until its slot, and
+the other confirms it there and records the start. Nothing polls. The confirmation is what makes
+the slot hold whatever happened while the caller slept:
+
+* a Retry-After recorded since (another machine's 429) gives it a new slot after the pause;
+* a start made late by the one before it (a busy machine) makes it wait the interval after that;
+* state the server has lost (a restart without persistence) is taken to mean "a request may just
+  have started": the first slot handed out after it is one interval away, under a new ``gen``.
+  A slot of the old ``gen`` is no longer on record (a sleeper elsewhere may hold one that the
+  new state knows nothing of), so its holder takes a new slot instead of starting: no start is
+  ever closer than the interval to one the current state handed out, and none before the first
+  slot after the restart.
 
 Redis unreachable: ``CoordinationUnavailable``, logged loudly once per outage; the service refuses
 upstream requests (stored recordings are still served) rather than risk exceeding the limit.
@@ -49,19 +59,68 @@ PUBLISH_EVERY_SECONDS = 0.2
 SOCKET_TIMEOUT_SECONDS = 3.0
 
 # Numbers are stored with string.format('%.0f'): Lua's own number-to-string keeps 14 digits only.
-_RESERVE = """
+# A reservation (ARGV: interval, this process's floor, a new gen should the state be lost):
+# {slot, now, gen}. Lost state (no gen or no next) gets the new gen, its first slot an interval away.
+_RESERVE_NEXT = """
+local function reserve(key, now, interval, floor, new_gen)
+  local gen = redis.call('HGET', key, 'gen')
+  local nxt = tonumber(redis.call('HGET', key, 'next'))
+  if not gen or nxt == nil then
+    gen = new_gen
+    nxt = now + interval
+    redis.call('HSET', key, 'gen', gen)
+  end
+  local nb = tonumber(redis.call('HGET', key, 'not_before')) or 0
+  local start = math.max(now, nxt, nb, floor)
+  redis.call('HSET', key, 'next', string.format('%.0f', start + interval))
+  return {start, gen}
+end
+"""
+_RESERVE = (
+    _RESERVE_NEXT
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local nxt = tonumber(redis.call('HGET', KEYS[1], 'next'))
-if nxt == nil then nxt = now + interval end
-local nb = tonumber(redis.call('HGET', KEYS[1], 'not_before')) or 0
-local start = math.max(now, nxt, nb, tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 'next', string.format('%.0f', start + interval))
-return {start, now}
+local r = reserve(KEYS[1], now, tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+return {r[1], now, r[2]}
 """
+)
+# At the slot (ARGV: slot, its gen, interval, floor, a new gen): {1, slot, now, gen} and the start
+# recorded when it may start now; else {0, slot, when to confirm again, now, gen}.
+_CONFIRM = (
+    _RESERVE_NEXT
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local slot = tonumber(ARGV[1])
+local interval = tonumber(ARGV[3])
+local gen = redis.call('HGET', KEYS[1], 'gen')
+local nxt = tonumber(redis.call('HGET', KEYS[1], 'next'))
+local nb = tonumber(redis.call('HGET', KEYS[1], 'not_before')) or 0
+if gen == ARGV[2] and nxt ~= nil then
+  if nb > now then
+    -- A Retry-After since the reservation: a slot after it (this one, if nobody queued behind).
+    local base = nxt
+    if nxt == slot + interval then base = slot end
+    local start = math.max(now, base, nb)
+    redis.call('HSET', KEYS[1], 'next', string.format('%.0f', start + interval))
+    return {0, start, start, now, gen}
+  end
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last')) or 0
+  if now < last + interval then return {0, slot, last + interval, now, gen} end
+  redis.call('HSET', KEYS[1], 'last', string.format('%.0f', now))
+  -- Started late (a busy machine): the next reservation is spaced from the start itself.
+  if nxt < now + interval then redis.call('HSET', KEYS[1], 'next', string.format('%.0f', now + interval)) end
+  return {1, slot, now, now, gen}
+end
+-- The slot is not on record (the state was lost since it was handed out): a new one.
+local r = reserve(KEYS[1], now, interval, tonumber(ARGV[4]), ARGV[5])
+return {0, r[1], r[1], now, r[2]}
+"""
+)
 _GIVE_BACK = """
-if tonumber(redis.call('HGET', KEYS[1], 'next')) == tonumber(ARGV[1]) + tonumber(ARGV[2]) then
+if redis.call('HGET', KEYS[1], 'gen') == ARGV[3]
+    and tonumber(redis.call('HGET', KEYS[1], 'next')) == tonumber(ARGV[1]) + tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'next', ARGV[1])
   return 1
 end
@@ -172,22 +231,35 @@ class RedisSpacer:
         return self._interval
 
     async def acquire(self, on_wait: OnWait | None = None) -> None:
-        start_us, now_us = await self._link.script(_RESERVE, [self._key], [self._interval_us, self._floor_us])
-        self._floor_us = max(self._floor_us, int(start_us) + self._interval_us)
-        deadline = time.monotonic() + (int(start_us) - int(now_us)) / 1e6
+        """Reserve a slot, sleep to it, and start only once Redis confirms it there (module docs)."""
+        reply = await self._link.script(
+            _RESERVE, [self._key], [self._interval_us, self._floor_us, secrets.token_hex(8)]
+        )
+        slot, wake, now, gen = int(reply[0]), int(reply[0]), int(reply[1]), _text(reply[2])
         try:
-            while (remaining := deadline - time.monotonic()) > 0:
-                if on_wait is not None:
-                    await on_wait(remaining)
-                await anyio.sleep(min(remaining, self._notify_every))
+            while True:
+                self._floor_us = max(self._floor_us, slot + self._interval_us)
+                deadline = time.monotonic() + (wake - now) / 1e6
+                while (remaining := deadline - time.monotonic()) > 0:
+                    if on_wait is not None:
+                        await on_wait(remaining)
+                    await anyio.sleep(min(remaining, self._notify_every))
+                go, slot_, wake_, now_, gen_ = await self._link.script(
+                    _CONFIRM,
+                    [self._key],
+                    [slot, gen, self._interval_us, self._floor_us, secrets.token_hex(8)],
+                )
+                slot, wake, now, gen = int(slot_), int(wake_), int(now_), _text(gen_)
+                if int(go):
+                    return
         except BaseException:
             with (
                 anyio.CancelScope(shield=True),
                 anyio.move_on_after(SOCKET_TIMEOUT_SECONDS),
                 suppress(CoordinationUnavailable),  # the slot simply goes unused
             ):
-                if await self._link.script(_GIVE_BACK, [self._key], [int(start_us), self._interval_us]):
-                    self._floor_us = min(self._floor_us, int(start_us))
+                if await self._link.script(_GIVE_BACK, [self._key], [slot, self._interval_us, gen]):
+                    self._floor_us = min(self._floor_us, slot)
             raise
 
     async def defer(self, seconds: float) -> None:
@@ -320,6 +392,11 @@ class RedisFlights:
                     logger.warning(
                         "the download lease on a recording was lost (Redis forgot it); finishing anyway"
                     )
+
+
+def _text(value: object) -> str:
+    """A string from a script's reply (bytes unless the client decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _decode(data: object) -> object:

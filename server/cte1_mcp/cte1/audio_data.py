@@ -161,7 +161,11 @@ class _Receiver:
             # Labelled multipart, yet a JSON object and no part: a "200 失敗" with the wrong label.
             raise self._refusal(reader.head)
         metadata = reader.finish()
-        return FetchedCall(metadata, reader.audio_content_type, reader.audio_bytes)
+        # A header value, kept with the recording and shown to clients: redacted like its metadata.
+        content_type = reader.audio_content_type
+        if content_type is not None:
+            content_type = self._client.redactor.secrets(content_type)
+        return FetchedCall(metadata, content_type, reader.audio_bytes)
 
     def _pump(self, reader: RecordingPartsReader, total: int | None) -> None:
         """Body chunks into the reader; a dropped connection mid-body is a truncation."""

@@ -30,6 +30,7 @@ from cte1_mcp.errors import (
     RateLimited,
     UpstreamAuthFailed,
     UpstreamBadResponse,
+    UpstreamError,
     UpstreamIpNotAllowed,
     UpstreamRejected,
     UpstreamTlsError,
@@ -41,6 +42,7 @@ from cte1_mcp.units import KiB
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Cte1Error)
 
 USER_AGENT = f"cte1-mcp/{__version__}"
 #: How much of an error body is read to find the platform's words.
@@ -58,6 +60,13 @@ _TIMEOUT_PHASES: dict[type[httpx.TimeoutException], str] = {
 #: A connection that did not speak what the URL promises: a TLS failure or an answer that is not HTTP.
 _TLS_TROUBLE = re.compile(r"SSL|TLS|certificate|WRONG_VERSION_NUMBER|handshake", re.IGNORECASE)
 _NOT_HTTP = re.compile(r"illegal (?:status|request) line|invalid HTTP", re.IGNORECASE)
+#: h11's words for a response head it refused as malformed (over its size limit, a header line or
+#: framing header it cannot read): the same request would get the same head, so it is not retried.
+_MALFORMED_HEAD = re.compile(
+    r"Receive buffer too long|illegal header line|continuation line|malformed data"
+    r"|Content-Length|Transfer-Encoding",
+    re.IGNORECASE,
+)
 
 
 class Cte1Client:
@@ -96,7 +105,8 @@ class Cte1Client:
         self, job: Callable[[httpx.Client, Counter], T], *, on_progress: ByteProgress | None = None
     ) -> T:
         """``job`` in one worker thread with its own connection; httpx failures become coded errors,
-        and a request past ``CTE1_DOWNLOAD_TIMEOUT_SECONDS`` is abandoned as :class:`DownloadTimedOut`."""
+        every upstream failure leaves it redacted (:meth:`redacted`), and a request past
+        ``CTE1_DOWNLOAD_TIMEOUT_SECONDS`` is abandoned as :class:`DownloadTimedOut`."""
         wire, counter = Wire(), Counter()
 
         def work() -> T:
@@ -110,7 +120,10 @@ class Cte1Client:
                 try:
                     return job(http, counter)
                 except httpx.HTTPError as exc:
-                    raise self.transport_error(exc) from exc
+                    raise self.redacted(self.transport_error(exc)) from exc
+                except UpstreamError as exc:
+                    self.redacted(exc)
+                    raise
 
         deadline = self.settings.download_timeout_seconds
         try:
@@ -142,6 +155,21 @@ class Cte1Client:
             return self._ssl_context
 
     # --- failures -----------------------------------------------------------------------------------
+
+    def redacted(self, exc: E) -> E:
+        """``exc`` with the key and CT-e1's host blanked from every text a client may read.
+
+        The one seam every endpoint's failure passes through (:meth:`run`): texts built from header
+        values (a media type, a content or transfer coding, a boundary) are quoted where they are
+        found, and redacting here rather than at each quote means none can be missed.
+        """
+        clean = self.redactor.for_client
+        exc.message = clean(exc.message)
+        exc.args = (exc.message,)
+        exc.next_step = clean(exc.next_step)
+        if exc.platform_message is not None:
+            exc.platform_message = clean(exc.platform_message)
+        return exc
 
     def read_error_body(self, response: httpx.Response) -> bytes:
         """At most :data:`ERROR_BODY_MAX_BYTES` of a failure's body, never decoded (a coded body is
@@ -238,6 +266,9 @@ class Cte1Client:
             return UpstreamTlsError(
                 f"CT-e1's port did not answer in HTTP ({reason}); it may expect TLS (https://)."
             )
+        if isinstance(exc, httpx.RemoteProtocolError) and _MALFORMED_HEAD.search(str(exc)):
+            logger.warning("CT-e1 at %s sent a response head that cannot be read: %s", self._host, logged)
+            return UpstreamBadResponse(f"CT-e1 answered with a response head that cannot be read ({reason}).")
         if isinstance(exc, httpx.ConnectError):
             logger.warning("could not connect to CT-e1 at %s: %s", self._host, logged)
             return UpstreamUnavailable(f"Could not connect to CT-e1: {reason}.")
