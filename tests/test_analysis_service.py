@@ -123,6 +123,26 @@ async def test_the_timeline_is_a_stored_png(simulator: RunningSimulator, tmp_pat
         assert len(list(tmp_path.rglob("timeline-*.png"))) == 1
 
 
+async def test_a_stored_timeline_or_clip_cut_short_is_made_again(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Regression: a timeline PNG or a clip truncated on disk was served as if whole."""
+    request = ClipRequest.of(start_seconds=1, end_seconds=3, format="wav")
+    async with analysis_service(simulator, tmp_path) as (service, _):
+        _, png = await service.timeline_png(EXAMPLE)
+        _, clip = await service.clip(EXAMPLE, request, data_max_bytes=1 << 20)
+        for pattern in ("timeline-*.png", "clip-*.wav"):
+            [path] = tmp_path.rglob(pattern)
+            with path.open("r+b") as file:
+                file.truncate(100)
+
+        _, again = await service.timeline_png(EXAMPLE)
+        _, clip_again = await service.clip(EXAMPLE, request, data_max_bytes=1 << 20)
+
+        assert again == png
+        assert clip_again.data == clip.data and clip_again.size_bytes == clip.size_bytes > 100
+
+
 async def test_clips_are_cut_once_and_stored(simulator: RunningSimulator, tmp_path: Path) -> None:
     async with analysis_service(simulator, tmp_path) as (service, counter):
         request = ClipRequest.of(start_seconds=60, end_seconds=75, channel="agent", format="mp3")

@@ -135,6 +135,41 @@ async def test_a_sweep_counts_pushes_another_process_stored(
     assert await store.read_pushed_transcript(OTHER) is not None
 
 
+async def test_a_commit_counts_pushes_another_process_stored(
+    make_store: Callable[..., LocalRepository], clock: Clock
+) -> None:
+    """Regression: pushes were counted only by the process that received them (and by a sweep),
+    so a commit in another process could leave the store over its bound."""
+    store = make_store(max_bytes=3000)
+    older = await save(store, KEY, b"a" * 1000)
+    clock.advance(HOUR)
+    other_process = make_store(max_bytes=1 << 30)  # its own bound is larger: it evicts nothing
+    await other_process.write_pushed_transcript(
+        OTHER, b'{"text": "' + b"x" * 1500 + b'"}', available_until=UNTIL
+    )
+    clock.advance(HOUR)
+
+    await save(store, CallKey("05053698341", 942125, 3), b"b" * 1000)  # ~3.6 KiB in all
+
+    assert store.get(older.key) is None
+    assert await store.read_pushed_transcript(OTHER) is not None
+
+
+async def test_a_push_counts_recordings_another_process_stored(
+    make_store: Callable[..., LocalRepository], clock: Clock
+) -> None:
+    """Regression: a push's size check did not read the journal first."""
+    store = make_store(max_bytes=3000)
+    store.sweep()  # indexed before the other process stores anything
+    await save(make_store(max_bytes=1 << 30), KEY, b"a" * 2000)
+    clock.advance(HOUR)
+
+    await store.write_pushed_transcript(OTHER, b'{"text": "' + b"x" * 1500 + b'"}', available_until=UNTIL)
+
+    assert store.get(KEY) is None
+    assert await store.read_pushed_transcript(OTHER) is not None
+
+
 async def test_the_directory_is_made_at_the_first_push(store: LocalRepository) -> None:
     # Not at start-up: a store an older version made, then mounted read-only, still starts.
     assert not (store.root / "pushed").exists()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import wave
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -917,6 +917,25 @@ async def test_artefacts_count_towards_the_size_bound(
     assert [r.key for r in restarted.list_blocking()] == [KEY]
 
 
+async def test_an_artefact_cut_short_on_disk_is_not_served(
+    store: LocalRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a PNG or clip truncated on disk (a disk fault) was served as if whole; the
+    length recorded at its commit now tells, and it is made again."""
+    recording = await save(store, KEY)
+    whole = os.urandom(1000)
+    await store.write_artifact(recording, "timeline.png", whole)
+    path = store.artifact_path(recording, "timeline.png")
+    assert path is not None
+    os.truncate(path, 100)
+
+    assert await store.read_artifact(recording, "timeline.png") is None
+    assert store.open_artifact(recording, "timeline.png") is None
+    assert "damaged (100 bytes where 1000 were stored)" in caplog.text
+    await store.write_artifact(recording, "timeline.png", whole)  # made again
+    assert await store.read_artifact(recording, "timeline.png") == whole
+
+
 async def test_another_process_reads_an_artefact_bound_to_the_same_audio(
     make_store: Callable[..., LocalRepository],
 ) -> None:
@@ -971,6 +990,21 @@ def store_in_another_process(root: Path, session: int, data: bytes, *, max_bytes
         cwd=Path(__file__).parent.parent,
         timeout=60,
     )
+
+
+async def test_an_artefact_write_counts_what_another_process_stored(tmp_path: Path) -> None:
+    """Regression: the size check of an artefact write did not read the journal, so recordings
+    another process stored meanwhile were not counted and the store stayed over its bound."""
+    root = tmp_path / "shared"
+    ours = LocalRepository(root, max_age=24 * HOUR, max_bytes=3000)
+    meta = metadata(KEY, connected=datetime.now(UTC) - HOUR)
+    recording = await save(ours, KEY, os.urandom(1000), meta=meta)
+
+    store_in_another_process(root, 2, b"x" * 1000)  # its own bound is large: it evicts nothing
+    await ours.write_artifact(recording, "clip.wav", os.urandom(1500))  # 3,500 bytes in all
+
+    assert not (record_dir(ours, CallKey("05053698341", 942125, 2)) / "meta.json").exists()
+    assert ours.get(KEY) == recording
 
 
 async def test_two_real_processes_see_each_others_commits_and_evictions(tmp_path: Path) -> None:

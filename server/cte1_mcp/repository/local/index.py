@@ -3,8 +3,9 @@
 Walking the whole store costs a few file reads per recording; doing it at every commit made
 cold downloads slow linearly with the store (518 ms at 4,000 recordings). The index is built by
 one walk at start-up and at each periodic sweep; in between, every process sharing the cache
-directory appends the key of each recording it stores or removes to ``journal``, and reads the
-lines the others appended before it lists or evicts: keeping in step costs O(changes).
+directory appends the key of each recording (and, as ``pushed <key>``, of each pushed transcript)
+it stores or removes to ``journal``, and reads the lines the others appended before it lists or
+evicts: keeping in step costs O(changes).
 A reader that finds a file different from what its index says re-reads it from disk anyway.
 """
 
@@ -17,15 +18,25 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from cte1_mcp.models import CallKey, Recording
-from cte1_mcp.repository.local.posix import FILE_MODE, write_all
+from cte1_mcp.repository.local.posix import FILE_MODE, open_regular, write_all
 from cte1_mcp.repository.local.retention import Entry, eviction_order
 
 logger = logging.getLogger(__name__)
 
 #: Past this size the journal is started afresh at the next sweep (which walks the store anyway).
 JOURNAL_MAX_BYTES = 1 << 20
+#: Marks a pushed transcript's line; older versions read such a line as no key and skip it.
+_PUSHED = "pushed "
+
+
+class Changes(NamedTuple):
+    """Keys whose recording, and keys whose pushed transcript, changed."""
+
+    recordings: set[CallKey]
+    pushed: set[CallKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +207,11 @@ class Journal:
             os.close(fd)
         self._inode, self._offset, self._rest = info.st_ino, info.st_size, b""
 
-    def append(self, key: CallKey, *, skip_own: bool = True) -> None:
-        """Tell every process ``key`` changed; ``skip_own=False`` while a walk is under way, so
-        this process re-reads its own line after the walk (the walk may have passed it by)."""
-        line = f"{key}\n".encode()
+    def append(self, key: CallKey, *, skip_own: bool = True, pushed: bool = False) -> None:
+        """Tell every process ``key`` (its pushed transcript, if ``pushed``) changed;
+        ``skip_own=False`` while a walk is under way, so this process re-reads its own line after
+        the walk (the walk may have passed it by)."""
+        line = f"{_PUSHED if pushed else ''}{key}\n".encode()
         fd = self._open()
         try:
             write_all(fd, line)
@@ -210,12 +222,12 @@ class Journal:
         if skip_own and inode == self._inode and self._offset == end - len(line) and not self._rest:
             self._offset = end  # nobody wrote in between: our own line needs no re-reading
 
-    def changes(self) -> set[CallKey] | None:
+    def changes(self) -> Changes | None:
         """Keys changed by anyone since the last call; None when only a full walk can tell."""
         if self._inode is None:
             return None
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_regular(self._path)
         except OSError:
             return None
         try:
@@ -223,14 +235,20 @@ class Journal:
             if info.st_ino != self._inode or info.st_size < self._offset:
                 return None
             if info.st_size == self._offset:
-                return set()
+                return Changes(set(), set())
             os.lseek(fd, self._offset, os.SEEK_SET)
             raw = _read_to_end(fd)
         finally:
             os.close(fd)
         self._offset += len(raw)
         *lines, self._rest = (self._rest + raw).split(b"\n")  # a line being appended waits
-        return {key for line in lines if (key := _parse(line)) is not None}
+        changes = Changes(set(), set())
+        for line in lines:
+            pushed = line.startswith(_PUSHED.encode())
+            key = _parse(line.removeprefix(_PUSHED.encode()) if pushed else line)
+            if key is not None:
+                (changes.pushed if pushed else changes.recordings).add(key)
+        return changes
 
     def restart_if_large(self) -> None:
         """Start an empty journal when this one has grown large; every reader then walks once."""
@@ -241,7 +259,7 @@ class Journal:
         if size <= JOURNAL_MAX_BYTES:
             return
         fresh = self._path.with_name(self._path.name + ".new")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        fd = open_regular(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
             os.fchmod(fd, FILE_MODE)
         finally:
@@ -250,14 +268,13 @@ class Journal:
         logger.info("started a fresh store journal")
 
     def _open(self) -> int:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self._path, flags, FILE_MODE)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        fd = open_regular(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+                os.fchmod(fd, FILE_MODE)
+        except OSError:
             os.close(fd)
-            raise OSError(f"{self._path} is not a regular file")
-        if stat.S_IMODE(info.st_mode) != FILE_MODE:
-            os.fchmod(fd, FILE_MODE)
+            raise
         return fd
 
 

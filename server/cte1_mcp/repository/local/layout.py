@@ -15,6 +15,7 @@ Under the root (directories 0700, files 0600)::
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from cte1_mcp.models import CallKey, Container
 from cte1_mcp.repository.local.posix import names_in
+
+logger = logging.getLogger(__name__)
 
 #: The audio file's name carries its container's extension, so players and tools opening the
 #: local path know what it is; the other names are removed when a commit replaces it.
@@ -91,8 +94,12 @@ def keys_under(top: Path, *, suffix: str) -> Iterator[CallKey]:
     """Keys stored as ``top/<tenant>/<session>/<record><suffix>``; anything else is not ours to read.
 
     Another process sharing the store may remove any of these directories during the walk: what
-    has vanished is simply not there. Symbolic links are neither followed nor listed.
+    has vanished is simply not there. Symbolic links are neither followed nor listed, ``top``
+    included (say ``recordings/`` replaced by a link while the server runs).
     """
+    if top.is_symlink():
+        logger.warning("ignoring the symbolic link %s inside the store", top)
+        return
     for tenant in names_in(top, directories=True):
         for session in names_in(top / tenant, directories=True):
             if not _is_number(session):

@@ -129,24 +129,14 @@ def open_dir(top: Path, parts: Sequence[str], *, create: bool) -> int | None:
 
 
 def _walk(top: Path, parts: Sequence[str], *, create: bool) -> int:
-    fd = os.open(top, _DIR_FLAGS)
+    fd = _open_own_dir(top, None, top, ())  # ``top`` itself (say recordings/) may be a link too
     try:
         for index, name in enumerate(parts):
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, DIR_MODE, dir_fd=fd)
                     os.chmod(name, DIR_MODE, dir_fd=fd, follow_symlinks=False)
-            try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    where = top.joinpath(*parts[: index + 1])
-                    logger.warning("refusing %s inside the store: it is a link or not a directory", where)
-                    raise LinkInStore(
-                        f"The store's directory {where} is a symbolic link or not a directory; "
-                        "nothing is stored or read through it."
-                    ) from None
-                raise
+            child = _open_own_dir(name, fd, top, parts[: index + 1])
             os.close(fd)
             fd = child
     except BaseException:
@@ -155,8 +145,25 @@ def _walk(top: Path, parts: Sequence[str], *, create: bool) -> int:
     return fd
 
 
+def _open_own_dir(name: str | Path, dir_fd: int | None, top: Path, below: Sequence[str]) -> int:
+    """``top/below…`` (``name`` relative to ``dir_fd``); the client is told only its place in the
+    store, the operator's log the full path."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            where = top.joinpath(*below)
+            logger.warning("refusing %s inside the store: it is a link or not a directory", where)
+            raise LinkInStore(
+                f"The store's directory {Path(top.name, *below)} (in CTE1_CACHE_DIR) is a symbolic "
+                "link or not a directory; nothing is stored or read through it."
+            ) from None
+        raise
+
+
 def names_in(directory: Path, *, directories: bool) -> list[str]:
-    """The entries of ``directory`` (only real directories if asked, never links); none if it has gone."""
+    """The entries of ``directory`` (only real directories if asked, never links); none if it has
+    gone, or cannot be listed (logged: one unreadable directory must not stop a sweep)."""
     try:
         with os.scandir(directory) as entries:
             names = []
@@ -167,6 +174,9 @@ def names_in(directory: Path, *, directories: bool) -> list[str]:
                     names.append(entry.name)
             return names
     except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        logger.warning("cannot list %s inside the store: %s", directory, exc.strerror or exc)
         return []
 
 
@@ -265,9 +275,37 @@ def unlink_quietly(name: str | Path, *, dir_fd: int | None = None) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
+class NotAFile(OSError):
+    """Something other than a regular file (a FIFO, a socket, a device, a directory) where the
+    store keeps one of its files."""
+
+
+def open_regular(
+    name: str | Path, flags: int = os.O_RDONLY, *, dir_fd: int | None = None, mode: int = FILE_MODE
+) -> int:
+    """A blocking descriptor of the regular file ``name``, opened without following a link.
+
+    Opened with O_NONBLOCK first: open(2) of a FIFO planted in the store would otherwise wait
+    for a writer (or a reader) forever, and with it the event loop and even SIGTERM. Anything but
+    a regular file raises NotAFile.
+    """
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if regular:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise NotAFile(errno.EINVAL, "not a regular file", str(name))
+    return fd
+
+
 def read_file(name: str, *, dir_fd: int, limit: int) -> bytes:
     """The bytes of a regular file (at most ``limit``) opened without following a link."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    fd = open_regular(name, dir_fd=dir_fd)
     try:
         return read_fd(fd, limit)
     finally:

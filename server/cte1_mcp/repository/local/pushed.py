@@ -18,6 +18,8 @@ import contextlib
 import errno
 import logging
 import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -29,6 +31,7 @@ from cte1_mcp.models import CallKey
 from cte1_mcp.repository.local.layout import Layout, keys_under
 from cte1_mcp.repository.local.posix import (
     LinkInStore,
+    NotAFile,
     create_locked_temp,
     fsync_dir,
     open_dir,
@@ -64,10 +67,15 @@ class _Seen:
 
 
 class PushedTranscripts:
-    """The files; the store calls them under its lock for writes and sweeps (reads take none)."""
+    """The files; the store calls them under its lock for writes and sweeps (reads take none).
 
-    def __init__(self, layout: Layout) -> None:
+    ``on_change`` is told of every file written or removed (the store journals it, so the other
+    processes sharing the store count it at their next size check: ``recount``).
+    """
+
+    def __init__(self, layout: Layout, on_change: Callable[[CallKey], None] | None = None) -> None:
         self._layout = layout
+        self._on_change = on_change
         #: Bytes of pushed transcripts on disk, as this process last knew (a sweep recounts them).
         self.total_bytes = 0
         self._sizes: dict[CallKey, int] = {}
@@ -102,6 +110,7 @@ class PushedTranscripts:
             os.close(fd)
             unlink_quietly(part)
         self._count(key, len(data))
+        self._changed(key)
 
     def read(self, key: CallKey, now: datetime, max_age: timedelta) -> bytes | None:
         """The document, or None if none was pushed or it is past its retention (then removed)."""
@@ -109,7 +118,10 @@ class PushedTranscripts:
         if stored is None:
             return None
         if _expired(stored, now, max_age):
-            self.remove(key)
+            try:
+                self.remove(key)
+            except OSError as exc:  # never served all the same; the sweep tries again
+                logger.warning("the expired pushed transcript of %s could not be removed: %s", key, exc)
             return None
         return stored.document.encode()
 
@@ -124,29 +136,64 @@ class PushedTranscripts:
                     os.close(dir_fd)
                 prune(self._layout.pushed / tenant / session, self._layout.pushed)
         self._count(key, 0)
+        self._changed(key)
+
+    def recount(self, key: CallKey) -> None:
+        """Count ``key``'s file as it is on disk now (another process wrote or removed it)."""
+        (tenant, session), name = self._parts(key)
+        size = 0
+        with contextlib.suppress(OSError, StorageError):
+            dir_fd = open_dir(self._layout.pushed, (tenant, session), create=False)
+            if dir_fd is not None:
+                try:
+                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    size = info.st_size if stat.S_ISREG(info.st_mode) else 0
+                finally:
+                    os.close(dir_fd)
+        self._count(key, size)
+
+    def recount_all(self) -> None:
+        """Count every file on disk afresh (when the journal cannot tell what changed)."""
+        self._sizes.clear()
+        self.total_bytes = 0
+        for key in keys_under(self._layout.pushed, suffix=".json"):
+            self.recount(key)
 
     def sweep(self, now: datetime, max_age: timedelta, max_bytes: int) -> None:
         """Remove what retention no longer allows, then the oldest while they alone exceed
-        ``max_bytes``; recount the total (pushes of other processes included)."""
+        ``max_bytes``; recount the total (pushes of other processes included). A file that cannot
+        be read or removed is logged and skipped: it must not keep the others past their time."""
         self._sizes.clear()
         self.total_bytes = 0
         live: list[_Seen] = []
         for key in keys_under(self._layout.pushed, suffix=".json"):
-            stored, size = self._load_sized(key)
-            if stored is None or _expired(stored, now, max_age):
-                self.remove(key)
-                if stored is not None:
-                    logger.info("removed the pushed transcript of %s (retention)", key)
+            try:
+                stored, size = self._load_sized(key)
+                if stored is None or _expired(stored, now, max_age):
+                    self.remove(key)
+                    if stored is not None:
+                        logger.info("removed the pushed transcript of %s (retention)", key)
+                    continue
+            except (OSError, StorageError) as exc:
+                logger.warning("skipping the pushed transcript of %s in this sweep: %s", key, exc)
                 continue
             live.append(_Seen(key, size, stored.received_at))
             self._count(key, size)
         for seen in sorted(live, key=lambda s: s.received_at):
             if self.total_bytes <= max_bytes:
                 break
-            self.remove(seen.key)
+            try:
+                self.remove(seen.key)
+            except OSError as exc:
+                logger.warning("the pushed transcript of %s could not be evicted: %s", seen.key, exc)
+                continue
             logger.info(
                 "evicted the pushed transcript of %s to keep the store under %d bytes", seen.key, max_bytes
             )
+
+    def _changed(self, key: CallKey) -> None:
+        if self._on_change is not None:
+            self._on_change(key)
 
     def _count(self, key: CallKey, size: int) -> None:
         self.total_bytes += size - self._sizes.pop(key, 0)
@@ -167,6 +214,9 @@ class PushedTranscripts:
             finally:
                 os.close(dir_fd)
         except (FileNotFoundError, LinkInStore):
+            return None, 0
+        except NotAFile:  # a FIFO, a directory…: not ours, and never waited on
+            logger.warning("ignoring what is not a file in place of the pushed transcript of %s", key)
             return None, 0
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # a link where the file should be is not ours

@@ -25,6 +25,7 @@ from cte1_mcp.repository.local.posix import (
     LinkInStore,
     fsync_dir,
     open_dir,
+    open_regular,
     prune,
     read_fd,
     remove_tree,
@@ -80,7 +81,7 @@ def load(layout: Layout, key: CallKey, *, walking: bool = False) -> Indexed | No
     if dir_fd is None:
         return None
     try:
-        meta_fd = os.open(META, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        meta_fd = open_regular(META, dir_fd=dir_fd)  # a FIFO there must not block the lookup
         try:
             meta_info = os.fstat(meta_fd)
             document = StoredMeta.model_validate_json(read_fd(meta_fd, _META_LIMIT))

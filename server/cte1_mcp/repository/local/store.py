@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
@@ -28,7 +29,7 @@ from typing import BinaryIO
 import anyio
 import anyio.to_thread
 
-from cte1_mcp.errors import RecordingExpired, RecordingGone, StorageError
+from cte1_mcp.errors import ConfigurationError, RecordingExpired, RecordingGone, StorageError
 from cte1_mcp.models import AudioInfo, CallKey, CallMetadata, Recording
 from cte1_mcp.repository.local import records
 from cte1_mcp.repository.local.index import FileId, Index, Indexed, Journal
@@ -41,11 +42,14 @@ from cte1_mcp.repository.local.layout import (
 from cte1_mcp.repository.local.posix import (
     PART_SUFFIX,
     LinkInStore,
+    NotAFile,
     create_locked_temp,
     fsync_dir,
     open_dir,
+    open_regular,
     private_dir,
     read_fd,
+    read_file,
     remove_if_unlocked,
     unlink_quietly,
     write_all,
@@ -97,7 +101,7 @@ class LocalRepository:
         self._index = Index(max_bytes)
         self._journal = Journal(self.layout.journal)
         self._tombstones = Tombstones(self.layout)
-        self._pushed = PushedTranscripts(self.layout)
+        self._pushed = PushedTranscripts(self.layout, on_change=self._pushed_changed)
         self._indexed = False
         self._walking = False
         self._clean_tmp()
@@ -190,20 +194,16 @@ class LocalRepository:
         indexed = self._current(key)
         if indexed is None or indexed.recording.audio.sha256 != recording.audio.sha256:
             raise _gone(key)
-        try:
+        try:  # a link on the way raises LinkInStore: fetching it again could not store it either
             dir_fd = open_dir(self.layout.recordings, key.path_parts, create=False)
-        except LinkInStore:
-            raise _gone(key) from None
+        except OSError as exc:
+            raise StorageError(f"The stored recording could not be read ({exc.strerror}).") from exc
         if dir_fd is None:
             raise _gone(key)
         try:
-            fd = os.open(
-                AUDIO_NAMES[recording.audio.format.container],
-                os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                dir_fd=dir_fd,
-            )
+            fd = open_regular(AUDIO_NAMES[recording.audio.format.container], dir_fd=dir_fd)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:  # a link is not ours
+            if isinstance(exc, FileNotFoundError | NotAFile) or exc.errno == errno.ELOOP:  # not ours
                 raise _gone(key) from None
             raise StorageError(f"The stored recording could not be read ({exc.strerror}).") from exc
         finally:
@@ -304,24 +304,36 @@ class LocalRepository:
                 raise StorageError(f"A stored analysis could not be read ({exc.strerror}).") from exc
 
     def open_artifact(self, recording: Recording, name: str) -> BinaryIO | None:
+        """The artefact, or None when there is none, or when it is damaged (not a regular file,
+        or not the length recorded when it was stored: cut short on disk): it is made again."""
         indexed = self._current_version(recording)
         parts = self.layout.artifact_parts(recording.key, recording.audio.sha256)
         try:
             dir_fd = open_dir(self.layout.recordings, parts, create=False)
         except LinkInStore:
             return None
+        except OSError as exc:
+            raise StorageError(f"A stored analysis could not be read ({exc.strerror}).") from exc
         if dir_fd is None:
             return None
         try:
-            fd = os.open(check_artifact_name(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = open_regular(check_artifact_name(name), dir_fd=dir_fd)
+            damage = _damage(fd, name, dir_fd)
         except FileNotFoundError:
             return None
+        except NotAFile:
+            fd, damage = None, "it is not a regular file"
         except OSError as exc:
             raise StorageError(f"A stored analysis could not be read ({exc.strerror}).") from exc
         finally:
             os.close(dir_fd)
-        self._touch(indexed, self._clock())
-        return os.fdopen(fd, "rb")
+        if damage is None and fd is not None:
+            self._touch(indexed, self._clock())
+            return os.fdopen(fd, "rb")
+        if fd is not None:
+            os.close(fd)
+        logger.warning("the stored %s of %s is damaged (%s); making it again", name, recording.key, damage)
+        return None
 
     def _write_artifact(self, recording: Recording, name: str, fill: Callable[[BinaryIO], None]) -> None:
         try:
@@ -340,18 +352,17 @@ class LocalRepository:
                 dir_fd = open_dir(self.layout.recordings, parts, create=True)
                 assert dir_fd is not None
                 try:
-                    try:
-                        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
-                    except FileNotFoundError:
-                        before = 0
+                    before = _size_of(name, dir_fd) + _size_of(_length_name(name), dir_fd)
+                    length = _write_length(self.layout.tmp, dir_fd, name, size)  # first: see _damage
                     os.replace(part, name, dst_dir_fd=dir_fd)
                     with contextlib.suppress(OSError):
                         fsync_dir(dir_fd)
                 finally:
                     os.close(dir_fd)
-                self._index.grow(recording.key, size - before)
+                self._index.grow(recording.key, size + length - before)
                 try:
                     self._journal.append(recording.key, skip_own=not self._walking)
+                    self._sync()  # other processes' commits count too
                     self._evict_to_fit(protect=recording.key)
                 except (OSError, StorageError):
                     logger.warning(
@@ -395,6 +406,7 @@ class LocalRepository:
                     f"A pushed transcript could not be saved ({exc.strerror or exc})."
                 ) from exc
             try:
+                self._sync()  # other processes' commits and pushes count too
                 self._evict_to_fit(protect=None)
             except (OSError, StorageError):  # stored: the next sweep does the rest
                 logger.warning("tidying the store after a pushed transcript of %s failed", key, exc_info=True)
@@ -415,9 +427,14 @@ class LocalRepository:
             self._sweep()
 
     def _sweep(self) -> None:
+        """Each step, and each entry, on its own: one that fails (a directory where a file belongs,
+        an unreadable file, a journal that cannot be written) is logged and skipped, so retention
+        is still enforced on everything else."""
         with self._lock:
-            self._clean_tmp()
-            self._tombstones.clean(self._clock())
+            with _skipped("clearing tmp/"):
+                self._clean_tmp()
+            with _skipped("clearing old tombstones"):
+                self._tombstones.clean(self._clock())
             self._journal.start()
             self._walking = True
         try:
@@ -431,17 +448,22 @@ class LocalRepository:
             self._sync()
             for key in orphans:
                 if self._index.get(key) is None:
-                    self._remove_orphan(key)
+                    with _skipped(f"removing the incomplete recording {key}"):
+                        self._remove_orphan(key)
             for indexed in [i for i in self._index.values() if i.stale_artifacts]:
-                records.tidy_artifacts(self.layout, indexed.key, indexed.recording.audio.sha256)
-                indexed.stale_artifacts = False
+                with _skipped(f"removing stale artefacts of {indexed.key}"):
+                    records.tidy_artifacts(self.layout, indexed.key, indexed.recording.audio.sha256)
+                    indexed.stale_artifacts = False
             now = self._clock()
-            self._pushed.sweep(now, self.limits.max_age, self.limits.max_bytes)
+            with _skipped("sweeping pushed transcripts"):
+                self._pushed.sweep(now, self.limits.max_age, self.limits.max_bytes)
             # Pushed transcripts count towards the size bound; recordings make room for them.
             room = Limits(self.limits.max_age, max(1, self.limits.max_bytes - self._pushed.total_bytes))
             for removal in plan((i.entry() for i in self._index.values()), now, room):
-                self._carry_out(removal)
-            self._journal.restart_if_large()
+                with _skipped(f"removing {removal.entry.key} ({removal.reason})"):
+                    self._carry_out(removal)
+            with _skipped("starting a fresh journal"):
+                self._journal.restart_if_large()
 
     async def run_sweeper(self, every_seconds: float) -> None:
         """Sweep in a worker thread now (the start-up sweep, which builds the index) and then every
@@ -493,14 +515,14 @@ class LocalRepository:
 
     def _carry_out(self, removal: Removal) -> None:
         self._remove(removal.entry.key)
-        if removal.tombstone is not None:
-            self._tombstones.write(removal.entry.key, removal.tombstone)
         if removal.reason == "size":
             logger.info(
                 "evicted %s to keep the store under %d bytes", removal.entry.key, self.limits.max_bytes
             )
         else:
             logger.info("removed %s (%s retention)", removal.entry.key, removal.reason)
+        if removal.tombstone is not None:
+            self._tombstones.write(removal.entry.key, removal.tombstone)
 
     def _remove_if_idle(self, indexed: Indexed, now: datetime) -> None:
         """Expire from the event loop without waiting for the lock: if it is busy, a sweep is on it."""
@@ -511,7 +533,10 @@ class LocalRepository:
             if current is not None and current.recording.audio.sha256 == indexed.recording.audio.sha256:
                 reason = expiry(current.entry(), now, self.limits.max_age)
                 if reason is not None:
-                    self._carry_out(Removal(current.entry(), reason))
+                    # A store that refuses (read-only, full): the caller is told "not kept" all
+                    # the same, and the next sweep tries again.
+                    with _skipped(f"removing the expired recording {current.key}"):
+                        self._carry_out(Removal(current.entry(), reason))
         finally:
             self._lock.release()
 
@@ -519,7 +544,17 @@ class LocalRepository:
         """Delete a recording and its artefacts (lock held), and tell the other processes."""
         existed = records.remove(self.layout, key)
         if self._index.drop(key) is not None or existed:
-            self._journal.append(key, skip_own=not self._walking)
+            try:
+                self._journal.append(key, skip_own=not self._walking)
+            except OSError as exc:  # removed all the same: other processes find it gone when they look
+                logger.warning("the store journal could not record the removal of %s: %s", key, exc)
+
+    def _pushed_changed(self, key: CallKey) -> None:
+        """A pushed transcript was written or removed: journalled, so every process counts it."""
+        try:
+            self._journal.append(key, pushed=True)
+        except OSError as exc:
+            logger.warning("the store journal could not record the push of %s: %s", key, exc)
 
     def _remove_orphan(self, key: CallKey) -> None:
         """A record directory without a valid meta.json: a crash's leftover, or a commit in progress."""
@@ -559,8 +594,10 @@ class LocalRepository:
         self._journal.start()
         entries, orphans = records.walk(self.layout)
         self._index.replace_all(entries)
+        self._pushed.recount_all()
         for key in orphans:
-            self._remove_orphan(key)
+            with _skipped(f"removing the incomplete recording {key}"):
+                self._remove_orphan(key)
 
     def _sync(self) -> None:
         """Apply what other processes changed since the last look (lock held): O(changes)."""
@@ -568,12 +605,14 @@ class LocalRepository:
         if changed is None:
             self._rescan()
             return
-        for key in changed:
+        for key in changed.recordings:
             loaded = records.load(self.layout, key)
             if loaded is None:
                 self._index.drop(key)
             else:
                 self._index.put(loaded)
+        for key in changed.pushed:
+            self._pushed.recount(key)
 
     def _touch(self, indexed: Indexed, now: datetime) -> None:
         """Record a use: the meta.json's mtime (seen by every process) and the index's copy."""
@@ -587,12 +626,82 @@ class LocalRepository:
     # --- tombstones and temporary files ----------------------------------------------------
 
     def _clean_tmp(self) -> None:
-        """Remove temporary files nobody holds: left by a crash, or by a download that was dropped."""
-        with os.scandir(self.layout.tmp) as entries:
-            names = [entry.name for entry in entries if entry.name.endswith(PART_SUFFIX)]
+        """Remove temporary files nobody holds: left by a crash, or by a download that was dropped.
+        A tmp/ removed while serving (someone tidying the cache directory) is made again."""
+        try:
+            with os.scandir(self.layout.tmp) as entries:
+                names = [entry.name for entry in entries if entry.name.endswith(PART_SUFFIX)]
+        except FileNotFoundError:
+            logger.warning("the store's tmp/ directory %s had gone; making it again", self.layout.tmp)
+            try:
+                private_dir(self.layout.tmp)
+            except ConfigurationError as exc:
+                raise StorageError(exc.message, next_step=exc.next_step) from None
+            return
         for name in names:
             if remove_if_unlocked(self.layout.tmp / name):
                 logger.info("removed the leftover temporary file %s", name)
+
+
+@contextlib.contextmanager
+def _skipped(what: str) -> Iterator[None]:
+    """One step of a sweep or tidy-up: a failure is logged (keys and paths, nothing personal) and
+    the caller goes on with the rest."""
+    try:
+        yield
+    except (OSError, StorageError) as exc:
+        logger.warning("%s failed, skipped until the next sweep: %s", what, exc)
+
+
+def _length_name(name: str) -> str:
+    """Where an artefact's length is recorded: a dot name no artefact can have."""
+    return f".{name}.json"
+
+
+def _size_of(name: str, dir_fd: int) -> int:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _write_length(tmp: Path, dir_fd: int, name: str, size: int) -> int:
+    """Record, atomically, the length of the artefact about to be renamed into place (before it:
+    a crash in between leaves a record the old file does not match, so that one is made again)."""
+    data = json.dumps({"size_bytes": size}).encode()
+    fd, part = create_locked_temp(tmp)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+        os.replace(part, _length_name(name), dst_dir_fd=dir_fd)
+    finally:
+        os.close(fd)
+        unlink_quietly(part)
+    return len(data)
+
+
+def _damage(fd: int, name: str, dir_fd: int) -> str | None:
+    """What is wrong with the artefact open as ``fd``, if its length is not the one recorded when
+    it was stored (none is recorded for those an older version stored: they are trusted). The
+    caller's ``fd`` is closed here when an error is raised."""
+    try:
+        try:
+            raw = read_file(_length_name(name), dir_fd=dir_fd, limit=4096)
+        except FileNotFoundError:
+            return None
+        except NotAFile:
+            return "its recorded length is not a file"
+        size = os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        recorded = json.loads(raw)["size_bytes"]
+    except (ValueError, TypeError, KeyError):
+        return "its recorded length is unreadable"
+    if size != recorded:
+        return f"{size} bytes where {recorded} were stored"
+    return None
 
 
 def _gone(key: CallKey) -> RecordingGone:

@@ -3,6 +3,7 @@ no request. ``expired/<tenant>/<session>/<record>.json`` holds the date and noth
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime
 
@@ -20,6 +21,8 @@ from cte1_mcp.repository.local.posix import (
     unlink_quietly,
     write_all,
 )
+
+logger = logging.getLogger(__name__)
 
 #: A tombstone outlives the recording it stands for by this long; after that, "expired" is old news.
 TOMBSTONE_TTL = PLATFORM_RETENTION
@@ -68,8 +71,14 @@ class Tombstones:
             return None
 
     def forget(self, key: CallKey) -> None:
+        """Delete ``key``'s tombstone; one that cannot be deleted (a directory in its place, a
+        read-only store) is logged and left: it holds nothing personal, and must not stop a sweep."""
         path = self._layout.tombstone_path(key)
-        unlink_quietly(path)
+        try:
+            unlink_quietly(path)
+        except OSError as exc:
+            logger.warning("leaving the tombstone %s in place: %s", path, exc.strerror or exc)
+            return
         prune(path.parent, self._layout.expired)
 
     def clean(self, now: datetime) -> None:
