@@ -109,14 +109,25 @@ def test_resampling_keeps_a_tone_and_its_level() -> None:
     assert np.max(np.abs(down[200:-200] - tone[200:-200])) < 0.02
 
 
-def test_a_clip_past_where_the_data_really_ends_is_unsupported_audio() -> None:
-    """The stored format (from the header) allowed the range; the file holds less: a stable code."""
+def test_a_clip_past_where_the_data_really_ends_names_the_real_end() -> None:
+    """The stored format (from the header) allowed the range; the file holds less: the range is
+    refused naming where the audio really ends, nothing is encoded."""
     out = io.BytesIO()
     soundfile.write(out, np.ones((8000 * 30, 2), dtype=np.int16), 8000, format="WAV", subtype="PCM_16")
-    cut_off = io.BytesIO(out.getvalue()[: len(out.getvalue()) // 3])  # 10 s of the 30 its header says
+    cut_off = io.BytesIO(out.getvalue()[: 44 + 8000 * 4 * 10])  # 10 s of the 30 its header says
     request = ClipRequest.of(start_seconds=20, end_seconds=25, format="mp3")
-    with pytest.raises(UnsupportedAudio, match=r"ends at 10\.00 s"):
+    with pytest.raises(InvalidParameter, match=r"ends at 10\.000 s.*endSeconds <= 10\b"):
         encoded(cut_off, plan_for(request, duration=30))
+
+
+def test_a_clip_running_out_of_audio_is_refused_not_reported_longer_than_it_is() -> None:
+    """Regression: a clip from 9 to 12 s of a file holding 10 s (its header, 30) was stored as a
+    3 s clip holding 1 s."""
+    out = io.BytesIO()
+    soundfile.write(out, np.ones((8000 * 30, 1), dtype=np.int16), 8000, format="WAV", subtype="PCM_16")
+    cut_off = io.BytesIO(out.getvalue()[: 44 + 8000 * 2 * 10])  # 10 s of the 30 its header says
+    with pytest.raises(InvalidParameter, match=r"9 to 12 s is not all there.*endSeconds <= 10\b"):
+        encoded(cut_off, plan_for(ClipRequest.of(start_seconds=9, end_seconds=12), channels=1, duration=30))
 
 
 def test_a_clip_shorter_than_the_filter_keeps_its_length() -> None:
@@ -172,3 +183,64 @@ def test_a_stopped_cut_ends_at_the_next_block() -> None:
             on_block=lambda done, total: checkpoint(),
         )
     assert blocks == 3
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "duration"),
+    [(0, 0.00001, 20.0), (19.99995, None, 20.0), (0, 5e-324, 20.0), (1, 1.0004, 20.0), (0, 0.0004, 20.0)],
+)
+def test_a_range_under_a_millisecond_is_refused_in_the_plan(
+    start: float, end: float | None, duration: float
+) -> None:
+    """Regression: these were planned, then cut to no samples and blamed on the recording
+    ([unsupported_audio] "shorter than its header says"), or named "clip-0-0" and served another's file."""
+    with pytest.raises(
+        InvalidParameter, match=r"at least 1 ms .*endSeconds <= 20\.00, at least 0\.001 s apart"
+    ):
+        plan_for(ClipRequest.of(start_seconds=start, end_seconds=end), channels=1, duration=duration)
+
+
+def test_bounds_are_rounded_once_to_the_millisecond() -> None:
+    """Regression: 1 to 1.0004 s was cut as 3 samples but named and linked as 1 to 1 s. The plan's
+    bounds are whole milliseconds, so its URI, artefact name and cut all say the same stretch."""
+    from cte1_mcp.analysis import clip_uri
+    from cte1_mcp.models import CallKey
+
+    clip = plan_for(ClipRequest.of(start_seconds=1.0004, end_seconds=1.0016), channels=1, duration=20.0)
+    assert (clip.start_seconds, clip.end_seconds, clip.duration_seconds) == (1.0, 1.002, 0.002)
+    assert clip.artifact_name == "clip-1000-1002-mix-8000.wav"
+    assert clip_uri(CallKey("05053698341", 942125, 1), clip).endswith(
+        "?start=1&end=1.002&channel=mix&format=wav&rate=8000"
+    )
+    ramp = np.arange(8000 * 2, dtype=np.int16)[:, None]
+    wav = io.BytesIO()
+    soundfile.write(wav, ramp, 8000, format="WAV", subtype="PCM_16")
+    samples, _ = soundfile.read(io.BytesIO(encoded(wav, clip)), dtype="int16")
+    assert samples.tolist() == list(range(8000, 8016))  # 2 ms: 16 samples from 1.000 s
+
+
+def test_a_recording_ending_within_a_millisecond_ends_the_clip_at_its_last_whole_millisecond() -> None:
+    """A default end is the call's end floored to the millisecond, so no reported end passes the audio."""
+    whole = plan_for(ClipRequest.of(), channels=1, duration=20.0005)
+    assert (whole.end_seconds, whole.artifact_name) == (20.0, "clip-0-20000-mix-8000.wav")
+
+
+def test_the_length_error_shows_the_milliseconds_over_the_limit() -> None:
+    """Regression: 10.001 s over a 10 s limit read "this one would be 10.00 s"."""
+    with pytest.raises(InvalidParameter, match=r"at most 10 s .*this one would be 10\.001 s"):
+        plan_for(ClipRequest.of(end_seconds=10.001), max_seconds=10)
+
+
+def test_an_empty_recording_says_it_holds_no_audio() -> None:
+    """Regression: "startSeconds 0 is past the end of the call ... <= 0.00" for a 0-frame WAV."""
+    with pytest.raises(UnsupportedAudio, match="holds no audio"):
+        plan_for(ClipRequest.of(), duration=0.0)
+
+
+def test_a_length_rounded_up_to_the_millisecond_still_cuts_the_whole_call() -> None:
+    """160,005 frames (20.000625 s) are listed as 20.001 s: the whole call is the clip, not refused."""
+    wav = io.BytesIO()
+    soundfile.write(wav, np.ones((160_005, 1), dtype=np.int16), 8000, format="WAV", subtype="PCM_16")
+    whole = plan_for(ClipRequest.of(), channels=1, duration=20.001)
+    samples, _ = soundfile.read(io.BytesIO(encoded(wav, whole)), dtype="int16")
+    assert len(samples) == 160_005

@@ -233,6 +233,19 @@ def test_bytes_win_over_the_content_type() -> None:
     assert sniff(data, "audio/mpeg").mime_type == "audio/wav"
 
 
+@pytest.mark.parametrize(
+    ("frames", "channels", "cut"), [(8000 * 30, 2, 0), (12_345, 1, 0), (8000 * 3, 1, 100)]
+)
+def test_ima_adpcm_is_as_long_as_its_whole_blocks_decode(frames: int, channels: int, cut: int) -> None:
+    """Regression: its length was the data over the (rounded) byte rate, 30.051 s for what
+    libsndfile decodes as 240,380 frames (30.0475 s: 476 blocks of 505), a partial last block too."""
+    out = io.BytesIO()
+    soundfile.write(out, [[0.1] * channels] * frames, 8000, format="WAV", subtype="IMA_ADPCM")
+    data = out.getvalue()[: len(out.getvalue()) - cut]
+    decoded = soundfile.info(io.BytesIO(data)).frames
+    assert sniff(data).duration_seconds == round(decoded / 8000, 3)
+
+
 # --- MP3 ----------------------------------------------------------------------------------------
 
 
@@ -287,6 +300,26 @@ def test_mp3_xing_frame_count_gives_the_duration() -> None:
     first = mp3_frame(0xFB, 0x90, 0xC0, 417, xing)
     data = first + mp3_frame(0xFB, 0x90, 0xC0, 417) * 10
     assert sniff(data).duration_seconds == round(1000 * 1152 / 44100, 3)
+
+
+def test_mp3_lame_tag_delay_and_padding_are_not_audio() -> None:
+    """Regression: the Xing count was taken whole, so a 30.000 s LAME MP3 was listed as 30.168 s.
+    The LAME tag (after frames, TOC and quality: flags 0xF) says 576 + 768 samples are not audio."""
+    lame = b"LAME3.100" + b"\x00" * 12 + (576 << 12 | 768).to_bytes(3, "big") + b"\x00" * 12
+    xing = b"\x00" * 9 + b"Info" + struct.pack(">III", 0xF, 419, 60000) + b"\x00" * 104 + lame
+    frame = (0xE3, 0xE8, 0xC0, 1440)  # MPEG-2.5 Layer III, 160 kbps, 8 kHz, mono: 9 bytes of side info
+    data = mp3_frame(*frame, xing) + mp3_frame(*frame) * 10
+    assert sniff(data).duration_seconds == (419 * 576 - 576 - 768) / 8000 == 30.0
+
+
+@pytest.mark.parametrize("frames", [8000 * 30, 8000 * 30 + 123, 1000])
+def test_a_libsndfile_mp3_is_as_long_as_libsndfile_decodes_it(frames: int) -> None:
+    """The length listed is the length the analyser and the clips decode."""
+    out = io.BytesIO()
+    soundfile.write(out, [0.1, -0.1] * (frames // 2) + [0.0] * (frames % 2), 8000, format="MP3")
+    data = out.getvalue()
+    assert soundfile.info(io.BytesIO(data)).frames == frames
+    assert sniff(data).duration_seconds == round(frames / 8000, 3)
 
 
 def test_mp3_vbr_xing_without_frame_count_is_not_guessed() -> None:

@@ -4,11 +4,13 @@ this process (in-memory transport); test_mcp_stdio/test_mcp_http run the same su
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import soundfile
 from mcp.shared.exceptions import MCPError
 from mcp_types import AudioContent, BlobResourceContents, ImageContent
 
@@ -164,6 +166,79 @@ async def test_clip_uri_errors(simulator: Any, tmp_path: Path, query: str, code:
             await client.read_resource(call_uri(EXAMPLE, "clip") + query)
     assert caught.value.error.data["code"] == code
     assert simulator.state.requests == []
+
+
+FULL_CLIP_QUERY = "?start=1&end=2&channel=mix&format=wav&rate=8000"
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "says"),
+    [
+        (FULL_CLIP_QUERY + "&x=1", "unknown_parameter", "unknown query name(s): 'x'"),
+        (FULL_CLIP_QUERY + "&rate=16000", "invalid_parameter", "rate given more than once"),
+        ("?start=1" + "&start=1" * 40, "invalid_parameter", "has 41 name=value pairs"),
+    ],
+)
+async def test_a_full_clip_uri_with_one_pair_more_is_told_what_is_wrong(
+    simulator: Any, tmp_path: Path, query: str, code: str, says: str
+) -> None:
+    """Regression: the 5-pair URI get_call_clip returns plus one more pair (unknown or repeated)
+    was "not name=value pairs (at most 5)", while ?start=1&x=1 named x. A hostile number of pairs
+    is still refused before parsing, saying how many there are."""
+    async with in_process(simulator.url, tmp_path) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource(call_uri(SMALL, "clip") + query)
+    assert caught.value.error.data["code"] == code
+    assert says in caught.value.error.message
+    assert simulator.state.requests == []
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"startSeconds": 0, "endSeconds": 0.00001},
+        {"startSeconds": 19.99995},  # SMALL is 20.0 s long
+        {"startSeconds": 0, "endSeconds": 5e-324},
+        {"startSeconds": 1, "endSeconds": 1.0004},
+    ],
+)
+async def test_a_clip_under_a_millisecond_is_an_invalid_range(
+    simulator: Any, tmp_path: Path, arguments: dict[str, float]
+) -> None:
+    """Regression: these were refused as [unsupported_audio] blaming the recording ("shorter than
+    its header says"), or (1 to 1.0004 s) cut, then named by a URI that could not be read back."""
+    async with in_process(simulator.url, tmp_path) as client:
+        result = await client.call_tool("get_call_clip", {**SMALL, **arguments})
+    assert result.is_error
+    assert text(result).startswith("[invalid_parameter] A clip holds at least 1 ms of audio"), text(result)
+    assert "use 0 <= startSeconds < endSeconds <= 20.00, at least 0.001 s apart" in text(result)
+
+
+async def test_a_sub_millisecond_range_is_the_clip_its_uri_reads_back(simulator: Any, tmp_path: Path) -> None:
+    """Regression: the clip's URI and artefact name were rounded to the millisecond, the cut was
+    not: 0-0.0001 and 0-0.0004 shared one file, and a URI's clip was not the tool's. Now the plan
+    rounds once, and the URI returned reads back the very bytes the tool stored."""
+    async with in_process(simulator.url, tmp_path) as client:
+        result = await client.call_tool(
+            "get_call_clip", {**SMALL, "startSeconds": 1.0004, "endSeconds": 1.0016, "inline": True}
+        )
+        clip = structured(result)["clip"]
+        read = await client.read_resource(clip["uri"])
+    assert (clip["startSeconds"], clip["endSeconds"], clip["durationSeconds"]) == (1.0, 1.002, 0.002)
+    assert clip["uri"].endswith("/clip?start=1&end=1.002&channel=mix&format=wav&rate=8000")
+    tool_bytes = base64.b64decode(next(c for c in result.content if isinstance(c, AudioContent)).data)
+    blob = read.contents[0]
+    assert isinstance(blob, BlobResourceContents)
+    assert base64.b64decode(blob.blob) == tool_bytes
+    assert soundfile.info(io.BytesIO(tool_bytes)).frames == 16  # 2 ms at 8 kHz
+
+
+async def test_the_clip_length_error_shows_it_is_over_the_limit(simulator: Any, tmp_path: Path) -> None:
+    """Regression: 10.001 s over a 10 s limit read "this one would be 10.00 s"."""
+    async with in_process(simulator.url, tmp_path, clip_max_seconds=10) as client:
+        result = await client.call_tool("get_call_clip", {**SMALL, "startSeconds": 0, "endSeconds": 10.001})
+    assert text(result).startswith("[invalid_parameter] A clip is at most 10 s long")
+    assert "this one would be 10.001 s" in text(result)
 
 
 async def test_timeline_and_analytics_take_no_query(simulator: Any, tmp_path: Path) -> None:

@@ -4,12 +4,16 @@ answers with the hostile file in place of the sample's audio)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import soundfile
+from mcp_types import AudioContent
 
 from cte1_mcp.simulator import Fault
 from cte1_mcp.simulator.conversation import hold_music, render, scripted
@@ -105,3 +109,58 @@ async def test_a_channel_of_hold_music_alone_has_no_talk_and_no_overtalk(
     customer_party, agent = analytics["parties"]
     assert agent["talkSeconds"] < 1.0 and customer_party["talkSeconds"] > 15
     assert analytics["overtalkCount"] == 0 and analytics["overtalkSeconds"] < 0.5
+
+
+async def test_an_mp3_is_as_long_as_its_audio_and_its_clips_hold_what_they_say(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Regression: a 30.000 s MP3 (LAME, as libsndfile writes it) was listed as 30.168 s (its Xing
+    frame count, encoder delay and padding included): the whole clip said 0-30.168 s and held
+    30.000 s, a clip from 29 s said 1.168 s and held 1.000 s, and 30.05-30.15 s was blamed on the
+    recording ([unsupported_audio] shorter than its header says)."""
+    tone = 0.25 * np.sin(2 * np.pi * 300 * np.arange(8000 * 30) / 8000)
+    mp3 = io.BytesIO()
+    soundfile.write(mp3, tone, 8000, format="MP3", subtype="MPEG_LAYER_III")
+    serve_once(simulator, mp3.getvalue())
+    async with in_process(simulator.url, tmp_path) as client:
+        audio = structured(await client.call_tool("get_call_audio", SMALL))["audio"]
+        whole = await client.call_tool("get_call_clip", {**SMALL, "inline": True})
+        tail = await client.call_tool("get_call_clip", {**SMALL, "startSeconds": 29, "inline": True})
+        past = await client.call_tool("get_call_clip", {**SMALL, "startSeconds": 30.05, "endSeconds": 30.15})
+    assert audio["durationSeconds"] == 30.0
+    for result, start, seconds in ((whole, 0, 30), (tail, 29, 1)):
+        clip = structured(result)["clip"]
+        assert (clip["startSeconds"], clip["endSeconds"], clip["durationSeconds"]) == (start, 30, seconds)
+        wav = base64.b64decode(next(c for c in result.content if isinstance(c, AudioContent)).data)
+        assert soundfile.info(io.BytesIO(wav)).frames == seconds * 8000
+    assert text(past).startswith("[invalid_parameter] startSeconds 30.05 is past the end of the call")
+
+
+async def test_a_wav_whose_data_size_is_0_is_analysed_and_cut_as_listed(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Regression: a streaming writer's WAV (data size 0) was listed as 60 s, but libsndfile read
+    0 frames: the analysis said "a 0.0-minute call" where nobody talked, and clips failed."""
+    samples = render(scripted(float(SECONDS), 301), 2)
+    wav = pcm_wav(samples)
+    at = wav.index(b"data") + 4
+    serve_once(simulator, wav[:at] + struct.pack("<I", 0) + wav[at + 4 :])
+    async with in_process(simulator.url, tmp_path) as client:
+        audio = structured(await client.call_tool("get_call_audio", SMALL))["audio"]
+        analytics = structured(await client.call_tool("get_call_analytics", SMALL))["analytics"]
+        result = await client.call_tool(
+            "get_call_clip", {**SMALL, "startSeconds": 5, "endSeconds": 10, "channel": "0", "inline": True}
+        )
+    assert audio["durationSeconds"] == analytics["durationSeconds"] == SECONDS
+    assert all(party["talkSeconds"] > 10 for party in analytics["parties"])
+    clip = base64.b64decode(next(c for c in result.content if isinstance(c, AudioContent)).data)
+    cut, _ = soundfile.read(io.BytesIO(clip), dtype="int16")
+    assert np.array_equal(cut, samples[40_000:80_000, 0].astype(np.int16))
+
+
+async def test_a_clip_of_an_empty_recording_says_it_holds_no_audio(simulator: Any, tmp_path: Path) -> None:
+    """Regression: a 0-frame WAV answered "startSeconds 0 is past the end of the call ... <= 0.00"."""
+    serve_once(simulator, pcm_wav(np.zeros((0, 2))))
+    async with in_process(simulator.url, tmp_path) as client:
+        result = await client.call_tool("get_call_clip", SMALL)
+    assert text(result).startswith("[unsupported_audio] The recording holds no audio to cut a clip from")

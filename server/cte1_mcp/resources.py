@@ -58,6 +58,9 @@ GENERIC_MIME = "application/octet-stream"
 _TEMPLATES_HINT = "cte1://calls/{tenantId}/{sessionId}/{recordId}/audio (or /metadata, /timeline, /analytics, /transcript, /transcript.vtt, /clip?start=&end=&channel=&format=&rate=)"
 #: Longer URIs are refused before any parsing (none of ours comes near it).
 MAX_URI_CHARS = 2048
+#: A clip query of more pairs is refused before parsing; fewer are parsed, so that an unknown or
+#: repeated name is named as such (the counting in names.count is quadratic, but over 32 at most).
+MAX_QUERY_FIELDS = 32
 
 _CALL_URI = re.compile(
     r"cte1://calls/(?P<tenantId>[^/?#]+)/(?P<sessionId>[^/?#]+)/(?P<recordId>[^/?#]+)"
@@ -245,14 +248,24 @@ _READERS: dict[str, Reader] = {
 
 
 def _clip_query(query: str | None) -> dict[str, str]:
-    """The clip URI's query as get_call_clip arguments; an unknown or repeated name is refused."""
+    """The clip URI's query as get_call_clip arguments; an unknown or repeated name is refused.
+
+    Parsing is bounded (MAX_QUERY_FIELDS) so a hostile query costs little, but generously: a
+    query one pair too long is told what is wrong with it (an unknown or repeated name)."""
     if not query:
         return {}
+    fields = query.count("&") + 1
+    if fields > MAX_QUERY_FIELDS:
+        raise InvalidParameter(
+            f"The clip URI's query has {fields:,} name=value pairs; it takes at most one each of "
+            f"{', '.join(CLIP_QUERY)}.",
+            next_step=f"Use {CLIP_TEMPLATE}.",
+        )
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=len(CLIP_QUERY))
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_QUERY_FIELDS)
     except ValueError:
         raise InvalidParameter(
-            f"The clip URI's query {excerpt(query)} is not name=value pairs (at most {len(CLIP_QUERY)}).",
+            f"The clip URI's query {excerpt(query)} is not name=value pairs joined by &.",
             next_step=f"Use {CLIP_TEMPLATE}.",
         ) from None
     names = [name for name, _ in pairs]

@@ -11,9 +11,10 @@ audio models WAV and MP3; Gemini WAV, MP3, FLAC and OGG; Claude none (it reads t
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -80,7 +81,8 @@ _VALID = {
 
 @dataclass(frozen=True, slots=True)
 class ClipPlan:
-    """A request checked against one recording: frames to read, which channel (None = mix)."""
+    """A request checked against one recording: its bounds (whole milliseconds, see ``plan``),
+    which channel (None = mix)."""
 
     start_seconds: float
     end_seconds: float
@@ -90,7 +92,7 @@ class ClipPlan:
 
     @property
     def duration_seconds(self) -> float:
-        return self.end_seconds - self.start_seconds
+        return round(self.end_seconds - self.start_seconds, 3)
 
     @property
     def channel_name(self) -> str:
@@ -105,24 +107,54 @@ class ClipPlan:
 def plan(
     request: ClipRequest, *, duration: float, channels: int, roles: tuple[str, ...], max_seconds: float
 ) -> ClipPlan:
-    """The request checked against the recording (no decoding): InvalidParameter names what is valid."""
+    """The request checked against the recording (no decoding): InvalidParameter names what is valid.
+
+    The bounds are rounded to the millisecond here, once: the clip's URI and artefact name carry
+    milliseconds, and at 8 or 16 kHz a millisecond is a whole number of samples, so what is cut,
+    named and reported is the same stretch. A range that rounds to nothing is refused."""
+    last_ms = math.floor(round(duration * 1000, 6))  # the call's last whole millisecond
+    if last_ms < 1:
+        raise UnsupportedAudio(
+            f"The recording holds no audio to cut a clip from: it is {_given(duration)} s long, and a clip "
+            "holds at least 1 ms."
+        )
     end = duration if request.end_seconds is None else request.end_seconds
-    valid_range = f"the call is {duration:.2f} s long: use 0 <= startSeconds < endSeconds <= {duration:.2f}"
+    valid_range = (
+        f"the call is {duration:.2f} s long: use 0 <= startSeconds < endSeconds <= {duration:.2f}, "
+        "at least 0.001 s apart"
+    )
     if request.start_seconds >= duration:
         raise InvalidParameter(
-            f"startSeconds {request.start_seconds:g} is past the end of the call; {valid_range}."
+            f"startSeconds {_given(request.start_seconds)} is past the end of the call; {valid_range}."
         )
     if end > duration + 0.005:
-        raise InvalidParameter(f"endSeconds {end:g} is past the end of the call; {valid_range}.")
+        raise InvalidParameter(f"endSeconds {_given(end)} is past the end of the call; {valid_range}.")
     if end <= request.start_seconds:
         raise InvalidParameter(f"endSeconds must be greater than startSeconds; {valid_range}.")
-    if end - request.start_seconds > max_seconds:
+    start_ms, end_ms = round(request.start_seconds * 1000), min(round(end * 1000), last_ms)
+    if end_ms <= start_ms:
+        raise InvalidParameter(
+            f"A clip holds at least 1 ms of audio: {_given(request.start_seconds)} to {_given(end)} s is the "
+            f"same millisecond ({_seconds(start_ms)} s); {valid_range}."
+        )
+    if (end_ms - start_ms) / 1000 > max_seconds:
         raise InvalidParameter(
             f"A clip is at most {max_seconds:g} s long (CTE1_CLIP_MAX_SECONDS); this one would be "
-            f"{end - request.start_seconds:.2f} s: ask for several clips."
+            f"{(end_ms - start_ms) / 1000:.3f} s: ask for several clips."
         )
     channel = _channel(request.channel, channels, roles)
-    return ClipPlan(request.start_seconds, min(end, duration), channel, request.format, request.sample_rate)
+    return ClipPlan(start_ms / 1000, end_ms / 1000, channel, request.format, request.sample_rate)
+
+
+def _given(seconds: float) -> str:
+    """A number as the caller gave it: short when that is exact (300, not 300.0), else repr."""
+    short = f"{seconds:g}"
+    return short if float(short) == seconds else repr(seconds)
+
+
+def _seconds(milliseconds: int) -> str:
+    """Milliseconds as seconds, no trailing zeros (20000 → 20, 1234567 → 1234.567)."""
+    return f"{milliseconds / 1000:.3f}".rstrip("0").rstrip(".")
 
 
 def _channel(name: str, channels: int, roles: tuple[str, ...]) -> int | None:
@@ -145,7 +177,10 @@ def cut(
 ) -> None:
     """Encode the clip into ``out`` (a seekable file), decoding only its frames, a block at a time:
     memory stays flat in the clip's length (blocking: a worker thread). ``on_block(seconds done,
-    clip seconds)`` after each block (progress; it may raise to stop, e.g. when cancelled)."""
+    clip seconds)`` after each block (progress; it may raise to stop, e.g. when cancelled).
+
+    A recording whose data ends before its header says (so before the planned range ends) is
+    refused with the real end named, rather than stored as a clip shorter than it reports."""
     import soundfile
 
     stream = probe(file)
@@ -154,10 +189,7 @@ def cut(
     blocks = iter_blocks(file, start=start, stop=stop)
     first = next(blocks, None)
     if first is None:  # the header promised more audio than the file holds
-        raise UnsupportedAudio(
-            f"The stored audio ends at {stream.duration_seconds:.2f} s, before the clip's start: "
-            "it is shorter than its header says."
-        )
+        _ran_out(clip, min(start, stream.frames) / stream.sample_rate)
     halfband = HalfBand(stream.sample_rate, clip.sample_rate)
     container, subtype = _LIBSNDFILE[clip.format]
     with soundfile.SoundFile(out, "w", clip.sample_rate, 1, format=container, subtype=subtype) as sound:
@@ -167,7 +199,23 @@ def cut(
             done += len(block)
             if on_block is not None:
                 on_block(done / stream.sample_rate, clip.duration_seconds)
+        if round((start + done) * 1000 / stream.sample_rate) < round(clip.end_seconds * 1000):
+            # short by a millisecond or more; less is the rounding of a length to the millisecond
+            _ran_out(clip, (start + done) / stream.sample_rate)
         _write(sound, halfband.flush())
+
+
+def _ran_out(clip: ClipPlan, real_end: float) -> NoReturn:
+    """The range fitted the length the recording's header announced, not the audio it holds."""
+    whole_ms = math.floor(real_end * 1000)
+    if not whole_ms:
+        raise UnsupportedAudio("The recording holds no audio, although its header announces some.")
+    raise InvalidParameter(
+        f"The recording's audio ends at {real_end:.3f} s, before its header says, so the clip "
+        f"{_seconds(round(clip.start_seconds * 1000))} to {_seconds(round(clip.end_seconds * 1000))} s "
+        f"is not all there: use 0 <= startSeconds < endSeconds <= {_seconds(whole_ms)}.",
+        next_step=f"Ask for a clip that ends by {_seconds(whole_ms)} s.",
+    )
 
 
 def _write(sound: SoundFile, samples: npt.NDArray[np.float32]) -> None:

@@ -9,6 +9,7 @@ are read as float32 and converted here, non-finite samples as silence and counte
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
+from cte1_mcp.audio.sniff import unsized_wav_data
 from cte1_mcp.errors import UnsupportedAudio
 
 #: Rates the voice-activity detectors take natively (telephone narrow- and wide-band).
@@ -26,6 +28,8 @@ SUPPORTED_RATES = (8000, 16000)
 BLOCK_FRAMES = 32_000
 #: libsndfile's subtypes whose samples are floating point (read as float32, repaired, scaled).
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+#: The recording's first bytes that are read for its RIFF chunks (as many as the sniffer is given).
+HEAD_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -110,9 +114,43 @@ def _from_float(samples: npt.NDArray[np.float32], repairs: Repairs | None) -> np
 
 
 def _open(file: BinaryIO) -> soundfile.SoundFile:
+    """libsndfile on the file; a WAV whose data size is 0 (see ``unsized_wav_data``) as RAW from
+    its data to the end of the file, so decoding reads the audio the listed length counts."""
+    file.seek(0)
+    layout = unsized_wav_data(file.read(HEAD_BYTES))
     file.seek(0)
     with _decoding():
-        return soundfile.SoundFile(file)
+        if layout is None:
+            return soundfile.SoundFile(file)
+        return soundfile.SoundFile(
+            _FromOffset(file, layout.offset),
+            format="RAW",
+            subtype=layout.subtype,
+            channels=layout.channels,
+            samplerate=layout.sample_rate,
+            endian="LITTLE",
+        )
+
+
+class _FromOffset:
+    """The file from ``offset`` on, as a file of its own: libsndfile's virtual I/O (soundfile's
+    file objects) seeks and measures from position 0, where a RAW stream's first sample must be."""
+
+    def __init__(self, file: BinaryIO, offset: int) -> None:
+        self._file, self._offset = file, offset
+        file.seek(offset)
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        return (
+            self._file.seek(position + self._offset if whence == io.SEEK_SET else position, whence)
+            - self._offset
+        )
+
+    def tell(self) -> int:
+        return self._file.tell() - self._offset
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
 
 
 @contextmanager

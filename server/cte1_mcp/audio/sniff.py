@@ -22,6 +22,7 @@ _WAV_ENCODINGS: dict[int, Encoding] = {0x0001: "pcm", 0x0006: "alaw", 0x0007: "m
 #: these the frame count follows from the data size alone, as libsndfile (the analyser) counts it.
 _FIXED_FRAME_TAGS = (0x0001, 0x0003, 0x0006, 0x0007)
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_IMA_ADPCM = 0x0011
 #: Bytes 2..16 of every KSDATAFORMAT_SUBTYPE_* GUID whose first two bytes are a format tag.
 _KSDATAFORMAT_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 #: Streaming writers that cannot seek back leave the data size as 0 or as the largest value.
@@ -64,6 +65,8 @@ def _fallback_mime(content_type: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _WavFmt:
+    #: The format tag (an extensible format's sub-format tag; -1 for an unknown sub-format).
+    tag: int
     encoding: Encoding
     channels: int
     sample_rate: int
@@ -72,24 +75,12 @@ class _WavFmt:
     bits_per_sample: int
     #: channels x bytes per sample where the tag fixes it, else None (compressed: trust byte_rate).
     frame_bytes: int | None
+    #: IMA ADPCM's frames per block (its fmt extension), else None.
+    samples_per_block: int | None = None
 
 
 def _sniff_wav(head: bytes, total_size: int) -> AudioFormat:
-    """Walk the RIFF chunks (word-aligned, any order before ``data``) to ``fmt `` and ``data``."""
-    fmt: _WavFmt | None = None
-    data: tuple[int, int] | None = None  # (offset of the samples, declared size)
-    pos = 12
-    while data is None and pos + 8 <= len(head):
-        chunk_id = head[pos : pos + 4]
-        (size,) = struct.unpack_from("<I", head, pos + 4)
-        body = pos + 8
-        if chunk_id == b"fmt ":
-            fmt = _parse_fmt(head[body : body + size]) if body + size <= len(head) else None
-            if fmt is None:
-                break  # truncated or malformed fmt chunk: nothing more can be known
-        elif chunk_id == b"data":
-            data = (body, size)
-        pos = body + size + (size & 1)
+    fmt, data = _wav_chunks(head)
     if fmt is None:
         return AudioFormat(mime_type=WAV_MIME, container="wav")
     duration, warnings = _wav_duration(fmt, data, total_size)
@@ -105,6 +96,66 @@ def _sniff_wav(head: bytes, total_size: int) -> AudioFormat:
     )
 
 
+def _wav_chunks(head: bytes) -> tuple[_WavFmt | None, tuple[int, int] | None]:
+    """Walk the RIFF chunks (word-aligned, any order before ``data``) to ``fmt `` and ``data``
+    (the offset of the samples and the declared size)."""
+    fmt: _WavFmt | None = None
+    data: tuple[int, int] | None = None
+    pos = 12
+    while data is None and pos + 8 <= len(head):
+        chunk_id = head[pos : pos + 4]
+        (size,) = struct.unpack_from("<I", head, pos + 4)
+        body = pos + 8
+        if chunk_id == b"fmt ":
+            fmt = _parse_fmt(head[body : body + size]) if body + size <= len(head) else None
+            if fmt is None:
+                break  # truncated or malformed fmt chunk: nothing more can be known
+        elif chunk_id == b"data":
+            data = (body, size)
+        pos = body + size + (size & 1)
+    return fmt, data
+
+
+@dataclass(frozen=True, slots=True)
+class RawLayout:
+    """How to read a WAV's samples as headerless audio (libsndfile's RAW) from ``offset`` on."""
+
+    offset: int
+    channels: int
+    sample_rate: int
+    #: libsndfile's subtype name for the samples.
+    subtype: str
+
+
+#: (format tag, bits per sample) → libsndfile's subtype for the fixed-frame encodings.
+_RAW_SUBTYPES = {
+    (0x0001, 8): "PCM_U8",
+    (0x0001, 16): "PCM_16",
+    (0x0001, 24): "PCM_24",
+    (0x0001, 32): "PCM_32",
+    (0x0003, 32): "FLOAT",
+    (0x0003, 64): "DOUBLE",
+    (0x0006, 8): "ALAW",
+    (0x0007, 8): "ULAW",
+}
+
+
+def unsized_wav_data(head: bytes) -> RawLayout | None:
+    """The layout of a fixed-frame WAV whose data chunk declares 0 bytes, else None.
+
+    A streaming writer that cannot seek back leaves the size 0; the length listed for it counts
+    the data to the end of the file (see _wav_duration), while libsndfile reads 0 frames, so the
+    analyser and the clips read such data as RAW instead, to the same end. (0xFFFFFFFF, the other
+    placeholder, libsndfile already reads to the end of the file.)"""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    fmt, data = _wav_chunks(head)
+    if fmt is None or data is None or data[1] != 0:
+        return None
+    subtype = _RAW_SUBTYPES.get((fmt.tag, fmt.bits_per_sample))
+    return None if subtype is None else RawLayout(data[0], fmt.channels, fmt.sample_rate, subtype)
+
+
 def _parse_fmt(chunk: bytes) -> _WavFmt | None:
     if len(chunk) < 16:
         return None
@@ -116,8 +167,17 @@ def _parse_fmt(chunk: bytes) -> _WavFmt | None:
     if channels == 0 or sample_rate == 0:
         return None
     frame_bytes = channels * ((bits + 7) // 8) if tag in _FIXED_FRAME_TAGS and bits else None
+    per_block = int.from_bytes(chunk[18:20], "little") if tag == _IMA_ADPCM and len(chunk) >= 20 else 0
     return _WavFmt(
-        _WAV_ENCODINGS.get(tag, "unknown"), channels, sample_rate, byte_rate, block_align, bits, frame_bytes
+        tag,
+        _WAV_ENCODINGS.get(tag, "unknown"),
+        channels,
+        sample_rate,
+        byte_rate,
+        block_align,
+        bits,
+        frame_bytes,
+        per_block or None,
     )
 
 
@@ -137,6 +197,11 @@ def _wav_duration(
     if available < 0:
         return None, ()
     size = available if declared in _UNKNOWN_DATA_SIZES else min(declared, available)
+    if fmt.samples_per_block and fmt.block_align:
+        # IMA ADPCM decodes whole blocks (a partial last one too): as many frames as libsndfile
+        # reads, where the byte rate (a rounded average) would be off by tens of milliseconds
+        frames = -(-size // fmt.block_align) * fmt.samples_per_block
+        return round(frames / fmt.sample_rate, 3), ()
     if fmt.frame_bytes is None:
         return (round(size / fmt.byte_rate, 3) if fmt.byte_rate else None), ()
     seconds = size // fmt.frame_bytes / fmt.sample_rate
@@ -253,7 +318,8 @@ def _mp3_duration(head: bytes, pos: int, frame: _FrameHeader, total_size: int) -
         (flags,) = struct.unpack_from(">I", head, xing_at + 4)
         if flags & 1:
             frames = int.from_bytes(head[xing_at + 8 : xing_at + 12], "big")
-            return round(frames * frame.samples_per_frame / frame.sample_rate, 3)
+            samples = frames * frame.samples_per_frame - _lame_trim(head, xing_at, flags)
+            return round(max(samples, 0) / frame.sample_rate, 3)
         if marker == b"Xing":
             return None  # a VBR stream without its frame count: a CBR estimate would be a guess
     vbri_at = pos + 4 + 32
@@ -264,3 +330,18 @@ def _mp3_duration(head: bytes, pos: int, frame: _FrameHeader, total_size: int) -
     if audio_bytes <= 0:
         return None
     return round(audio_bytes * 8 / (frame.bitrate_kbps * 1000), 3)
+
+
+#: Encoders that write the LAME extension after the Xing/Info fields (ffmpeg's libmp3lame too).
+_LAME_ENCODERS = (b"LAME", b"Lavc", b"Lavf", b"L3.9")
+
+
+def _lame_trim(head: bytes, xing_at: int, flags: int) -> int:
+    """The encoder delay plus end padding of a LAME tag (0 without one): samples counted in the
+    frames that are not audio. The decoder (libsndfile's mpg123) drops them, so the length it
+    decodes, and so every clip and analysis, is the frame count less these."""
+    tag = xing_at + 8 + 4 * (flags & 1) + 4 * (flags >> 1 & 1) + 100 * (flags >> 2 & 1) + 4 * (flags >> 3 & 1)
+    if head[tag : tag + 4] not in _LAME_ENCODERS or len(head) < tag + 24:
+        return 0
+    packed = int.from_bytes(head[tag + 21 : tag + 24], "big")  # 12 bits of delay, 12 of padding
+    return (packed >> 12) + (packed & 0xFFF)
