@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from cte1_mcp.coordination.local import RequestSpacer
 from cte1_mcp.cte1.redaction import Redactor
 from cte1_mcp.settings import Settings
 from cte1_mcp.simulator import DEFAULT_API_KEY, DEFAULT_SOURCE_UUID
+from cte1_mcp.simulator.calls import FOREIGN_TENANT
 from tests.helpers.raw_upstream import Reply, make_settings, raw_server
 from tests.mcp_harness import server_env
 
@@ -193,3 +195,40 @@ def test_the_transcription_model_is_loaded_once(env: dict[str, str], simulator: 
     assert verdict(done) == "ok"  # the platform part is still diagnosed
     assert len(simulator.state.requests) == 2
     assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_redis_is_a_verdict_not_a_traceback(
+    env: dict[str, str], simulator: Any, tmp_path: Path
+) -> None:
+    # Before: a 73-line ExceptionGroup traceback ending in CoordinationUnavailable.
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = check({**env, "CTE1_REDIS_URL": f"redis://:hunter2-pw@127.0.0.1:{port}/0"})
+    assert done.returncode == 1, done.stderr
+    assert verdict(done) == "redis_unreachable"
+    assert "Redis unreachable" in done.stderr
+    assert "Next: Check that the Redis server CTE1_REDIS_URL names is running" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hunter2-pw" not in done.stderr + done.stdout
+    assert simulator.state.requests == []
+
+
+@pytest.mark.parametrize("how", ["allowed_tenants", "call"])
+def test_a_named_tenant_the_key_may_not_read_is_not_ok(env: dict[str, str], how: str) -> None:
+    # Before: verdict ok, "Nothing to do", exit 0, for 許可されていないテナントの情報要求です.
+    if how == "allowed_tenants":
+        done = check({**env, "CTE1_ALLOWED_TENANTS": FOREIGN_TENANT})
+    else:
+        done = check(env, "--call", f"{FOREIGN_TENANT}/942125/1")
+    assert done.returncode == 1, done.stderr
+    assert verdict(done) == "tenant_refused"
+    assert "許可されていないテナント" in done.stderr
+    assert f"this key may not read tenant {FOREIGN_TENANT}" in done.stderr
+
+
+def test_the_probes_own_placeholder_tenant_refused_is_still_ok(env: dict[str, str]) -> None:
+    # No tenant named: the probe asks for tenant "0", which the platform may refuse: documented.
+    done = check(env)
+    assert "許可されていないテナント" in done.stderr
+    assert (done.returncode, verdict(done)) == (0, "ok")

@@ -107,6 +107,22 @@ def test_an_empty_or_unsendable_key_stops_start_up_unechoed(env: dict[str, str],
     assert "secret-tail" not in done.stderr
 
 
+@pytest.mark.parametrize("source", ["CTE1_PUSH_KEY", "CTE1_PUSH_KEY_FILE"])
+@pytest.mark.parametrize("key", ["Bearer ", "bearer", " Bearer \t"])
+def test_a_key_that_is_only_the_bearer_prefix_is_empty(
+    env: dict[str, str], tmp_path: Path, source: str, key: str
+) -> None:
+    # Before: accepted as the word "Bearer", so any push saying "Authorization: Bearer" passed.
+    if source == "CTE1_PUSH_KEY_FILE":
+        key_file = tmp_path / "push.key"
+        key_file.write_text(key + "\n")
+        key = str(key_file)
+    done = serve({**env, source: key}, "--transport", "http", "--port", "0")
+    assert done.returncode == 2, done.stderr
+    assert f"{source}: {'the key in it ' if source.endswith('FILE') else ''}is empty" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_every_push_setting_problem_at_once(env: dict[str, str], tmp_path: Path) -> None:
     empty = tmp_path / "empty.key"
     empty.write_text("\n")
@@ -148,6 +164,7 @@ def test_settings_of_the_push(tmp_path: Path) -> None:
 def test_a_printed_client_config_holds_the_key_files_absolute_path_never_the_key(
     env: dict[str, str], tmp_path: Path
 ) -> None:
+    (tmp_path / "push.key").write_text(PUSH_KEY + "\n")  # the printed config is checked as serve checks it
     for given, expected in (
         ({"CTE1_PUSH_KEY_FILE": "push.key"}, str(tmp_path / "push.key")),
         ({"CTE1_PUSH_KEY": PUSH_KEY}, None),

@@ -22,11 +22,19 @@ from cte1_mcp.coordination.base import Spacer
 from cte1_mcp.cte1.answers import interpret
 from cte1_mcp.cte1.client import retry_after_seconds
 from cte1_mcp.cte1.redaction import Redactor
+from cte1_mcp.errors import CoordinationUnavailable
 from cte1_mcp.models import CallKey
 from cte1_mcp.settings import Settings
 
 #: A session id no tenant reaches (the largest the platform's integer can hold).
 PROBE_SESSION_ID = 2**31 - 1
+#: How the platform words its documented refusal 許可されていないテナントの情報要求 (as the client reads it).
+_TENANT_NOT_ALLOWED = (
+    "許可されていないテナント",
+    "tenant not allowed",
+    "tenant is not permitted",
+    "not permitted",
+)
 
 
 class Verdict(enum.Enum):
@@ -34,11 +42,13 @@ class Verdict(enum.Enum):
 
     ok = "ok"
     key_refused = "key_refused"
+    tenant_refused = "tenant_refused"
     not_found = "not_found"
     rate_limited = "rate_limited"
     tls = "tls"
     unreachable = "unreachable"
     unexpected = "unexpected"
+    redis_unreachable = "redis_unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +78,25 @@ async def run_check(
     on_wait: Callable[[float], Awaitable[None]] | None = None,
 ) -> CheckResult:
     """Send the one request (after the shared spacing) and judge its answer."""
+    # The operator named the tenant (CTE1_ALLOWED_TENANTS or --call): one the key may not read is a
+    # problem. The placeholder tenant of the probe may well be refused: that answer is documented too.
     key = key or probe_key(settings)
+    tenant_named = key != probe_key(settings) or bool(settings.allowed_tenants)
     redactor = Redactor(settings)
     verify: ssl.SSLContext | bool = (
         ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else True
     )
-    await spacer.acquire(on_wait)
+    try:
+        await spacer.acquire(on_wait)
+    except CoordinationUnavailable:
+        return CheckResult(
+            Verdict.redis_unreachable,
+            "none: Redis unreachable (CTE1_REDIS_URL): no request is made to CT-e1 without the "
+            "shared rate limiter",
+            "Check that the Redis server CTE1_REDIS_URL names is running and that this machine may "
+            "reach it (host, port, password, TLS), then run `cte1-mcp check` again; or unset "
+            "CTE1_REDIS_URL when every server runs on this machine.",
+        )
     try:
         async with (
             httpx.AsyncClient(
@@ -98,11 +121,16 @@ async def run_check(
         wait = retry_after_seconds(response.headers.get("retry-after"), cap=settings.max_retry_after_seconds)
         if wait is not None:
             await spacer.defer(wait)
-    return judge(response.status_code, response.headers.get("content-type"), body, redactor)
+    content_type = response.headers.get("content-type")
+    return judge(
+        response.status_code, content_type, body, redactor, tenant=key.tenant_id if tenant_named else None
+    )
 
 
-def judge(status: int, content_type: str | None, body: bytes, redactor: Redactor) -> CheckResult:
-    """The verdict for one HTTP answer to the probe."""
+def judge(
+    status: int, content_type: str | None, body: bytes, redactor: Redactor, *, tenant: str | None = None
+) -> CheckResult:
+    """The verdict for one HTTP answer to the probe; ``tenant``: the one the operator named, if any."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if status == 200 and media_type.startswith("multipart/"):
         return CheckResult(Verdict.ok, "HTTP 200 with a recording (multipart)", "Nothing to do.")
@@ -113,6 +141,20 @@ def judge(status: int, content_type: str | None, body: bytes, redactor: Redactor
             Verdict.rate_limited,
             f"HTTP 200 failure saying the rate limit was hit{words}",
             "Another client with this key made a request just before; run the check again in a few seconds.",
+        )
+    refused = (said.platform_message or "").lower()
+    if (
+        status == 200
+        and media_type.endswith("json")
+        and tenant is not None
+        and any(marker.lower() in refused for marker in _TENANT_NOT_ALLOWED)
+    ):
+        return CheckResult(
+            Verdict.tenant_refused,
+            f"HTTP 200 failure{words} (the API key may not read tenant {tenant})",
+            f"URL, key, IP allow-listing and TLS are right, but this key may not read tenant {tenant}: "
+            "check the tenant id (CTE1_ALLOWED_TENANTS or --call), or ask the platform's administrator "
+            "to add the tenant to the General API application (汎用API申込書).",
         )
     if status == 200 and media_type.endswith("json"):  # the "200 失敗", whatever its fields
         return CheckResult(

@@ -7,6 +7,7 @@ Heavy modules are imported inside each command so start-up stays quick and ``--h
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
+from uuid import UUID
 
 import anyio
 import click
@@ -174,10 +176,14 @@ def check(call: str | None) -> None:
     transcription model does not load (it is loaded once here; start-up only checks its files); 2 for
     a bad configuration. The request keeps the platform's spacing between requests, as the server does.
     """
+    from cte1_mcp.repository.local.posix import private_dir
     from cte1_mcp.settings import load_settings
 
     settings = _or_exit(load_settings)
     key = _or_exit(lambda: _parse_call(call)) if call else None
+    # The spacing is shared through the cache directory (or Redis), as the servers share it: the
+    # directory is created, or refused, exactly as `serve` does.
+    _or_exit(lambda: private_dir(settings.cache_dir.expanduser().absolute()))
     _run(lambda: _check(settings, key))
 
 
@@ -203,6 +209,7 @@ def config(demo: bool, uvx: bool) -> None:
 
     servers: dict[str, Any] = {}
     if not demo:
+        _or_exit(_check_client_settings)
         servers["cte1"] = {**entry([]), "env": _client_env()}
     servers["cte1-demo"] = entry(["serve", "--demo"])
     click.echo(json.dumps({"mcpServers": servers}, indent=2, ensure_ascii=False))
@@ -219,30 +226,37 @@ def config(demo: bool, uvx: bool) -> None:
     default=None,
     help="Key clients must send (or CTE1_SIMULATOR_API_KEY).  [default: the public demo key]",
 )
-@click.option("--source-uuid", default=None, help="Accepted sourceUuid.  [default: the demo UUID]")
+@click.option(
+    "--source-uuid", default=None, type=click.UUID, help="Accepted sourceUuid.  [default: the demo UUID]"
+)
 @click.option(
     "--min-interval",
     default=None,
     type=click.FloatRange(0),
+    callback=lambda ctx, param, value: _finite(value, param),
     help="Refuse requests closer together than this many seconds; 0 turns it off.  [default: 5]",
 )
 def simulator(
     host: str | None,
     port: int | None,
     api_key: str | None,
-    source_uuid: str | None,
+    source_uuid: UUID | None,
     min_interval: float | None,
 ) -> None:
     """Run the embedded CT-e1 simulator (the General API's audio_data endpoint with sample calls)."""
     from cte1_mcp.simulator import SimulatorConfig
     from cte1_mcp.simulator.server import serve as serve_simulator
 
+    if api_key is not None and not api_key.strip():
+        raise click.BadParameter(
+            "is empty: give a key, or leave it out for the demo key", param_hint="--api-key"
+        )
     config = SimulatorConfig()
     chosen = SimulatorConfig(
         host=host or config.host,
         port=config.port if port is None else port,
-        api_key=api_key or config.api_key,
-        source_uuid=source_uuid or config.source_uuid,
+        api_key=api_key.strip() if api_key else config.api_key,
+        source_uuid=str(source_uuid) if source_uuid else config.source_uuid,
         min_interval=config.min_interval if min_interval is None else min_interval,
     )
     try:
@@ -263,7 +277,22 @@ def demo(output: Path) -> None:
     """Walk through the server against the simulator with the official MCP client (about 13 s)."""
     from cte1_mcp.demo import run_demo
 
+    # Made now (as the walkthrough saves into it: 0700), not halfway through the walkthrough.
+    try:
+        output.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(
+            f"--output {output} cannot be created ({exc.strerror or exc}); give a directory this user can write"
+        )
+    if not os.access(output, os.W_OK | os.X_OK):
+        _fail(f"--output {output} is not writable by this user; give a directory this user can write")
     _run(lambda: run_demo(output))
+
+
+def _finite(value: float | None, param: click.Parameter) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a number of seconds", param=param)
+    return value
 
 
 # --- serve --demo ----------------------------------------------------------------------------
@@ -362,8 +391,6 @@ async def _check(settings: Any, key: Any) -> None:
                 f"{settings.min_interval_seconds:g} s (CTE1_MIN_INTERVAL_SECONDS)"
             )
 
-    # The spacing is shared through the cache directory (or Redis), as the servers share it.
-    settings.cache_dir.expanduser().mkdir(mode=0o700, parents=True, exist_ok=True)
     async with open_coordination(settings) as coordination:
         result = await run_check(settings, coordination.spacer, key=key, on_wait=waiting)
     say(f"answer: {result.answer}")
@@ -430,6 +457,28 @@ def _uvx_launcher() -> tuple[str, list[str]]:
     return command, ["--from", str(checkout), "cte1-mcp"]
 
 
+#: What ``config`` prints for a required setting that is not set (checked with them in its place).
+PLACEHOLDERS = {
+    "CTE1_BASE_URL": "https://your-cte1-domain.example.jp",
+    "CTE1_SOURCE_UUID": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _check_client_settings() -> None:
+    """The settings set now, validated as ``serve`` validates them (placeholders standing in for the
+    required ones not set): a bad value is reported, never copied into a client's config."""
+    from cte1_mcp.settings import load_settings
+
+    stand_ins: dict[str, Any] = {
+        variable.removeprefix("CTE1_").lower(): value
+        for variable, value in PLACEHOLDERS.items()
+        if variable not in os.environ
+    }
+    if "CTE1_API_KEY" not in os.environ and "CTE1_API_KEY_FILE" not in os.environ:
+        stand_ins["api_key"] = "placeholder"  # given later, in the file the printed entry names
+    load_settings(**stand_ins)
+
+
 def _client_env() -> dict[str, str]:
     """The ``CTE1_*`` variables set now, for a client's config: secrets left out, paths absolute."""
     from cte1_mcp.settings import Settings
@@ -451,10 +500,11 @@ def _client_env() -> dict[str, str]:
                 )
             )
             continue
-        env[variable] = str(Path(value).expanduser().absolute()) if name in PATH_SETTINGS else value
+        if name in PATH_SETTINGS or (name == "asr_model" and _is_model_path(value)):
+            value = str(Path(value).expanduser().absolute())
+        env[variable] = value
     placeholders = {
-        "CTE1_BASE_URL": "https://your-cte1-domain.example.jp",
-        "CTE1_SOURCE_UUID": "00000000-0000-4000-8000-000000000000",
+        **PLACEHOLDERS,
         "CTE1_API_KEY_FILE": str(Path.home() / ".config" / "cte1-mcp" / "api-key"),
     }
     missing = [variable for variable in placeholders if variable not in env]
@@ -465,6 +515,13 @@ def _client_env() -> dict[str, str]:
     if missing:
         _stderr_line(f"cte1-mcp: {', '.join(missing)} hold placeholders: put your own in.")
     return env
+
+
+def _is_model_path(value: str) -> bool:
+    """Whether CTE1_ASR_MODEL names a model directory (made absolute), not an installed model."""
+    from cte1_mcp.transcribe.configured import is_path  # here: it brings numpy with it
+
+    return is_path(value)
 
 
 # --- models ----------------------------------------------------------------------------------

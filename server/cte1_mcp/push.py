@@ -30,7 +30,7 @@ from cte1_mcp.audit import AuditEntry, AuditLog
 from cte1_mcp.errors import RecordingExpired, StorageError
 from cte1_mcp.http_auth import fingerprint
 from cte1_mcp.repository.base import RecordingRepository
-from cte1_mcp.settings import Settings
+from cte1_mcp.settings import Settings, bare_secret
 from cte1_mcp.transcribe.pushed import PushBody, PushedConversation, StoredPush
 
 logger = logging.getLogger(__name__)
@@ -135,9 +135,7 @@ class PushReceiver:
                 "The Authorization header with the pre-shared push key is missing.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        presented = header.strip()
-        if presented[:7].lower() == "bearer ":
-            presented = presented[7:].strip()
+        presented = bare_secret(header)  # "Bearer" alone is empty, never the configured key
         if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), self.key):
             raise Refusal(
                 401,
@@ -341,5 +339,4 @@ def warn_if_push_on_stdio(settings: Settings) -> None:
 
 
 def _bare_key(key: str) -> bytes:
-    key = key.strip()
-    return (key[7:].strip() if key[:7].lower() == "bearer " else key).encode()
+    return bare_secret(key).encode()

@@ -11,6 +11,7 @@ from cte1_mcp.audit import AuditLog
 from cte1_mcp.errors import ConfigurationError
 from cte1_mcp.mcp_server import Cte1MCPServer, Transport
 from cte1_mcp.push import mount_push, warn_if_push_on_stdio
+from cte1_mcp.repository.local.posix import private_dir
 from cte1_mcp.service import RecordingService
 from cte1_mcp.settings import Settings, is_loopback
 
@@ -38,7 +39,7 @@ def configure_logging(settings: Settings) -> None:
 
 async def serve_stdio(settings: Settings, *, demo: bool = False) -> None:
     configure_logging(settings)
-    audit = _audit_log(settings)
+    audit = startup_checks(settings)
     async with RecordingService.open(settings) as service:
         announce(settings, "stdio")
         warn_if_push_on_stdio(settings)
@@ -59,6 +60,31 @@ def mcp_server(
 def _audit_log(settings: Settings) -> AuditLog | None:
     # Opened before anything else starts: a bad path is a configuration error (exit 2).
     return AuditLog(settings.audit_log) if settings.audit_log is not None else None
+
+
+def startup_checks(settings: Settings, host: str | None = None) -> AuditLog | None:
+    """What the settings alone cannot tell, all checked before failing, so every problem is said at
+    once: the HTTP bind (``host``), the audit log (opened, and returned) and the store's directory
+    (created private, or refused; the store checks it again when it opens)."""
+    problems = http_problems(settings, host) if host is not None else []
+    refusals: list[tuple[str, ConfigurationError]] = []
+    audit = None
+    try:
+        audit = _audit_log(settings)
+    except ConfigurationError as error:
+        refusals.append(("CTE1_AUDIT_LOG", error))
+    try:
+        private_dir(settings.cache_dir.expanduser().absolute())
+    except ConfigurationError as error:
+        refusals.append(("CTE1_CACHE_DIR", error))
+    if not problems and len(refusals) == 1:
+        raise refusals[0][1]  # alone: as it is, with its own next step
+    for name, refusal in refusals:
+        said = refusal.message if refusal.message.startswith(name) else f"{name}: {refusal.message}"
+        problems.append(f"  - {said} {refusal.next_step}")
+    if problems:
+        raise ConfigurationError("invalid configuration:\n" + "\n".join(problems))
+    return audit
 
 
 def announce(settings: Settings, transport: str) -> None:
@@ -112,13 +138,12 @@ async def serve_http(
     from cte1_mcp.http_json import PlainJsonAnswers
 
     configure_logging(settings)
-    problems = http_problems(settings, host)
-    if problems:
-        raise ConfigurationError("invalid configuration:\n" + "\n".join(problems))
-    audit = _audit_log(settings)
+    audit = startup_checks(settings, host)
     allowed_hosts = list(settings.http_allowed_hosts)
     if is_loopback(host):
-        allowed_hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+        # The address bound too (127.0.0.2 is loopback as well): the URL printed below must answer.
+        bound = f"[{host.strip('[]')}]:*" if ":" in host else f"{host}:*"
+        allowed_hosts += dict.fromkeys(["127.0.0.1:*", "localhost:*", "[::1]:*", bound])
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=allowed_hosts,

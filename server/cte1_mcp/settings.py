@@ -89,8 +89,22 @@ class AsrSettings(BaseSettings):
         1, ge=1, le=64, description="Transcriptions run at once by one server; others wait (it is CPU-bound)"
     )
     asr_timeout_seconds: float = Field(
-        3600.0, gt=0, le=86400, description="Longest one transcription may take; then it is abandoned"
+        3600.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Longest one transcription may take; then it is abandoned",
     )
+
+    @field_validator("asr_models_dir", mode="before")
+    @classmethod
+    def _models_dir_not_empty(cls, value: Any) -> Any:
+        return _path_not_empty(value)
+
+    @field_validator("asr_device", mode="before")
+    @classmethod
+    def _device_trimmed(cls, value: Any) -> Any:
+        return _trimmed(value)
 
     @property
     def asr_threads_count(self) -> int:
@@ -116,14 +130,18 @@ class Settings(AsrSettings):
         (), description="Comma-separated tenant ids this server may read; empty means any"
     )
     min_interval_seconds: float = Field(
-        5.0, ge=0, le=3600, description="Start-to-start spacing of upstream requests (0 turns it off)"
+        5.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Start-to-start spacing of upstream requests (0 turns it off)",
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="Where recordings are stored (a private directory)"
     )
     max_audio_bytes: int = Field(512 * MiB, ge=1, description="Largest recording accepted from CT-e1")
     timeout_seconds: float = Field(
-        30.0, gt=0, le=3600, description="Connect / per-read timeout towards CT-e1"
+        30.0, gt=0, le=3600, allow_inf_nan=False, description="Connect / per-read timeout towards CT-e1"
     )
     inline_audio_max_bytes: int = Field(
         512 * 1024, ge=0, description="Largest recording get_call_audio returns inline"
@@ -132,7 +150,11 @@ class Settings(AsrSettings):
         64 * MiB, ge=1, description="Largest recording returned as a resource blob (one JSON-RPC message)"
     )
     retention_hours: float = Field(
-        24.0, gt=0, le=31 * 24, description="Hours a stored recording is kept after it was fetched"
+        24.0,
+        gt=0,
+        le=31 * 24,
+        allow_inf_nan=False,
+        description="Hours a stored recording is kept after it was fetched",
     )
     cache_max_bytes: int = Field(
         2048 * MiB, ge=1, description="Total size of the store; least recently used recordings go first"
@@ -168,7 +190,7 @@ class Settings(AsrSettings):
         "(e.g. customer,agent); unset: analytics label them 'channel 0' / 'channel 1' (roles are never guessed)",
     )
     clip_max_seconds: float = Field(
-        600.0, gt=0, le=4 * 3600, description="Longest clip get_call_clip cuts (seconds)"
+        600.0, gt=0, le=4 * 3600, allow_inf_nan=False, description="Longest clip get_call_clip cuts (seconds)"
     )
     # --- transcripts pushed by CT-e1 (音声認識結果一括送信API), accepted over HTTP only ---
     push_key: SecretStr | None = Field(
@@ -194,6 +216,17 @@ class Settings(AsrSettings):
         "else transcribes locally; local: always transcribe locally",
     )
 
+    @field_validator("api_key_file", "cache_dir", "audit_log", "push_key_file", "ca_bundle", mode="before")
+    @classmethod
+    def _paths_not_empty(cls, value: Any) -> Any:
+        return _path_not_empty(value)
+
+    @field_validator("log_level", "transcript_source", mode="before")
+    @classmethod
+    def _word_trimmed(cls, value: Any) -> Any:
+        # "INFO " (a trailing space from a copied line or an env file) means INFO.
+        return _trimmed(value)
+
     @field_validator("channel_roles")
     @classmethod
     def _two_distinct_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -208,10 +241,15 @@ class Settings(AsrSettings):
         600.0,
         gt=0,
         le=86400,
+        allow_inf_nan=False,
         description="Longest platform-requested wait (Retry-After) honoured; longer ones are cut to it",
     )
     download_timeout_seconds: float = Field(
-        900.0, gt=0, le=86400, description="Deadline of one whole download (CTE1_TIMEOUT_SECONDS is per read)"
+        900.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Deadline of one whole download (CTE1_TIMEOUT_SECONDS is per read)",
     )
     ca_bundle: Path | None = Field(
         None,
@@ -231,7 +269,7 @@ class Settings(AsrSettings):
             try:
                 resolve(value, models_dir)
             except Unusable as exc:
-                raise ValueError(str(exc)) from None
+                raise ValueError(_shown(str(exc))) from None
         return value
 
     @field_validator("base_url")
@@ -245,7 +283,10 @@ class Settings(AsrSettings):
             problems.append("must be https:// (plain http:// is allowed only for a loopback simulator)")
         # A path here would be doubled by the one the server builds and answer 404, which the
         # platform uses for "IP not allow-listed": the wrong cause would be reported.
-        if (value.path or "/") != "/" or value.query or value.fragment or value.username or value.password:
+        if value.username or value.password:
+            # Never copied anywhere (`cte1-mcp config` prints the URL): CT-e1 takes the API key only.
+            problems.append("must not hold a user name or password (CT-e1 authenticates with CTE1_API_KEY)")
+        if (value.path or "/") != "/" or value.query or value.fragment:
             problems.append(
                 "must be only https://<domain>[:port]: the path (/general/<version>/<sourceUuid>/...) "
                 "is built by the server from CTE1_API_VERSION and CTE1_SOURCE_UUID"
@@ -262,9 +303,11 @@ class Settings(AsrSettings):
             try:
                 ssl.create_default_context(cafile=str(value))
             except FileNotFoundError:
-                raise ValueError(f"{value} does not exist") from None
+                raise ValueError(f"{_shown(str(value))} does not exist") from None
             except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"{value} is not a readable PEM file of CA certificates ({exc})") from None
+                raise ValueError(
+                    f"{_shown(str(value))} is not a readable PEM file of CA certificates ({_shown(str(exc))})"
+                ) from None
         return value
 
     @field_validator("push_path")
@@ -288,10 +331,12 @@ class Settings(AsrSettings):
     @classmethod
     def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty HTTP token would otherwise switch authentication off, an empty key send "Bearer ".
+        # Checked and kept as it is used: without surrounding spaces or a "Bearer " prefix.
         if value is not None:
             problem = _secret_problem(value.get_secret_value())
             if problem:
                 raise ValueError(problem)
+            return SecretStr(bare_secret(value.get_secret_value()))
         return value
 
     @field_validator("redis_url")
@@ -316,7 +361,7 @@ class Settings(AsrSettings):
     def _tenants_are_digits(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         bad = [t for t in value if not is_tenant_id(t)]
         if bad:
-            raise ValueError(f"tenant ids must be 1 to 32 digits (0-9); not: {', '.join(bad)}")
+            raise ValueError(f"tenant ids must be 1 to 32 digits (0-9); not: {_shown(', '.join(bad))}")
         return value
 
     @field_validator("api_key_file")
@@ -333,7 +378,7 @@ class Settings(AsrSettings):
         if value is not None:
             problem = _secret_problem(_read_key_file(value))
             if problem:
-                raise ValueError(f"CTE1_API_KEY_FILE {problem}")
+                raise ValueError(f"the key in it {problem}")
         return value
 
     @field_validator("push_key_file")
@@ -344,26 +389,26 @@ class Settings(AsrSettings):
             return value
         if info.data.get("push_key") is not None:
             raise ValueError("set CTE1_PUSH_KEY or CTE1_PUSH_KEY_FILE, not both")
-        problem = _secret_problem(_read_key_file(value, "CTE1_PUSH_KEY_FILE"))
+        problem = _secret_problem(_read_key_file(value))
         if problem:
-            raise ValueError(f"CTE1_PUSH_KEY_FILE {problem}")
+            raise ValueError(f"the key in it {problem}")
         return value
 
     @model_validator(mode="after")
     def _load_key_file(self) -> Settings:
         if self.api_key_file is not None:
-            object.__setattr__(self, "api_key", SecretStr(_read_key_file(self.api_key_file)))
+            object.__setattr__(self, "api_key", SecretStr(bare_secret(_read_key_file(self.api_key_file))))
         if self.push_key_file is not None:
-            key = _read_key_file(self.push_key_file, "CTE1_PUSH_KEY_FILE")
+            key = bare_secret(_read_key_file(self.push_key_file))
             object.__setattr__(self, "push_key", SecretStr(key))
         return self
 
     @property
     def authorization(self) -> str:
-        """The ``Authorization`` header value: ``Bearer <key>``, or the key as given if it already says so."""
+        """The ``Authorization`` header value: ``Bearer <key>`` (a key given as ``Bearer <key>`` is
+        held without its prefix)."""
         assert self.api_key is not None  # guaranteed by _one_key_source
-        key = self.api_key.get_secret_value().strip()
-        return key if key.startswith("Bearer ") else f"Bearer {key}"
+        return f"Bearer {bare_secret(self.api_key.get_secret_value())}"
 
     @property
     def audio_data_url(self) -> str:
@@ -388,9 +433,19 @@ def is_loopback(host: str) -> bool:
 HEADER_VALUE = re.compile(r"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*")
 
 
+#: A leading authentication scheme: a key may be given as ``Bearer <key>``, as it is sent.
+_BEARER = re.compile(r"^bearer(?:\s+|$)", re.IGNORECASE)
+
+
+def bare_secret(secret: str) -> str:
+    """A key or token as it is used: without surrounding spaces (a file's or a Kubernetes secret's
+    trailing newline) or a leading ``Bearer `` (so ``"Bearer "`` alone is empty)."""
+    return _BEARER.sub("", secret.strip(), count=1).strip()
+
+
 def _secret_problem(secret: str) -> str | None:
     """Why a key or token is unusable, in words that never quote it; None when it is fine."""
-    stripped = secret.strip()
+    stripped = bare_secret(secret)
     if not stripped:
         return "is empty"
     if not HEADER_VALUE.fullmatch(stripped):
@@ -398,14 +453,33 @@ def _secret_problem(secret: str) -> str | None:
     return None
 
 
-def _read_key_file(path: Path, name: str = "CTE1_API_KEY_FILE") -> str:
+def _read_key_file(path: Path) -> str:
+    """The first line (the message names no variable: the caller's field does)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is not part of the key.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
-        raise ValueError(f"{name} cannot be read ({exc.strerror})") from None
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{name} is not UTF-8 text") from None
+        raise ValueError("is not UTF-8 text") from None
     return lines[0].strip() if lines else ""
+
+
+def _shown(text: str) -> str:
+    """``text`` fit for a message: bytes that are not UTF-8 (they arrive as lone surrogates from the
+    environment) escaped as ``\\udcff``; left in, they would make the message itself fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _trimmed(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _path_not_empty(value: Any) -> Any:
+    # An empty path would be the current directory (Path("") is "."): never what was meant.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty: give a path, or unset the variable for the default")
+    return value
 
 
 def load_settings(**overrides: Any) -> Settings:
