@@ -130,6 +130,23 @@ def test_a_clip_running_out_of_audio_is_refused_not_reported_longer_than_it_is()
         encoded(cut_off, plan_for(ClipRequest.of(start_seconds=9, end_seconds=12), channels=1, duration=30))
 
 
+@pytest.mark.parametrize(("rate", "frames"), [(8000, 80_004), (16000, 160_008), (8000, 24_004)])
+def test_a_clip_to_the_listed_end_of_a_half_millisecond_length_is_whole(rate: int, frames: int) -> None:
+    """Regression: 80,004 frames at 8 kHz (10.0005 s) are listed as 10.001 s; the clip to the end
+    was refused as "not all there" (its delivered 10.0005 s rounded half to even, 10.000), about
+    3 % of all lengths at 8 kHz. Lengths and lists come from how the file was written."""
+    from cte1_mcp.audio.sniff import sniff_format
+
+    out = io.BytesIO()
+    soundfile.write(out, np.ones((frames, 1), dtype=np.int16), rate, format="WAV", subtype="PCM_16")
+    listed = sniff_format(out.getvalue()[:4096], "audio/wav", len(out.getvalue())).duration_seconds
+    assert listed == round(frames / rate, 3)
+    for start in (0.0, 1.0):
+        clip = plan_for(ClipRequest.of(start_seconds=start, sample_rate=rate), channels=1, duration=listed)
+        wav = encoded(io.BytesIO(out.getvalue()), clip)
+        assert soundfile.info(io.BytesIO(wav)).frames == frames - round(start * rate)
+
+
 def test_a_clip_shorter_than_the_filter_keeps_its_length() -> None:
     assert len(resample(np.ones(8, dtype=np.float32), 8000, 16000)) == 16
     assert len(resample(np.ones(10, dtype=np.float32), 16000, 8000)) == 5

@@ -199,8 +199,9 @@ def cut(
             done += len(block)
             if on_block is not None:
                 on_block(done / stream.sample_rate, clip.duration_seconds)
-        if round((start + done) * 1000 / stream.sample_rate) < round(clip.end_seconds * 1000):
-            # short by a millisecond or more; less is the rounding of a length to the millisecond
+        if (stop - start - done) * 1000 >= stream.sample_rate:
+            # short by a millisecond or more, counted in frames; less is the rounding of a length
+            # to the millisecond (80,004 frames at 8 kHz, 10.0005 s, are listed as 10.001 s)
             _ran_out(clip, (start + done) / stream.sample_rate)
         _write(sound, halfband.flush())
 
