@@ -96,12 +96,14 @@ async def review(
     *,
     width: int = 900,
     theme: str = "light",
+    dimensions: dict[str, int] | None = None,
     routes: dict[str, Callable[[Route], Awaitable[None]]] | None = None,
 ) -> AsyncIterator[tuple[Page, Frame, list[dict[str, Any]], list[str]]]:
     """The host page open on ``call``; yields the page, the view's frame, the tool calls the host
     proxied, and every URL the browser requested (to show nothing left loopback). ``routes`` (URL
     pattern: handler) stand between the host page and the harness from the first request: a test
-    holds or fails what the host's proxy sends (``/tool``, ``/read``) there."""
+    holds or fails what the host's proxy sends (``/tool``, ``/read``) there. ``dimensions`` is the
+    host context's containerDimensions at connect."""
     calls: list[dict[str, Any]] = []
     requested: list[str] = []
     async with (
@@ -114,7 +116,10 @@ async def review(
         page = await context.new_page()
         await page.set_viewport_size({"width": width, "height": 900})
         page.on("request", lambda request: requested.append(request.url))
-        await page.goto(f"{url}/?call={json.dumps(call)}&theme={theme}")
+        query = f"call={json.dumps(call)}&theme={theme}"
+        if dimensions is not None:
+            query += f"&dimensions={json.dumps(dimensions)}"
+        await page.goto(f"{url}/?{query}")
         await page.wait_for_function("window.harness && window.harness.initialized === true", timeout=WAIT_MS)
         sandbox = await (await page.wait_for_selector("#app")).content_frame()
         assert sandbox is not None
@@ -775,3 +780,69 @@ async def test_a_long_token_wraps_in_a_narrow_frame(simulator: Any, tmp_path: Pa
         )
         assert overflowing == 0
         assert token in (await view.inner_text(".sentence .text")).replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("given", "dimensions"),
+    [("connect", {"height": 400, "maxWidth": 800}), ("changed", {"maxHeight": 400, "maxWidth": 800})],
+)
+async def test_a_host_height_is_kept_to_and_the_transcript_scrolls_in_its_own_box(
+    given: str, dimensions: dict[str, int], simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """A host that gives the view a height (containerDimensions' height or maxHeight, at connect or
+    in host-context-changed): the document does not scroll, header, controls and timeline stay in
+    view, the long transcript scrolls in its list, and the followed sentence is kept in view there."""
+    cache = tmp_path / "cache"
+    sentences = [(1 + i % 2, i * 0.3, i * 0.3 + 0.25, f"{i} {LINE}") for i in range(60)]
+    await push_transcript(simulator.url, cache, SMALL, sentences, channel_roles=("customer", "agent"))
+    env = server_env(simulator.url, cache, CTE1_CHANNEL_ROLES="customer,agent")
+    at_connect = dimensions if given == "connect" else None
+    async with review("stdio", env, page_html, SMALL, dimensions=at_connect) as (
+        page,
+        view,
+        _calls,
+        _requested,
+    ):
+        await view.wait_for_function(
+            "() => document.querySelectorAll('.sentence').length === 60", timeout=WAIT_MS
+        )
+        if given == "changed":
+            # without containerDimensions the view grows with its content, as before
+            await page.wait_for_function("document.querySelector('#app').clientHeight > 500", timeout=WAIT_MS)
+            assert await view.evaluate("document.documentElement.scrollHeight") > 500
+            await page.evaluate(
+                f"window.harness.setHostContext({{containerDimensions: {json.dumps(dimensions)}}})"
+            )
+        # the view reports the height it keeps to, and the host's frame takes it
+        await page.wait_for_function("document.querySelector('#app').clientHeight === 400", timeout=WAIT_MS)
+        sizes = await page.evaluate("window.harness.log.filter(entry => entry[0] === 'size')")
+        assert sizes[-1] == ["size", 400]
+        assert await view.evaluate("document.documentElement.scrollHeight") <= 402
+        assert await view.evaluate("document.documentElement.clientHeight") == 400
+        bottoms = await view.eval_on_selector_all(
+            "header, .controls, #timeline", "nodes => nodes.map(n => n.getBoundingClientRect().bottom)"
+        )
+        assert all(0 < bottom <= 400 for bottom in bottoms), bottoms
+        box = await view.evaluate(
+            "(() => { const l = document.querySelector('.sentences'); const r = l.getBoundingClientRect();"
+            " return {top: r.top, bottom: r.bottom, client: l.clientHeight, scroll: l.scrollHeight}; })()"
+        )
+        assert box["bottom"] <= 400 and box["client"] >= 60  # the list takes the height left
+        assert box["scroll"] > box["client"]  # and scrolls in its own box
+        # the playhead at a late sentence (paused: it stays the current one): it is shown in the
+        # list, which scrolled to it; the page does not move
+        late = 55
+        await view.evaluate(f"window.review.seek({sentences[late][1] + 0.05}, false)")
+        await view.wait_for_selector(f'.sentence.current[data-sequence="{late + 1}"]', timeout=WAIT_MS)
+        shown = await view.evaluate(
+            """(() => {
+                const l = document.querySelector('.sentences').getBoundingClientRect();
+                const n = document.querySelector('.sentence.current').getBoundingClientRect();
+                return {list: [l.top, l.bottom], node: [n.top, n.bottom],
+                        scrolled: document.querySelector('.sentences').scrollTop,
+                        page: document.scrollingElement.scrollTop};
+            })()"""
+        )
+        assert shown["list"][0] - 1 <= shown["node"][0] and shown["node"][1] <= shown["list"][1] + 1, shown
+        assert shown["scrolled"] > 0 and shown["page"] == 0, shown
+        assert await view.evaluate("document.querySelector('#play').getBoundingClientRect().bottom") <= 400

@@ -43,7 +43,7 @@ async function main() {
   document.body.append(iframe);
   await proxyReady;
 
-  const hostContext = {
+  let hostContext = {
     theme: query.get("theme") || "light",
     locale: "ja-JP",
     timeZone: "Asia/Tokyo",
@@ -54,6 +54,8 @@ async function main() {
     // as hosts send them: light-dark() pairs that follow the theme (the tests check both colours)
     styles: { variables: { "--color-background-primary": "light-dark(#fefefe, #101010)" } },
   };
+  // a host that gives the view a height (fixed or at most): ?dimensions={"height":400}
+  if (query.get("dimensions")) hostContext.containerDimensions = JSON.parse(query.get("dimensions"));
   const bridge = new AppBridge(
     null,
     { name: "cte1-mcp-test-host", version: "1.0.0" },
@@ -79,7 +81,8 @@ async function main() {
     harness.reviewResult = result;
     bridge.sendToolResult(result);
   };
-  harness.setTheme = (theme) => bridge.setHostContext({ ...hostContext, theme });
+  harness.setHostContext = (changes) => bridge.setHostContext((hostContext = { ...hostContext, ...changes }));
+  harness.setTheme = (theme) => harness.setHostContext({ theme });
   await bridge.connect(new PostMessageTransport(iframe.contentWindow, iframe.contentWindow));
   await bridge.sendSandboxResourceReady({ html: resource.text });
 }

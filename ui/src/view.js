@@ -55,7 +55,33 @@ class Review {
       if (value) document.documentElement.style.setProperty(name, value);
     if (context.locale) this.locale = context.locale;
     if (context.timeZone) this.timeZone = context.timeZone;
+    if ("containerDimensions" in context) this.fit(context.containerDimensions);
     if (this.call) this.renderHeader();
+  }
+
+  /** A host's fixed height or maxHeight: the view keeps to it, its transcript list scrolling in its
+   * own box (header, controls and timeline stay in view). Without one the view grows with its
+   * content and tells the host its height. */
+  fit(dimensions) {
+    const root = document.documentElement;
+    const height = dimensions?.height > 0 ? dimensions.height : null;
+    const limit = height ?? (dimensions?.maxHeight > 0 ? dimensions.maxHeight : null);
+    if (limit === null) {
+      delete root.dataset.fit;
+      root.style.removeProperty("--fit-height");
+    } else {
+      root.dataset.fit = height !== null ? "height" : "max";
+      root.style.setProperty("--fit-height", `${limit}px`);
+    }
+    this.reportSize();
+  }
+
+  /** ui/notifications/size-changed with the height the view takes: its content's, or within a
+   * host's height or maxHeight, the height it keeps to. */
+  reportSize() {
+    const root = document.documentElement;
+    const height = root.dataset.fit ? Math.ceil($("main").getBoundingClientRect().height) : root.scrollHeight;
+    this.host.notify("ui/notifications/size-changed", { width: root.scrollWidth, height });
   }
 
   onToolInput(params) {
@@ -375,7 +401,7 @@ class Review {
     const active = current && this.position <= current.endOffsetMs / 1000 + 1 ? current.sequence : null;
     for (const node of document.querySelectorAll(".sentence")) {
       const on = Number(node.dataset.sequence) === active;
-      if (on && !node.classList.contains("current")) node.scrollIntoView({ block: "nearest" });
+      if (on && !node.classList.contains("current")) reveal(node);
       node.classList.toggle("current", on);
       if (on) node.setAttribute("aria-current", "true");
       else node.removeAttribute("aria-current");
@@ -416,6 +442,21 @@ class Review {
   }
 }
 
+/** The sentence in view: within a host's height only its list scrolls (not the page or the host's). */
+function reveal(node) {
+  const list = node.closest(".sentences");
+  if (!document.documentElement.dataset.fit || !list) {
+    node.scrollIntoView({ block: "nearest" });
+    return;
+  }
+  const box = list.getBoundingClientRect();
+  const top = box.top + list.clientTop;
+  const bottom = top + list.clientHeight;
+  const at = node.getBoundingClientRect();
+  if (at.top < top) list.scrollTop += at.top - top;
+  else if (at.bottom > bottom) list.scrollTop += at.bottom - bottom;
+}
+
 function textOf(result) {
   return (result?.content || [])
     .filter((block) => block.type === "text")
@@ -437,12 +478,7 @@ async function main() {
   host.on("ui/notifications/tool-result", (params) => review.onToolResult(params));
   host.on("ui/notifications/host-context-changed", (params) => review.applyContext(params));
   host.on("ui/notifications/tool-cancelled", () => review.showError("The call to review_call was cancelled."));
-  new ResizeObserver(() =>
-    host.notify("ui/notifications/size-changed", {
-      width: document.documentElement.scrollWidth,
-      height: document.documentElement.scrollHeight,
-    }),
-  ).observe(document.body);
+  new ResizeObserver(() => review.reportSize()).observe(document.body);
   const initialized = await host.connect({ name: "cte1-review", version: "1.0.0" });
   review.applyContext(initialized.hostContext);
   window.review = review; // for the browser tests' assertions and a curious developer's console
