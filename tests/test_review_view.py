@@ -846,3 +846,171 @@ async def test_a_host_height_is_kept_to_and_the_transcript_scrolls_in_its_own_bo
         assert shown["list"][0] - 1 <= shown["node"][0] and shown["node"][1] <= shown["list"][1] + 1, shown
         assert shown["scrolled"] > 0 and shown["page"] == 0, shown
         assert await view.evaluate("document.querySelector('#play').getBoundingClientRect().bottom") <= 400
+
+
+#: The view's layout in its frame: how wide its body is, the furthest right any element reaches,
+#: which boxes overflow sideways, whether its narrow layout is on (a sentence's text under its
+#: speaker), and the timeline's tracks and spans.
+LAYOUT = """() => {
+    const boxes = [...document.body.querySelectorAll('*')].map(n => n.getBoundingClientRect()).filter(r => r.width > 0);
+    const who = document.querySelector('.sentence .who').getBoundingClientRect();
+    const said = document.querySelector('.sentence .text').getBoundingClientRect();
+    const tracks = [...document.querySelectorAll('.track')].map(n => n.getBoundingClientRect());
+    return {
+        body: document.body.getBoundingClientRect().width,
+        right: Math.max(...boxes.map(r => r.right)),
+        overflowing: [...document.querySelectorAll(
+            'main, #review, header, dl, .controls, #timeline, .lane, .track, .sentences, .sentence, .sentence .text'
+        )].filter(n => n.scrollWidth > n.clientWidth).map(n => n.id || n.className),
+        narrow: said.top >= who.bottom,
+        tracks: tracks.map(r => [r.left, r.right]),
+        spans: Math.max(...[...document.querySelectorAll('.span')].map(n => n.getBoundingClientRect().right)),
+    };
+}"""
+
+
+@pytest.mark.parametrize(
+    ("given", "dimensions", "narrow"),
+    [("connect", {"width": 360}, True), ("changed", {"maxWidth": 600}, False)],
+)
+async def test_a_host_width_is_laid_out_to_in_a_wider_frame(
+    given: str, dimensions: dict[str, int], narrow: bool, simulator: Any, tmp_path: Path, page_html: str
+) -> None:
+    """containerDimensions' width (fixed) or maxWidth, in a 900 px frame: the view lays out to that
+    width (at 360 px its narrow layout), nothing runs out of it, the timeline's tracks and the
+    transcript fit inside it, and size-changed reports it; a maxWidth over the frame's width fills
+    the frame, as without one."""
+    cache = tmp_path / "cache"
+    token = "https://support.example.co.jp/contracts/" + "A1B2C3D4E5" * 6
+    sentences = [
+        (2, 1.0, 3.0, f"URLは{token}です"),
+        *[(1 + i % 2, 4.0 + i, 4.8 + i, f"{i} {LINE}") for i in range(6)],
+    ]
+    await push_transcript(simulator.url, cache, SMALL, sentences, channel_roles=("customer", "agent"))
+    env = server_env(simulator.url, cache, CTE1_CHANNEL_ROLES="customer,agent")
+    width = dimensions.get("width") or dimensions["maxWidth"]
+    async with review(
+        "stdio", env, page_html, SMALL, dimensions=dimensions if given == "connect" else None
+    ) as (page, view, _calls, _requested):
+        await view.wait_for_function(
+            "() => document.querySelectorAll('.sentence').length === 7", timeout=WAIT_MS
+        )
+        if given == "changed":
+            assert (await view.evaluate(LAYOUT))["body"] == 900  # without a width it fills the frame
+            await page.evaluate(
+                f"window.harness.setHostContext({{containerDimensions: {json.dumps(dimensions)}}})"
+            )
+        await view.wait_for_function(
+            f"() => document.body.getBoundingClientRect().width === {width}", timeout=WAIT_MS
+        )
+        layout = await view.evaluate(LAYOUT)
+        assert layout["right"] <= width, layout
+        assert layout["overflowing"] == [], layout
+        assert layout["narrow"] is narrow, layout
+        # every lane's track ends inside the view's padding, its spans inside it
+        assert all(0 < left < right <= width - 12 for left, right in layout["tracks"]), layout
+        assert layout["spans"] <= max(right for _left, right in layout["tracks"]) + 0.5, layout
+        assert token in (await view.inner_text(".sentence .text")).replace("\n", "")
+        await page.wait_for_function(
+            f"window.harness.sizes.length && window.harness.sizes.at(-1).width === {width}", timeout=WAIT_MS
+        )
+        if given == "changed":
+            await page.evaluate("window.harness.setHostContext({containerDimensions: {maxWidth: 1200}})")
+            await view.wait_for_function(
+                "() => document.body.getBoundingClientRect().width === 900", timeout=WAIT_MS
+            )
+            await page.wait_for_function("window.harness.sizes.at(-1).width === 900", timeout=WAIT_MS)
+            assert (await view.evaluate(LAYOUT))["overflowing"] == []
+
+
+#: The host's font faces the view has: their families (unquoted) and load states.
+FACES = "() => [...document.fonts].map(f => [f.family.replace(/\"/g, ''), f.status])"
+#: The <style> elements holding @font-face rules (the view's own style has none).
+FONT_STYLES = (
+    "() => [...document.querySelectorAll('style')].filter(s => s.textContent.includes('@font-face')).length"
+)
+
+
+async def test_the_hosts_fonts_are_injected_once_and_replaced(env: dict[str, str], page_html: str) -> None:
+    """styles.css.fonts: its @font-face rules are injected as a style's text (never parsed as HTML),
+    so the host's --font-sans resolves to its face; a later context's fonts replace them. Under the
+    spec's default CSP (the view declares no resourceDomains), fonts and @import from URLs are
+    blocked: only local() faces load."""
+    async with review("stdio", env, page_html, SMALL) as (page, view, _calls, _requested):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        await view.evaluate(
+            """() => {
+                window.violations = [];
+                document.addEventListener('securitypolicyviolation',
+                    (event) => window.violations.push([event.effectiveDirective, event.blockedURI]));
+            }"""
+        )
+        variables = {
+            "--color-background-primary": "light-dark(#fefefe, #101010)",
+            "--font-sans": '"Host Sans", sans-serif',
+        }
+        fonts = '@font-face { font-family: "Host Sans"; src: local("IPAMincho"); } /* </style><b id="injected">x</b> */'
+        styles = {"variables": variables, "css": {"fonts": fonts}}
+        await page.evaluate(f"window.harness.setHostContext({{styles: {json.dumps(styles)}}})")
+        await view.wait_for_function(
+            f"() => ({FACES})().some(([family]) => family === 'Host Sans')", timeout=WAIT_MS
+        )
+        loaded = await view.evaluate(
+            "document.fonts.load('14px \"Host Sans\"').then(faces => faces.map(f => f.status))"
+        )
+        assert loaded == ["loaded"]
+        assert (await view.evaluate("getComputedStyle(document.body).fontFamily")).startswith('"Host Sans"')
+        assert await view.evaluate(FONT_STYLES) == 1
+        assert await view.query_selector("#injected") is None
+        # the host's fonts change: replaced, not added to
+        fonts = (
+            '@import url("http://127.0.0.1:9/fonts.css");'
+            ' @font-face { font-family: "Host Serif"; src: local("IPAGothic"); }'
+            ' @font-face { font-family: "Host Remote"; src: url("http://127.0.0.1:9/remote.woff2"); }'
+        )
+        styles = {
+            "variables": {**variables, "--font-sans": '"Host Serif", sans-serif'},
+            "css": {"fonts": fonts},
+        }
+        await page.evaluate(f"window.harness.setHostContext({{styles: {json.dumps(styles)}}})")
+        await view.wait_for_function(
+            f"() => ({FACES})().some(([family]) => family === 'Host Serif')", timeout=WAIT_MS
+        )
+        assert await view.evaluate(FONT_STYLES) == 1
+        assert [family for family, _status in await view.evaluate(FACES)] == ["Host Serif", "Host Remote"]
+        assert (
+            await view.evaluate("document.fonts.load('14px \"Host Serif\"').then(faces => faces.length)") == 1
+        )
+        await view.evaluate("document.fonts.load('14px \"Host Remote\"').catch(() => null)")
+        await view.wait_for_function("() => window.violations.length >= 2", timeout=WAIT_MS)
+        violations = await view.evaluate("window.violations")
+        assert ["font-src", "http://127.0.0.1:9/remote.woff2"] in violations, violations
+        assert any(d.startswith("style-src") and u.endswith("/fonts.css") for d, u in violations), violations
+
+
+async def test_safe_area_insets_pad_the_view_within_the_hosts_size(
+    env: dict[str, str], page_html: str
+) -> None:
+    """safeAreaInsets: the view is padded by them, inside the host's fixed width and height (the
+    document does not grow past them), and still reports that size."""
+    async with review("stdio", env, page_html, SMALL, dimensions={"width": 500, "height": 400}) as (
+        page,
+        view,
+        _calls,
+        _requested,
+    ):
+        await view.wait_for_selector("#review:not([hidden])", timeout=WAIT_MS)
+        main = "(() => { const r = document.querySelector('main').getBoundingClientRect(); return [r.left, r.top, r.right]; })()"
+        assert await view.evaluate(main) == [0, 0, 500]
+        insets = {"top": 20, "right": 30, "bottom": 40, "left": 10}
+        await page.evaluate(f"window.harness.setHostContext({{safeAreaInsets: {json.dumps(insets)}}})")
+        await view.wait_for_function(
+            "() => document.querySelector('main').getBoundingClientRect().left === 10", timeout=WAIT_MS
+        )
+        assert await view.evaluate(main) == [10, 20, 470]
+        assert await view.evaluate("document.querySelector('main').getBoundingClientRect().bottom") <= 360
+        assert await view.evaluate("document.documentElement.scrollHeight") <= 400
+        assert await view.evaluate("document.body.getBoundingClientRect().width") == 500
+        await page.wait_for_function(
+            "(s => s.width === 500 && s.height === 400)(window.harness.sizes.at(-1))", timeout=WAIT_MS
+        )

@@ -5,7 +5,7 @@
 // same-origin access, under the CSP hosts apply when a resource declares no domains.
 import { AppBridge, PostMessageTransport } from "@modelcontextprotocol/ext-apps/app-bridge";
 
-const harness = (window.harness = { toolCalls: [], log: [] });
+const harness = (window.harness = { toolCalls: [], log: [], sizes: [] });
 
 async function rpc(path, body) {
   const response = await fetch(path, {
@@ -54,7 +54,7 @@ async function main() {
     // as hosts send them: light-dark() pairs that follow the theme (the tests check both colours)
     styles: { variables: { "--color-background-primary": "light-dark(#fefefe, #101010)" } },
   };
-  // a host that gives the view a height (fixed or at most): ?dimensions={"height":400}
+  // a host that gives the view a size (fixed or at most): ?dimensions={"height":400,"maxWidth":600}
   if (query.get("dimensions")) hostContext.containerDimensions = JSON.parse(query.get("dimensions"));
   const bridge = new AppBridge(
     null,
@@ -70,8 +70,9 @@ async function main() {
     harness.resourceReads = (harness.resourceReads || 0) + 1;
     return rpc(`/read?uri=${encodeURIComponent(params.uri)}`);
   };
-  bridge.onsizechange = ({ height }) => {
+  bridge.onsizechange = ({ width, height }) => {
     harness.log.push(["size", height]);
+    harness.sizes.push({ width, height }); // as the view sent them
     if (height) iframe.style.height = `${height}px`;
   };
   bridge.oninitialized = async () => {

@@ -47,41 +47,48 @@ class Review {
 
   // --- what the host sends -----------------------------------------------------------------
 
+  /** The host's context, whole at connect, then its changed fields (each a whole top-level field:
+   * ext-apps' AppBridge sends a changed `styles` or `containerDimensions` entire). */
   applyContext(context) {
     if (!context) return;
-    if (context.theme) document.documentElement.dataset.theme = context.theme;
+    const root = document.documentElement;
+    if (context.theme) root.dataset.theme = context.theme;
     const variables = context.styles?.variables ?? {};
     for (const [name, value] of Object.entries(variables))
-      if (value) document.documentElement.style.setProperty(name, value);
+      if (value) root.style.setProperty(name, value);
+    if (context.styles) hostFonts(context.styles.css?.fonts);
     if (context.locale) this.locale = context.locale;
     if (context.timeZone) this.timeZone = context.timeZone;
     if ("containerDimensions" in context) this.fit(context.containerDimensions);
+    if ("safeAreaInsets" in context)
+      for (const side of ["top", "right", "bottom", "left"]) {
+        const inset = context.safeAreaInsets?.[side];
+        if (inset > 0) root.style.setProperty(`--inset-${side}`, `${inset}px`);
+        else root.style.removeProperty(`--inset-${side}`);
+      }
+    if ("containerDimensions" in context || "safeAreaInsets" in context) this.reportSize();
     if (this.call) this.renderHeader();
   }
 
   /** A host's fixed height or maxHeight: the view keeps to it, its transcript list scrolling in its
    * own box (header, controls and timeline stay in view). Without one the view grows with its
-   * content and tells the host its height. */
+   * content and tells the host its height. A host's fixed width or maxWidth: the view lays out to
+   * it (or within it) in a wider frame too, never wider than its frame; without one it fills its
+   * frame. */
   fit(dimensions) {
-    const root = document.documentElement;
-    const height = dimensions?.height > 0 ? dimensions.height : null;
-    const limit = height ?? (dimensions?.maxHeight > 0 ? dimensions.maxHeight : null);
-    if (limit === null) {
-      delete root.dataset.fit;
-      root.style.removeProperty("--fit-height");
-    } else {
-      root.dataset.fit = height !== null ? "height" : "max";
-      root.style.setProperty("--fit-height", `${limit}px`);
-    }
-    this.reportSize();
+    bound("fit", "--fit-height", "height", dimensions?.height, dimensions?.maxHeight);
+    bound("fitWidth", "--fit-width", "width", dimensions?.width, dimensions?.maxWidth);
   }
 
-  /** ui/notifications/size-changed with the height the view takes: its content's, or within a
-   * host's height or maxHeight, the height it keeps to. */
+  /** ui/notifications/size-changed with the size the view takes (safe-area insets included): its
+   * content's height, or within a host's height or maxHeight, the height it keeps to; the frame's
+   * width, or within a host's width or maxWidth, the width it lays out to. */
   reportSize() {
     const root = document.documentElement;
-    const height = root.dataset.fit ? Math.ceil($("main").getBoundingClientRect().height) : root.scrollHeight;
-    this.host.notify("ui/notifications/size-changed", { width: root.scrollWidth, height });
+    const body = document.body.getBoundingClientRect();
+    const height = root.dataset.fit ? Math.ceil(body.height) : root.scrollHeight;
+    const width = root.dataset.fitWidth ? Math.ceil(body.width) : root.scrollWidth;
+    this.host.notify("ui/notifications/size-changed", { width, height });
   }
 
   onToolInput(params) {
@@ -182,8 +189,9 @@ class Review {
     const axis = $("#axis");
     axis.replaceChildren();
     const step = [10, 15, 30, 60, 120, 300, 600].find((s) => duration / s <= 6) ?? 900;
+    // a tick at the end is drawn to its left: centred on it, its label would run out of the view
     for (let t = 0; t <= duration; t += step)
-      axis.append(el("span", { class: "tick", style: `left:${(t / duration) * 100}%` }, clock(t)));
+      axis.append(el("span", { class: t / duration > 0.95 ? "tick end" : "tick", style: `left:${(t / duration) * 100}%` }, clock(t)));
     $("#total").textContent = clock(duration);
     // the channel choice: both, or one party (by channel number: role names need CTE1_CHANNEL_ROLES)
     const parties = this.analytics.parties.filter((party) => party.channel !== null && party.channel !== undefined);
@@ -455,6 +463,38 @@ function reveal(node) {
   const at = node.getBoundingClientRect();
   if (at.top < top) list.scrollTop += at.top - top;
   else if (at.bottom > bottom) list.scrollTop += at.bottom - bottom;
+}
+
+/** One dimension of a host's containerDimensions on the root element: data-<mode> is `fixed` (the
+ * host's height or width) or "max" (maxHeight or maxWidth), and <variable> the size; neither given,
+ * both are removed. */
+function bound(mode, variable, fixed, size, max) {
+  const root = document.documentElement;
+  const limit = size > 0 ? size : max > 0 ? max : null;
+  if (limit === null) {
+    delete root.dataset[mode];
+    root.style.removeProperty(variable);
+  } else {
+    root.dataset[mode] = size > 0 ? fixed : "max";
+    root.style.setProperty(variable, `${limit}px`);
+  }
+}
+
+/** The host's font CSS (styles.css.fonts: @font-face rules, @import of font URLs) in one style element
+ * of the view's, as text (never parsed as HTML); a later context's fonts replace it. Under the view's
+ * CSP (it declares no resourceDomains) only local() faces load: font files and @import from URLs are
+ * blocked, and the host's font variables fall back along their lists. */
+function hostFonts(css) {
+  let style = document.getElementById("host-fonts");
+  if (!css) {
+    style?.remove();
+    return;
+  }
+  if (!style) {
+    style = el("style", { id: "host-fonts" });
+    document.head.append(style);
+  }
+  if (style.textContent !== css) style.textContent = css;
 }
 
 function textOf(result) {
