@@ -936,6 +936,62 @@ async def test_an_artefact_cut_short_on_disk_is_not_served(
     assert await store.read_artifact(recording, "timeline.png") == whole
 
 
+def record_of(path: Path) -> Any:
+    """What the store recorded beside an artefact when it stored it."""
+    return json.loads((path.parent / f".{path.name}.json").read_bytes())
+
+
+@pytest.mark.parametrize("size", [1000, (5 << 20) // 2], ids=["small", "several 1-MiB blocks"])
+async def test_an_artefact_changed_on_disk_without_changing_its_length_is_not_served(
+    store: LocalRepository, caplog: pytest.LogCaptureFixture, size: int
+) -> None:
+    """Regression: a stored transcript with one digit changed on disk (same length, still valid
+    JSON) was served as the server's; its sha256, recorded with its length, now tells."""
+    recording = await save(store, KEY)
+    whole = os.urandom(size)
+    await store.write_artifact(recording, "transcript.json", whole)
+    path = store.artifact_path(recording, "transcript.json")
+    assert path is not None
+    opened = store.open_artifact(recording, "transcript.json")
+    assert opened is not None
+    with opened:
+        assert opened.read() == whole  # hashed on open, yet read from its first byte
+
+    changed = bytearray(whole)
+    changed[-1] ^= 0x01  # one bit of the last block: the hash covers every block
+    path.write_bytes(changed)
+
+    assert await store.read_artifact(recording, "transcript.json") is None
+    assert store.open_artifact(recording, "transcript.json") is None
+    assert f"damaged (its {size} bytes are not the ones stored (another sha256))" in caplog.text
+    await store.write_artifact(recording, "transcript.json", whole)  # made again
+    assert await store.read_artifact(recording, "transcript.json") == whole
+    assert record_of(path) == {"size_bytes": size, "sha256": hashlib.sha256(whole).hexdigest()}
+
+
+async def test_a_length_recorded_by_an_older_version_still_holds_alone(
+    store: LocalRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records written before the sha256 was (length only) are checked by their length alone, so
+    an upgrade does not make every stored artefact again; one unreadable is damage, not trust."""
+    recording = await save(store, KEY)
+    await store.write_artifact(recording, "analytics.json", b"x" * 100)
+    path = store.artifact_path(recording, "analytics.json")
+    assert path is not None
+    sidecar = path.parent / f".{path.name}.json"
+    sidecar.write_bytes(b'{"size_bytes": 100}')
+    path.write_bytes(b"y" * 100)  # a same-length change such a record cannot tell
+    assert await store.read_artifact(recording, "analytics.json") == b"y" * 100
+    os.truncate(path, 10)
+    assert await store.read_artifact(recording, "analytics.json") is None
+    assert "damaged (10 bytes where 100 were stored)" in caplog.text
+
+    path.write_bytes(b"y" * 100)
+    sidecar.write_bytes(b'{"size_bytes": 100, "sha256": 7}')
+    assert await store.read_artifact(recording, "analytics.json") is None
+    assert "damaged (its record is unreadable)" in caplog.text
+
+
 async def test_another_process_reads_an_artefact_bound_to_the_same_audio(
     make_store: Callable[..., LocalRepository],
 ) -> None:

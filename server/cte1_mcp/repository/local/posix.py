@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 PART_SUFFIX = ".part"
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: A directory that a concurrent sweep keeps pruning (it removes empty ones) is made again this often.
 _MAKE_ATTEMPTS = 5
@@ -213,11 +214,13 @@ def prune(directory: Path, top: Path) -> None:
 # --- files -------------------------------------------------------------------------------------
 
 
-def create_locked_temp(directory: Path) -> tuple[int, Path]:
-    """A new 0600 file in ``directory``, flock-ed so no store (in any process) cleans it while in use."""
+def create_locked_temp(directory: Path, *, readable: bool = False) -> tuple[int, Path]:
+    """A new 0600 file in ``directory``, flock-ed so no store (in any process) cleans it while in use;
+    write-only unless ``readable`` (to hash what was written into it)."""
+    access = os.O_RDWR if readable else os.O_WRONLY
     while True:
         path = directory / f"{secrets.token_hex(16)}{PART_SUFFIX}"
-        fd = os.open(path, _NEW_FILE_FLAGS, FILE_MODE)
+        fd = os.open(path, _NEW_FILE_FLAGS | access, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -310,6 +313,17 @@ def read_file(name: str, *, dir_fd: int, limit: int) -> bytes:
         return read_fd(fd, limit)
     finally:
         os.close(fd)
+
+
+def sha256_fd(fd: int) -> str:
+    """The sha256 of the whole file ``fd``, in 1 MiB blocks (bounded memory, however large the
+    file). pread from its start: the descriptor's offset is left where it was, for its reader."""
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
 
 
 def read_fd(fd: int, limit: int) -> bytes:

@@ -51,6 +51,7 @@ from cte1_mcp.repository.local.posix import (
     read_fd,
     read_file,
     remove_if_unlocked,
+    sha256_fd,
     unlink_quietly,
     write_all,
 )
@@ -305,7 +306,8 @@ class LocalRepository:
 
     def open_artifact(self, recording: Recording, name: str) -> BinaryIO | None:
         """The artefact, or None when there is none, or when it is damaged (not a regular file,
-        or not the length recorded when it was stored: cut short on disk): it is made again."""
+        or not the length and sha256 recorded when it was stored: cut short or changed on disk):
+        it is made again. Read from its start (the check hashes it whole, once per open)."""
         indexed = self._current_version(recording)
         parts = self.layout.artifact_parts(recording.key, recording.audio.sha256)
         try:
@@ -337,13 +339,16 @@ class LocalRepository:
 
     def _write_artifact(self, recording: Recording, name: str, fill: Callable[[BinaryIO], None]) -> None:
         try:
-            fd, part = create_locked_temp(self.layout.tmp)
+            fd, part = create_locked_temp(self.layout.tmp, readable=True)
         except OSError as exc:
             raise StorageError(f"A derived file could not be saved ({exc.strerror}).") from exc
         try:
             with os.fdopen(fd, "w+b", closefd=False) as file:  # the fd keeps its flock until the end
                 fill(file)
             size = os.fstat(fd).st_size
+            # Hashed from the file once ``fill`` is done, not from its writes: an encoder may seek
+            # back and rewrite its header.
+            digest = sha256_fd(fd)
             os.fsync(fd)
             self._ensure_indexed()
             with self._lock:
@@ -352,8 +357,9 @@ class LocalRepository:
                 dir_fd = open_dir(self.layout.recordings, parts, create=True)
                 assert dir_fd is not None
                 try:
-                    before = _size_of(name, dir_fd) + _size_of(_length_name(name), dir_fd)
-                    length = _write_length(self.layout.tmp, dir_fd, name, size)  # first: see _damage
+                    before = _size_of(name, dir_fd) + _size_of(_record_name(name), dir_fd)
+                    # first: see _write_record
+                    length = _write_record(self.layout.tmp, dir_fd, name, size, digest)
                     os.replace(part, name, dst_dir_fd=dir_fd)
                     with contextlib.suppress(OSError):
                         fsync_dir(dir_fd)
@@ -653,8 +659,8 @@ def _skipped(what: str) -> Iterator[None]:
         logger.warning("%s failed, skipped until the next sweep: %s", what, exc)
 
 
-def _length_name(name: str) -> str:
-    """Where an artefact's length is recorded: a dot name no artefact can have."""
+def _record_name(name: str) -> str:
+    """Where an artefact's length and sha256 are recorded: a dot name no artefact can have."""
     return f".{name}.json"
 
 
@@ -665,15 +671,16 @@ def _size_of(name: str, dir_fd: int) -> int:
         return 0
 
 
-def _write_length(tmp: Path, dir_fd: int, name: str, size: int) -> int:
-    """Record, atomically, the length of the artefact about to be renamed into place (before it:
-    a crash in between leaves a record the old file does not match, so that one is made again)."""
-    data = json.dumps({"size_bytes": size}).encode()
+def _write_record(tmp: Path, dir_fd: int, name: str, size: int, sha256: str) -> int:
+    """Record, atomically, the length and sha256 of the artefact about to be renamed into place
+    (before it: a crash in between leaves a record the old file does not match, so that one is
+    made again; so does a reader in another process that opens the old file in that moment, once)."""
+    data = json.dumps({"size_bytes": size, "sha256": sha256}).encode()
     fd, part = create_locked_temp(tmp)
     try:
         write_all(fd, data)
         os.fsync(fd)
-        os.replace(part, _length_name(name), dst_dir_fd=dir_fd)
+        os.replace(part, _record_name(name), dst_dir_fd=dir_fd)
     finally:
         os.close(fd)
         unlink_quietly(part)
@@ -681,26 +688,33 @@ def _write_length(tmp: Path, dir_fd: int, name: str, size: int) -> int:
 
 
 def _damage(fd: int, name: str, dir_fd: int) -> str | None:
-    """What is wrong with the artefact open as ``fd``, if its length is not the one recorded when
-    it was stored (none is recorded for those an older version stored: they are trusted). The
-    caller's ``fd`` is closed here when an error is raised."""
+    """What is wrong with the artefact open as ``fd``, if its length or its sha256 is not the one
+    recorded when it was stored (none is recorded for those an older version stored: they are
+    trusted). The caller's ``fd`` is closed here when an error is raised."""
     try:
         try:
-            raw = read_file(_length_name(name), dir_fd=dir_fd, limit=4096)
+            raw = read_file(_record_name(name), dir_fd=dir_fd, limit=4096)
         except FileNotFoundError:
             return None
         except NotAFile:
-            return "its recorded length is not a file"
+            return "its record is not a file"
+        try:
+            record = json.loads(raw)
+            recorded_size, recorded_sha256 = record["size_bytes"], record.get("sha256")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return "its record is unreadable"
+        if not isinstance(recorded_sha256, str | None):
+            return "its record is unreadable"
         size = os.fstat(fd).st_size
+        if size != recorded_size:
+            return f"{size} bytes where {recorded_size} were stored"
+        # A record an older version wrote has the length alone: still checked by that alone, so
+        # an upgrade does not make every stored artefact again.
+        if recorded_sha256 is not None and sha256_fd(fd) != recorded_sha256:
+            return f"its {size} bytes are not the ones stored (another sha256)"
     except BaseException:
         os.close(fd)
         raise
-    try:
-        recorded = json.loads(raw)["size_bytes"]
-    except (ValueError, TypeError, KeyError):
-        return "its recorded length is unreadable"
-    if size != recorded:
-        return f"{size} bytes where {recorded} were stored"
     return None
 
 
