@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from cte1_mcp.transcribe.base import EngineInfo, Recognised
+from cte1_mcp.transcribe.evaluate import evaluate_folder
 from tests.helpers import tiny_transducer
 
 
@@ -93,3 +95,95 @@ def test_each_unscorable_file_is_a_line_and_stays_out_of_the_totals(
     for name, line in expected.items():
         assert any(p.startswith(line) for p in problems), (name, problems)
     assert len(problems) == len(expected), problems
+
+
+def folder_of(tmp_path: Path, references: dict[str, tuple[int, str, str]]) -> Path:
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    for name, (channels, reference, content) in references.items():
+        recording(folder / name, channels)
+        (folder / reference).write_text(content, encoding="utf-8")
+    return folder
+
+
+def test_a_json_integer_past_pythons_digit_limit_is_that_files_line(tmp_path: Path) -> None:
+    # Before: json.loads's plain ValueError (not a JSONDecodeError) ended the whole run with a
+    # traceback, and no recording was scored.
+    huge = "1" * 5000
+    folder = folder_of(
+        tmp_path,
+        {
+            "ok.wav": (1, "ok.tsv", "-\tこんにちは\n"),
+            "bigint.wav": (1, "bigint.json", f'[{{"channel": null, "text": "あいう", "startMs": {huge}}}]'),
+        },
+    )
+    done = run_eval(folder, tiny_transducer.build(tmp_path / "tiny").directory, tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    result = json.loads(done.stdout)
+    assert [c["name"] for c in result["calls"]] == ["ok.wav"]
+    [problem] = result["problems"]
+    assert problem.startswith("[invalid_parameter] bigint.json is not JSON: Exceeds the limit"), problem
+
+
+def test_a_line_without_channel_among_channelled_lines_is_a_problem_not_dropped(tmp_path: Path) -> None:
+    # Before: on a two-channel recording the '-' line was silently left out of both parties, and
+    # the call was scored against the shrunken reference.
+    folder = folder_of(
+        tmp_path,
+        {
+            "ok.wav": (2, "ok.tsv", "0\tこんにちは\n1\tもしもし\n"),
+            "mixed.wav": (2, "mixed.tsv", "0\tこんにちは\n-\tはい\n1\tもしもし\n"),
+            "listed.wav": (
+                2,
+                "listed.json",
+                '[{"channel": 0, "text": "あ"}, {"channel": null, "text": "い"}]',
+            ),
+        },
+    )
+    done = run_eval(folder, tiny_transducer.build(tmp_path / "tiny").directory, tmp_path)
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert [c["name"] for c in result["calls"]] == ["ok.wav"]
+    assert sorted(result["problems"]) == [
+        "[invalid_parameter] listed.json: no channel ('-' or null) on sentence 2, but the recording has two "
+        "channels and the other sentences name theirs: give each 0 or 1; not scored",
+        "[invalid_parameter] mixed.tsv: no channel ('-' or null) on line 2, but the recording has two "
+        "channels and the other sentences name theirs: give each 0 or 1; not scored",
+    ]
+
+
+class FailsOnce:
+    """A transcriber with a fault of the code's own on its first recording (a stand-in for a bug no
+    real input is known to reach), then hearing nothing."""
+
+    info = EngineInfo(name="fails-once", model="none", modelSha256=None)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transcribe(self, audio: Any, language: str) -> list[Recognised]:
+        self.calls += 1
+        if self.calls == 1:
+            raise ZeroDivisionError("division by zero")
+        return []
+
+    def cannot_hear(self, language: str) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_calls_unexpected_fault_is_its_line_and_the_others_are_still_scored(tmp_path: Path) -> None:
+    folder = folder_of(
+        tmp_path, {"a.wav": (1, "a.tsv", "-\tこんにちは\n"), "b.wav": (1, "b.tsv", "-\tもしもし\n")}
+    )
+    result = evaluate_folder(
+        folder, FailsOnce(), model="none", engine="fails-once", load_seconds=0.0, language="ja"
+    )
+    assert [c.name for c in result.calls] == ["b.wav"]
+    assert result.problems == [
+        "[internal_error] a.wav: evaluating it failed unexpectedly (ZeroDivisionError: division by zero); "
+        "not scored. This is a fault of cte1-mcp's: please report it."
+    ]

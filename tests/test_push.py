@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hmac
 import json
 import socket
@@ -257,6 +258,22 @@ HOSTILE: list[tuple[str, bytes | str, dict[str, str], int, str]] = [
     ("sessionId 2**70", with_change(["conversation", "sessionId"], 2**70), JSON, 422, "invalid_push"),
     ("recordId 0", with_change(["conversation", "recordList", 0, "recordId"], 0), JSON, 422, "invalid_push"),
     (
+        # Before: stored, and served at offset 0 (clamped), every sentence at 00:00.0.
+        "a sentence over a minute before connectTime",
+        with_change([*SENTENCE, "startTime"], "2024-06-21T08:26:34.000Z"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
+        # Before: stored, and served at minute 4,192,375,890 of a one-minute call.
+        "a sentence centuries after disconnectTime",
+        with_change([*SENTENCE, "endTime"], "9998-01-01T00:00:00Z"),
+        JSON,
+        422,
+        "invalid_push",
+    ),
+    (
         "tenant not allowed",
         with_change(["conversation", "tenantId"], "0120000000"),
         JSON,
@@ -458,3 +475,112 @@ async def test_what_the_service_gets_follows_the_transcript_source(
     assert await platform_push(platform, store, CallKey("05053698333", 942125, 2)) is None
     await store.write_pushed_transcript(KEY, b'{"not": "a stored push"}', available_until=None)
     assert await platform_push(platform, store, KEY) is None  # unreadable: as if none was pushed
+
+
+def moved_sentence(
+    body: dict[str, Any], seconds: float, record: int = 0, sentence: int = 0
+) -> dict[str, Any]:
+    """``body`` with one sentence moved by ``seconds`` (both its times)."""
+    pushed = body["conversation"]["recordList"][record]["sentenceList"][sentence]
+    for name in ("startTime", "endTime"):
+        moment = datetime.fromisoformat(pushed[name]) + timedelta(seconds=seconds)
+        pushed[name] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return body
+
+
+async def test_a_sentence_outside_its_call_refuses_the_push_naming_record_and_sequence(
+    server: PushServer,
+) -> None:
+    # The example's first sentence is 4.4 s after connectTime: 65 s earlier is outside the call.
+    early = await post(server, json.dumps(moved_sentence(example(), -65)))
+    assert early.status_code == 422, early.text
+    assert early.json()["error"]["code"] == "invalid_push"
+    assert (
+        "recordList.0 (recordId 1) sentence 1: startTime is more than 60 s before connectTime"
+        in early.json()["error"]["message"]
+    )
+    # The second record's second sentence ends 7 s after disconnectTime (the page's own example):
+    # a minute more is outside the call.
+    late = await post(server, json.dumps(moved_sentence(example(), 60, record=1, sentence=1)))
+    assert late.status_code == 422, late.text
+    assert (
+        "recordList.1 (recordId 1) sentence 2: endTime is more than 60 s after disconnectTime"
+        in late.json()["error"]["message"]
+    )
+    assert server.pushed_files() == []
+    # Within the minute of clock skew either side: accepted.
+    skewed = moved_sentence(moved_sentence(example(), -60), 50, record=1, sentence=1)
+    assert (await post(server, json.dumps(skewed))).status_code == 200
+
+
+async def test_without_disconnect_time_a_sentence_may_fall_a_day_after_connect_time(
+    server: PushServer,
+) -> None:
+    body = example()
+    del body["conversation"]["disconnectTime"]
+    two_hours = moved_sentence(copy.deepcopy(body), 2 * 3600, sentence=1)
+    assert (await post(server, json.dumps(two_hours))).status_code == 200
+    two_hours["conversation"]["disconnectTime"] = "2024-06-21T08:00:00.000Z"  # before connectTime: no bound
+    assert (await post(server, json.dumps(two_hours))).status_code == 200
+    next_day = await post(server, json.dumps(moved_sentence(body, 25 * 3600, sentence=1)))
+    assert next_day.status_code == 422, next_day.text
+    assert (
+        "recordList.0 (recordId 1) sentence 2: endTime is more than 24 h after connectTime "
+        "(no disconnectTime, or one before it)" in next_day.json()["error"]["message"]
+    )
+
+
+async def test_a_record_with_no_sentences_is_skipped_and_an_earlier_push_kept(
+    store: LocalRepository, tmp_path: Path
+) -> None:
+    # Before: stored with 0 sentences; get_call_transcript then served "Nobody's speech was
+    # recognised" from cte1 instead of transcribing, and the earlier push was lost.
+    log = tmp_path / "audit.jsonl"
+    async with push_server(store, audit_log=log) as server:
+        assert (await post(server, PAGE_EXAMPLE)).status_code == 200
+        body = example()
+        first, second = body["conversation"]["recordList"]
+        first["sentenceList"] = []
+        second["recordId"] = 2
+        third = copy.deepcopy(first)
+        third["recordId"] = 3
+        body["conversation"]["recordList"].append(third)
+        response = await post(server, json.dumps(body))
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ok",
+        "stored": [{"tenantId": "05053698333", "sessionId": 942125, "recordId": 2, "sentences": 2}],
+        "skipped": [
+            {"recordId": 1, "index": 0, "reason": "empty_sentence_list"},
+            {"recordId": 3, "index": 2, "reason": "empty_sentence_list"},
+        ],
+    }
+    kept = await pushed_transcript(store)  # recordId 1 as the first push stored it
+    assert [s.text for s in kept.sentenceList] == ["私はコムデザイン一郎です", "パソコンの調子が悪いです"]
+    assert await stored_push(store, CallKey("05053698333", 942125, 3)) is None  # local serves it
+    outcomes = [(line["call"], line["outcome"]) for line in map(json.loads, log.read_text().splitlines())]
+    assert outcomes[-3:] == [
+        ("05053698333/942125/2", "ok"),
+        ("05053698333/942125/1", "empty_sentence_list"),
+        ("05053698333/942125/3", "empty_sentence_list"),
+    ]
+
+
+def with_records(count: int) -> str:
+    body = example()
+    record = body["conversation"]["recordList"][0]
+    body["conversation"]["recordList"] = [{**record, "recordId": n} for n in range(1, count + 1)]
+    return json.dumps(body, ensure_ascii=False)
+
+
+async def test_a_push_of_more_than_100_records_is_refused_whole(server: PushServer) -> None:
+    # Before: each record a file, fsync'd: 8,000 tiny records held the request for 16 s and left
+    # 8,000 files in the store.
+    response = await post(server, with_records(101))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_push"
+    assert "conversation.recordList: has 101 records; one push accepts at most 100" in error["message"]
+    assert server.pushed_files() == []
+    assert (await post(server, with_records(100))).status_code == 200
+    assert len(server.pushed_files()) == 100

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from cte1_mcp.errors import ModelArchiveUnsafe
+from cte1_mcp.errors import ModelArchiveUnsafe, ModelInvalid
 from cte1_mcp.transcribe.archive import extract
 from cte1_mcp.transcribe.model_sources import import_model
 from tests.helpers import tiny_transducer
@@ -601,6 +602,122 @@ def test_an_archive_without_the_model_names_the_archive(
     nothing_installed(models_dir)
 
 
+def damaged_tar(path: Path, mode: str) -> Path:
+    """The tiny model and an incompressible member (weights, say), with 64 bytes of the compressed
+    stream flipped near its end: inside stored data, so only the stream's checksum can tell."""
+    weights = random.Random(5).randbytes(300_000)
+    members: list[Any] = [(tarfile.TarInfo(f"tiny/{n}"), c) for n, c in tiny_bytes().items()]
+    packed = bytearray(tar_bytes([*members, (tarfile.TarInfo("tiny/weights.bin"), weights)], mode))
+    at = len(packed) - 30_000
+    packed[at : at + 64] = bytes(b ^ 0x5A for b in packed[at : at + 64])
+    path.write_bytes(bytes(packed))
+    return path
+
+
+def test_a_damaged_tar_gz_is_refused_and_nothing_installed(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    # Before: installed with rc 0, the damaged bytes recorded as the model's checksums (tarfile
+    # stops at the end-of-archive block, short of gzip's CRC).
+    archive = damaged_tar(tmp_path / "damaged.tar.gz", "w:gz")
+    done = cli(catalog, environment(models_dir), "models", "import", "mine", str(archive))
+    failed_with(done, "model_invalid")
+    assert f"{archive} is not a readable archive (CRC check failed" in done.stderr
+    assert "get a fresh copy" in done.stderr
+    assert "model.bin" not in done.stderr  # not the next step of files no engine knows
+    nothing_installed(models_dir)
+
+
+def test_a_damaged_tar_xz_is_refused_and_nothing_installed(tmp_path: Path) -> None:
+    archive = damaged_tar(tmp_path / "damaged.tar.xz", "w:xz")
+    models_dir = tmp_path / "models"
+    with pytest.raises(ModelInvalid) as refused:
+        import_model("mine", archive, models_dir, force=False, say=lambda line: None)
+    assert "is not a readable archive (Corrupt input data)" in refused.value.message
+    assert "get a fresh copy" in refused.value.next_step
+    nothing_installed(models_dir)
+
+
+def patched_zip(path: Path, how: str) -> Path:
+    """The tiny model zipped, then changed as other archivers write it: Deflate64 (Windows
+    Explorer's "Compressed (zipped) folder" for large files), a password, damaged deflate data."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, content in tiny_bytes().items():
+            zipped.writestr(f"tiny/{name}", content)
+    data = bytearray(path.read_bytes())
+    # each local header (flags at +6, method at +8) and central directory entry (+8, +10)
+    for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at >= 0:
+            if how == "deflate64":
+                data[at + flags + 2 : at + flags + 4] = (9).to_bytes(2, "little")
+            elif how == "encrypted":
+                data[at + flags] |= 1
+            at = data.find(signature, at + 4)
+    if how == "damaged":
+        header = data.find(b"PK\x03\x04", 10)  # the second member's deflate data
+        start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little") + 10
+        data[start : start + 40] = bytes(b ^ 0x33 for b in data[start : start + 40])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_deflate64_zip_is_refused_before_anything_is_written(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    # Before: a NotImplementedError traceback.
+    archive = patched_zip(tmp_path / "windows.zip", "deflate64")
+    done = cli(catalog, environment(models_dir), "models", "import", "mine", str(archive))
+    failed_with(done, "model_invalid")
+    assert "windows.zip: member 'tiny/" in done.stderr
+    assert "method 9 (Deflate64), which cannot be extracted here" in done.stderr
+    assert "Re-create the archive with ordinary deflate and no password" in done.stderr
+    nothing_installed(models_dir)
+
+
+@pytest.mark.parametrize(
+    ("how", "says", "next_step"),
+    [
+        ("deflate64", "method 9 (Deflate64)", "ordinary deflate and no password"),
+        ("encrypted", "is encrypted (password-protected)", "ordinary deflate and no password"),
+        ("damaged", "is not a readable archive", "get a fresh copy"),
+    ],
+)
+def test_a_zip_that_cannot_be_extracted_is_model_invalid(
+    tmp_path: Path, how: str, says: str, next_step: str
+) -> None:
+    # Before: NotImplementedError, RuntimeError and zlib.error escaped as tracebacks.
+    archive = patched_zip(tmp_path / "m.zip", how)
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(ModelInvalid) as refused:
+        extract(archive, into)
+    assert says in refused.value.message
+    assert next_step in refused.value.next_step
+    if how != "damaged":  # refused while planning; damage shows only when its data is read
+        assert list(into.iterdir()) == []
+
+
+@pytest.mark.parametrize("order", ["file first", "folder first"])
+def test_a_tar_with_a_name_both_file_and_folder_is_unsafe_before_anything_is_written(
+    tmp_path: Path, order: str
+) -> None:
+    # Before: "[model_invalid] extracting … failed (File exists)", with an unrelated next step.
+    clash: list[Any] = [(tarfile.TarInfo("tiny/x"), b"a"), (tarfile.TarInfo("tiny/x/y"), b"b")]
+    if order == "folder first":
+        clash.reverse()
+    good: list[Any] = [(tarfile.TarInfo(f"tiny/{n}"), c) for n, c in tiny_bytes().items()]
+    archive = tmp_path / "clash.tar"
+    archive.write_bytes(tar_bytes([*good, *clash], "w"))
+    into = tmp_path / "into"
+    into.mkdir()
+    with pytest.raises(ModelArchiveUnsafe) as refused:
+        extract(archive, into)
+    assert "make one name both a file and a folder" in refused.value.message
+    assert "'tiny/x" in refused.value.message
+    assert list(into.iterdir()) == []
+
+
 # --- verify ----------------------------------------------------------------------------------
 
 
@@ -619,6 +736,79 @@ def test_verify_finds_a_changed_file_even_with_its_size_and_mtime_restored(
     done = cli(catalog, env, "models", "verify")
     failed_with(done, "model_checksum_mismatch")
     assert "joiner-epoch-1.int8.onnx does not have its recorded sha256" in done.stdout
+
+
+def damage_keeping_size_and_mtime(path: Path) -> None:
+    """Bit rot, or a copy made with ``cp -p``: other bytes, the same size and modification time."""
+    before = path.stat()
+    path.write_bytes(other_token(path.read_bytes()))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+
+
+def test_a_model_that_failed_verify_is_not_used_until_installed_again(
+    serve_env: dict[str, str], tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    # Before: verify said FAILED, but the stamp of the last good verification stayed in the
+    # manifest: `list` said verified, and start-up, `check` and `asr eval` loaded the damaged files.
+    env = environment(models_dir)
+    source = write_model(tmp_path / "mine", tiny_bytes())
+    assert cli(catalog, env, "models", "import", "mine", str(source)).returncode == 0
+    damage_keeping_size_and_mtime(models_dir / "mine" / "files" / "tokens.txt")
+    done = cli(catalog, env, "models", "verify", "mine")
+    failed_with(done, "model_checksum_mismatch")
+    assert "a server will not load them" in done.stderr
+    listed = cli(catalog, env, "models", "list").stdout
+    [row] = [line for line in listed.splitlines() if line.split()[:1] == ["mine"]]
+    assert "not verified: run `cte1-mcp models verify mine`" in row
+    refused = serve_refuses({**serve_env, "CTE1_ASR_MODEL": "mine"})
+    assert refused.returncode == 2, refused.stderr
+    assert "tokens.txt does not have its recorded sha256" in refused.stderr
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "cte1_mcp", "asr", "eval", str(tmp_path), "--model", "mine"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert evaluated.returncode == 2, evaluated.stderr  # refused before any recording is read
+    assert "[transcription_unavailable]" in evaluated.stderr
+    assert "tokens.txt does not have its recorded sha256" in evaluated.stderr
+    # Installed again from an untouched copy: used again.
+    assert cli(catalog, env, "models", "import", "mine", str(source), "--force").returncode == 0
+    assert cli(catalog, env, "models", "verify", "mine").returncode == 0
+
+
+def test_a_failed_verify_that_cannot_be_recorded_says_a_server_may_still_load_it(
+    tmp_path: Path, models_dir: Path, catalog: Path
+) -> None:
+    env = environment(models_dir)
+    source = write_model(tmp_path / "mine", tiny_bytes())
+    assert cli(catalog, env, "models", "import", "mine", str(source)).returncode == 0
+    damage_keeping_size_and_mtime(models_dir / "mine" / "files" / "tokens.txt")
+    manifest = (models_dir / "mine" / "manifest.json").read_bytes()
+    (models_dir / "mine").chmod(0o555)
+    prefix = []
+    if os.geteuid() == 0:  # root writes anywhere; a user does not
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", "verify"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        (models_dir / "mine").chmod(0o755)
+    failed_with(done, "model_checksum_mismatch")
+    assert "the manifest of mine cannot be written" in done.stderr
+    assert "a server may still load it until it is installed again" in done.stderr
+    assert "a server will not load them" not in done.stderr
+    assert (models_dir / "mine" / "manifest.json").read_bytes() == manifest
 
 
 def test_verify_of_a_name_not_installed(models_dir: Path, catalog: Path) -> None:

@@ -633,11 +633,12 @@ def _list_models(settings: Any) -> None:
         if manifest is None:
             rows.append((mark, model.name, "?", "?", f"unusable: {model.problem}", ""))
             continue
-        state = (
-            "verified"
-            if is_verified(model)
-            else f"changed since verified: run `cte1-mcp models verify {model.name}`"
-        )
+        if is_verified(model):
+            state = "verified"
+        elif manifest.verified is None:  # never verified, or its last `verify` failed
+            state = f"not verified: run `cte1-mcp models verify {model.name}`; install again if it fails"
+        else:
+            state = f"changed since verified: run `cte1-mcp models verify {model.name}`"
         source = manifest.source.origin + ("" if manifest.source.pinned else " (not pinned)")
         rows.append((mark, model.name, manifest.engine, megabytes(manifest.size), state, source))
     if found:
@@ -667,7 +668,7 @@ def _list_models(settings: Any) -> None:
 def _verify_models(models_dir: Path, name: str | None) -> None:
     from cte1_mcp.errors import ModelChecksumMismatch, ModelNotFound
     from cte1_mcp.transcribe.model_sources import megabytes
-    from cte1_mcp.transcribe.models import installed_models, verify
+    from cte1_mcp.transcribe.models import installed_models, verify_recorded
 
     found = installed_models(models_dir)
     if name is not None:
@@ -678,10 +679,14 @@ def _verify_models(models_dir: Path, name: str | None) -> None:
         click.echo(f"no models installed in {models_dir}")
         return
     failed = []
+    unrecorded = []
     for model in found:
-        problems = verify(model)
+        verification = verify_recorded(model)
+        problems = verification.problems
         if problems:
             failed.append(model.name)
+            if not verification.recorded:
+                unrecorded.append(model.name)
             click.echo(f"{model.name}: FAILED")
             for problem in problems:
                 click.echo(f"  - {problem}")
@@ -690,8 +695,15 @@ def _verify_models(models_dir: Path, name: str | None) -> None:
             size = megabytes(model.manifest.size)
             click.echo(f"{model.name}: ok ({len(model.manifest.files)} files, {size}, sha256 re-checked)")
     if failed:
+        # Said only where the failure is in the manifest: a read-only one keeps the old stamp.
+        loaded = (
+            f"; the manifest of {', '.join(unrecorded)} cannot be written (a read-only models directory?), "
+            "so a server may still load it until it is installed again"
+            if unrecorded
+            else "; a server will not load them"
+        )
         raise ModelChecksumMismatch(
-            f"the files of {', '.join(failed)} differ from their manifest; a server will not load them",
+            f"the files of {', '.join(failed)} differ from their manifest{loaded}",
             next_step="Install again: `cte1-mcp models pull NAME --force`, or `models import NAME PATH --force` "
             "from an untouched copy.",
         )

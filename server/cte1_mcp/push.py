@@ -181,17 +181,23 @@ class PushReceiver:
     async def _store(self, conversation: PushedConversation) -> Response:
         """Each record under its key, then one audit line per record; a recordId seen earlier in
         the same push is not stored again but reported (the page's own example repeats recordId 1
-        for a transfer's second call). A push stored again replaces what it stored before, so the
+        for a transfer's second call). A record with no sentence is reported, not stored: an
+        empty pushed transcript would stop local transcription serving the call, and would
+        replace one pushed earlier. A push stored again replaces what it stored before, so the
         platform may retry any push this answered with an error."""
         available_until = conversation.available_until  # the same for every record: the first
         # write refuses an expired call (RecordingExpired) before anything is stored
         chosen: dict[int, StoredPush] = {}
+        seen: set[int] = set()  # the first record with an id decides, even an empty one
         skipped: list[dict[str, Any]] = []
         for index, record in enumerate(conversation.recordList):
-            if record.recordId in chosen:
+            if record.recordId in seen:
                 skipped.append({"recordId": record.recordId, "index": index, "reason": "duplicate_record_id"})
+            elif not record.sentenceList:
+                skipped.append({"recordId": record.recordId, "index": index, "reason": "empty_sentence_list"})
             else:
                 chosen[record.recordId] = StoredPush.of(conversation, record)
+            seen.add(record.recordId)
         for stored in chosen.values():
             try:
                 await self.repository.write_pushed_transcript(
@@ -212,15 +218,23 @@ class PushReceiver:
             )
         prefix = f"{conversation.tenantId}/{conversation.sessionId}"
         for skip in skipped:
-            logger.warning(
-                "push for %s: recordList[%d] repeats recordId %d; the first was kept",
-                prefix,
-                skip["index"],
-                skip["recordId"],
-            )
+            if skip["reason"] == "duplicate_record_id":
+                logger.warning(
+                    "push for %s: recordList[%d] repeats recordId %d; the first was kept",
+                    prefix,
+                    skip["index"],
+                    skip["recordId"],
+                )
+            else:
+                logger.info(
+                    "push for %s: recordList[%d] (recordId %d) has no sentences; not stored",
+                    prefix,
+                    skip["index"],
+                    skip["recordId"],
+                )
         if self.audit is not None:
             lines = [("ok", str(s.key)) for s in chosen.values()]
-            lines += [("duplicate_record_id", f"{prefix}/{skip['recordId']}") for skip in skipped]
+            lines += [(skip["reason"], f"{prefix}/{skip['recordId']}") for skip in skipped]
             for outcome, call in lines:
                 if not await self._audit(outcome, call, True):
                     # The records are stored by now (a push is audited once it is kept, as a tool

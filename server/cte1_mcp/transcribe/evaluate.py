@@ -20,6 +20,8 @@ A party's reference is its sentences in start order (file order where times are 
 mono recording every sentence is one party, ``mixed``. A party whose reference has no character
 left after normalisation (only punctuation, an empty list, or on a two-channel recording only
 ``-``/``null`` sentences) cannot have a CER: it is reported as a problem and left out of the totals.
+On a two-channel recording, a ``-``/``null`` sentence beside sentences that name their channel
+belongs to no party: the call is not scored, with a line naming it.
 Suffixes are compared case-insensitively (``NAME.TSV`` is TSV); one reference per recording.
 """
 
@@ -52,6 +54,8 @@ class RefSentence:
     text: str
     start_ms: float | None
     role: str | None = None
+    #: Where it is in its file (``line 3``, ``sentence 2``), for a problem line.
+    where: str = ""
 
 
 @dataclass(slots=True)
@@ -153,7 +157,7 @@ def read_reference(path: Path, roles: tuple[str, ...]) -> list[RefSentence]:
         return _tsv(path.name, text)
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and an integer past Python's 4,300-digit limit
         raise InvalidParameter(f"{path.name} is not JSON: {exc}") from None
     except RecursionError:  # the parser recurses per level: a hostile file would abort the whole run
         raise InvalidParameter(f"{path.name} is nested too deeply to be a reference") from None
@@ -178,7 +182,11 @@ def _tsv(name: str, text: str) -> list[RefSentence]:
             raise InvalidParameter(
                 f"{name} line {number}: expected 'channel<TAB>text' with channel 0, 1 or -"
             )
-        sentences.append(RefSentence(None if channel.strip() == "-" else int(channel), said.strip(), None))
+        sentences.append(
+            RefSentence(
+                None if channel.strip() == "-" else int(channel), said.strip(), None, where=f"line {number}"
+            )
+        )
     return sentences
 
 
@@ -206,7 +214,7 @@ def _sentence(name: str, index: int, item: Any, roles: tuple[str, ...]) -> RefSe
     start = item.get("startMs", item.get("startOffsetMs"))
     if start is not None and (not isinstance(start, int | float) or isinstance(start, bool)):
         raise InvalidParameter(f"{where}: 'startMs' must be a number of milliseconds")
-    return RefSentence(channel, item["text"], start, role)
+    return RefSentence(channel, item["text"], start, role, where=f"sentence {index}")
 
 
 def reference_parties(
@@ -272,6 +280,7 @@ def evaluate_call(
     try:
         with recording.open("rb") as file:
             analysis = analyse(file, roles)
+            _check_channels(reference.name, sentences, analysis.channels)
             file.seek(0)
             try:
                 heard = transcribe_file(file, analysis, transcriber, language=language)
@@ -312,6 +321,22 @@ def evaluate_call(
         if problems is not None:
             problems.append(f"{line}; that party is left out of the totals")
     return CallScore(recording.name, analysis.durationSeconds, seconds, parties)
+
+
+def _check_channels(name: str, sentences: list[RefSentence], channels: int) -> None:
+    """On a two-channel recording a sentence without a channel belongs to no party: where the others
+    name theirs it is a mislabelled line, and leaving it out would silently shrink the reference."""
+    if channels != 2 or all(s.channel is None for s in sentences):
+        return  # all unlabelled: reported as nothing to score, per party
+    unlabelled = [s.where for s in sentences if s.channel is None]
+    if unlabelled:
+        shown = ", ".join(unlabelled[:3]) + (
+            f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else ""
+        )
+        raise InvalidParameter(
+            f"{name}: no channel ('-' or null) on {shown}, but the recording has two channels and "
+            "the other sentences name theirs: give each 0 or 1; not scored"
+        )
 
 
 def _labels(channels: int, roles: tuple[str, ...]) -> list[str]:
@@ -358,6 +383,14 @@ def evaluate_folder(
             result.problems.append(f"[{exc.code}] {recording.name}: {exc.message}")
         except Cte1Error as exc:
             result.problems.append(f"[{exc.code}] {exc.message}")
+        except Exception as exc:
+            # A fault of this code, not of the file: named (no traceback) and counted as a problem
+            # (exit 1), and the other recordings are still scored.
+            result.problems.append(
+                f"[internal_error] {recording.name}: evaluating it failed unexpectedly "
+                f"({type(exc).__name__}: {str(exc)[:200]}); not scored. This is a fault of cte1-mcp's: "
+                "please report it."
+            )
     return result
 
 

@@ -104,8 +104,13 @@ def read_manifest(root: Path) -> Manifest:
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Atomically: a reader sees the old manifest or the new one."""
     temporary = root / f".{MANIFEST}.{secrets.token_hex(4)}"
-    temporary.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    temporary.replace(root / MANIFEST)
+    try:
+        temporary.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        temporary.replace(root / MANIFEST)
+    except OSError:
+        with contextlib.suppress(OSError):  # a half-written temporary is no manifest; leave none
+            temporary.unlink(missing_ok=True)
+        raise
 
 
 def now() -> str:
@@ -222,14 +227,34 @@ def is_verified(model: Installed) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class Verification:
+    problems: list[str]
+    #: False when a failure could not be written to the manifest (a read-only models directory):
+    #: its old stamp stays, so a server may still trust files whose size and mtime did not change.
+    recorded: bool = True
+
+
 def verify(model: Installed) -> list[str]:
-    """Re-hash every file against the manifest; record the result when intact."""
+    """Re-hash every file against the manifest; record the result (``verify_recorded``)."""
+    return verify_recorded(model).problems
+
+
+def verify_recorded(model: Installed) -> Verification:
+    """Re-hash every file against the manifest and record the outcome. Intact: the stamp that lets
+    start-up skip re-hashing. Not: the stamp is cleared, so start-up, ``check`` and ``asr eval``
+    re-hash and refuse the model (damage that keeps a file's size and mtime would pass the stamp)."""
     if model.manifest is None:
-        return [model.problem or "no manifest"]
+        return Verification([model.problem or "no manifest"])
     problems = file_problems(model.files_dir, model.manifest.files, rehash=True, verified=None)
     if not problems:
         mark_verified(model.root, model.manifest)
-    return problems
+    elif model.manifest.verified is not None:
+        try:
+            write_manifest(model.root, model.manifest.model_copy(update={"verified": None}))
+        except OSError:
+            return Verification(problems, recorded=False)
+    return Verification(problems)
 
 
 def mark_verified(root: Path, manifest: Manifest) -> Manifest:

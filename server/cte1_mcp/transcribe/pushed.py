@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 #: The engine a pushed transcript names: the platform's recogniser (its model is not public).
 CTE1_ENGINE = EngineInfo(name="cte1", model="CT-e1 speech recognition", modelSha256=None)
 _LABELS = {speaker_id: label for label, speaker_id in CTE1_SPEAKER_IDS.items()}
+#: Records in one push: a call has a handful of legs (transfers, holds); each record is a file, so
+#: a body of thousands would hold the request open for minutes and crowd the store.
+MAX_RECORDS = 100
+#: How far a sentence may fall outside its call (clocks of the recogniser and the switch differ).
+CLOCK_SKEW = timedelta(seconds=60)
+#: Without a disconnectTime, how long after connectTime a sentence may start or end.
+LONGEST_CALL = timedelta(hours=24)
 #: The years a pushed time may fall in: a call's, with room for arithmetic on it (31 days of
 #: retention added, a zone taken off) that a year 1 or 9999 would overflow.
 FIRST_YEAR, LAST_YEAR = 1970, 9998
@@ -145,6 +152,17 @@ class PushedConversation(_Strict):
     def _session_id(cls, value: Any) -> Any:
         return _call_id(value)
 
+    @field_validator("recordList", mode="before")
+    @classmethod
+    def _few_records(cls, value: Any) -> Any:
+        # Before the records are validated: a body of thousands is refused without that cost.
+        if isinstance(value, list) and len(value) > MAX_RECORDS:
+            raise ValueError(
+                f"has {len(value):,} records; one push accepts at most {MAX_RECORDS} (a call has a "
+                "handful of legs): send the calls in separate pushes"
+            )
+        return value
+
     @field_validator("direction", mode="before")
     @classmethod
     def _direction(cls, value: Any) -> int | None:
@@ -163,6 +181,35 @@ class PushedConversation(_Strict):
         if value is not None:
             parse_instant(value)
         return value
+
+    @model_validator(mode="after")
+    def _within_the_call(self) -> PushedConversation:
+        """Each sentence within [connectTime, disconnectTime] (or connectTime + 24 h without one),
+        give or take ``CLOCK_SKEW``: a time outside the call would be served as offset 0 or as an
+        offset of centuries. No connectTime: nothing to check against. A disconnectTime before
+        connectTime is no bound (as for the duration, ``_duration``)."""
+        if self.connectTime is None:
+            return self
+        connected = parse_instant(self.connectTime)
+        disconnected = parse_instant(self.disconnectTime) if self.disconnectTime else None
+        earliest = connected - CLOCK_SKEW
+        skew = f"{CLOCK_SKEW.total_seconds():.0f} s"
+        if disconnected is not None and disconnected >= connected:
+            latest, bound = disconnected + CLOCK_SKEW, f"{skew} after disconnectTime"
+        else:
+            hours = f"{LONGEST_CALL.total_seconds() / 3600:.0f} h"
+            latest, bound = (
+                connected + LONGEST_CALL,
+                f"{hours} after connectTime (no disconnectTime, or one before it)",
+            )
+        for index, record in enumerate(self.recordList):
+            for sentence in record.sentenceList:
+                where = f"recordList.{index} (recordId {record.recordId}) sentence {sentence.sequence}"
+                if sentence.start < earliest:
+                    raise ValueError(f"{where}: startTime is more than {skew} before connectTime")
+                if sentence.end > latest:
+                    raise ValueError(f"{where}: endTime is more than {bound}")
+        return self
 
     @property
     def available_until(self) -> datetime | None:
