@@ -256,6 +256,7 @@ async def test_a_call_waiting_for_the_transcriber_is_told_so_again_and_again(
 async def test_a_stored_transcript_damaged_on_disk_is_made_again_not_an_error(
     simulator: Any, tmp_path: Path, whisper_base_dir: Path
 ) -> None:
+    """Cut short (its length tells), then one digit changed in place (its sha256 tells)."""
     serve_corpus_call(simulator)
     async with in_process(simulator.url, tmp_path, asr_model=str(whisper_base_dir), asr_threads=2) as client:
         first = structured(await client.call_tool("get_call_transcript", SMALL))
@@ -269,6 +270,15 @@ async def test_a_stored_transcript_damaged_on_disk_is_made_again_not_an_error(
         assert structured(again)["transcript"] == first["transcript"]
         assert json.loads(stored.read_text()) == first["transcript"]  # replaced by a whole one
         assert analysis.read_bytes() == whole_analysis
+
+        # One digit of an offset changed (same length, still valid JSON): rebuilt, not served.
+        whole = stored.read_bytes()
+        at = whole.index(b'"startOffsetMs":') + len(b'"startOffsetMs":')
+        stored.write_bytes(whole[:at] + (b"1" if whole[at : at + 1] == b"9" else b"9") + whole[at + 1 :])
+        again = await client.call_tool("get_call_transcript", SMALL)
+        assert not again.is_error, text(again)
+        assert structured(again)["transcript"] == first["transcript"]
+        assert stored.read_bytes() == whole
     assert len(simulator.state.requests) == 1  # the recording itself was still stored
 
 

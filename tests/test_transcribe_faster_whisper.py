@@ -3,10 +3,12 @@ real decoding with Whisper-base (deterministic, sentences cut at their full stop
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,3 +167,190 @@ def test_silence_gives_no_text_and_the_loaded_model_says_what_it_is(whisper_base
         "int8",
     )
     assert info.modelSha256 is not None and len(info.modelSha256) == 64
+
+
+# --- files beside model.bin that do not fit it: refused when loaded, never a crash later ---------
+
+#: Whisper large-v3's alignment_heads (decoder layers up to 25; base has 6 of 8 heads): a config.json
+#: of another size beside base's model.bin. Before, it loaded, and the first transcription of speech
+#: killed the server with SIGSEGV inside CTranslate2's word alignment; [[99, 0]] with SIGABRT.
+LARGE_V3_HEADS = [
+    [7, 0],
+    [10, 17],
+    [12, 18],
+    [13, 12],
+    [16, 1],
+    [17, 14],
+    [19, 11],
+    [21, 4],
+    [24, 1],
+    [25, 6],
+]
+
+
+def with_file(source: Path, target: Path, name: str, content: object) -> Path:
+    """``source``'s files linked into ``target``, ``name`` written anew (JSON unless bytes)."""
+    folder = model_copy(source, target, without=name)
+    data = content if isinstance(content, bytes) else json.dumps(content).encode()
+    (folder / name).write_bytes(data)
+    return folder
+
+
+def with_config(source: Path, target: Path, **changes: object) -> Path:
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    return with_file(source, target, "config.json", {**config, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"alignment_heads": LARGE_V3_HEADS}, "alignment_heads [7, 0]"),
+        ({"alignment_heads": [[99, 0]]}, "alignment_heads [99, 0]"),
+        # a head past base's 8: no crash, CTranslate2 reads past the attention it has
+        ({"alignment_heads": [[3, 1], [5, 8]]}, "alignment_heads [5, 8]"),
+        ({"suppress_ids": [1, 10**9]}, "suppress_ids 1000000000"),
+    ],
+)
+def test_a_config_json_that_does_not_fit_model_bin_is_refused_naming_it(
+    tmp_path: Path, whisper_base_dir: Path, changes: dict[str, object], named: str
+) -> None:
+    folder = with_config(whisper_base_dir, tmp_path / "mixed", **changes)
+    with pytest.raises(ModelUnusable) as raised:
+        faster_whisper.load(folder, device="cpu", compute_type=None, threads=1)
+    reason = str(raised.value)
+    assert f"config.json in {folder}" in reason and named in reason
+    assert "6 layers of 8 heads" in reason or "vocabulary of 51865 tokens" in reason
+    assert "\n" not in reason
+
+
+@pytest.mark.parametrize("heads", [LARGE_V3_HEADS, [[99, 0]], [[-1, 0]]])
+def test_what_ends_ctranslate2_in_word_alignment_ends_the_probe_child_not_this_process(
+    tmp_path: Path, whisper_base_dir: Path, monkeypatch: pytest.MonkeyPatch, heads: list[list[int]]
+) -> None:
+    """The child process tries what can crash natively (decoding, then aligning a real sentence: a
+    transcription of silence never aligns): shown here with config.json's check out of the way, as
+    for a model.bin whose header this server cannot read."""
+    monkeypatch.setattr(faster_whisper, "read_shape", lambda model_bin: None)
+    folder = with_config(whisper_base_dir, tmp_path / "mixed", alignment_heads=heads)
+    with pytest.raises(
+        ModelUnusable, match=r"does not work: word alignment (failed|ended the process)"
+    ) as raised:
+        faster_whisper.load(folder, device="cpu", compute_type=None, threads=1)
+    assert "config.json's alignment_heads do not fit model.bin" in str(raised.value)
+
+
+def test_models_import_refuses_such_a_folder_and_installs_nothing(
+    tmp_path: Path, whisper_base_dir: Path
+) -> None:
+    from cte1_mcp.errors import ModelInvalid
+    from cte1_mcp.transcribe.model_sources import import_model
+
+    folder = with_config(whisper_base_dir, tmp_path / "mixed", alignment_heads=LARGE_V3_HEADS)
+    said: list[str] = []
+    with pytest.raises(ModelInvalid, match=r"do not load with faster-whisper: config.json in the files has "):
+        import_model("base-misconfigured", folder, tmp_path / "models", force=False, say=said.append)
+    assert not (tmp_path / "models" / "base-misconfigured").exists()
+
+
+def large_v3_layout(tokenizer: dict[str, Any]) -> dict[str, Any]:
+    """Whisper-base's tokenizer.json laid out as large-v3's: its 100th language <|yue|> after the 99
+    others, every special token after them one id up."""
+    added = []
+    for token in tokenizer["added_tokens"]:
+        if token["id"] >= 50358:
+            token = {**token, "id": token["id"] + 1}
+        added.append(token)
+        if token["content"] == "<|su|>":
+            added.append({**token, "id": 50358, "content": "<|yue|>"})
+    return {**tokenizer, "added_tokens": added, "post_processor": None}
+
+
+def _tokenizer(whisper_base_dir: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((whisper_base_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+WORD_LEVEL = {
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [],
+    "normalizer": None,
+    "pre_tokenizer": None,
+    "post_processor": None,
+    "decoder": None,
+    "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1}, "unk_token": "[UNK]"},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        # another model's tokenizer (valid JSON): before, "TypeError: '<' not supported" on every call
+        (
+            "tokenizer.json",
+            WORD_LEVEL,
+            "tokenizer.json in {} is not a Whisper tokenizer (it has no <|endoftext|>",
+        ),
+        ("tokenizer.json", "large-v3", "tokenizer.json in {} has 100 language tokens where model.bin has 99"),
+        # large-v3's 128 mel bins: before, "Invalid input features shape" on every call
+        (
+            "preprocessor_config.json",
+            {"feature_size": 128},
+            "model.bin takes 80 mel bins, but preprocessor_config.json in {} says feature_size 128",
+        ),
+    ],
+)
+def test_a_tokenizer_or_preprocessor_config_of_another_model_is_refused_naming_the_file(
+    tmp_path: Path, whisper_base_dir: Path, name: str, content: object, expected: str
+) -> None:
+    if content == "large-v3":
+        content = large_v3_layout(_tokenizer(whisper_base_dir))
+    folder = with_file(whisper_base_dir, tmp_path / "mixed", name, content)
+    with pytest.raises(ModelUnusable) as raised:
+        faster_whisper.load(folder, device="cpu", compute_type=None, threads=1)
+    assert expected.format(folder) in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_language_whisper_does_not_have_is_one_it_cannot_hear(whisper_base: Transcriber) -> None:
+    # jp is Japan's country code, an easy slip for ja: before, every call failed in faster-whisper
+    assert "'jp' is not a language Whisper knows" in (whisper_base.cannot_hear("jp") or "")
+    assert "not trained on 'yue'" in (whisper_base.cannot_hear("yue") or "")  # large-v3's, not base's
+    assert whisper_base.cannot_hear("ja") is None and whisper_base.cannot_hear("en") is None
+
+
+def test_the_probe_runs_once_per_version_of_the_files_and_without_the_servers_settings(
+    tmp_path: Path, whisper_base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cte1_mcp.transcribe.engines import child_probe
+
+    runs: list[dict[str, str]] = []
+    real_run = subprocess.run
+
+    def recording_run(*args: Any, **kwargs: Any) -> Any:
+        runs.append(kwargs["env"])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(child_probe.subprocess, "run", recording_run)
+    monkeypatch.setenv("CTE1_API_KEY", "secret-key")
+    # a file of its own: the probe's key follows links, and whisper_base_dir may be probed already
+    config = (whisper_base_dir / "config.json").read_bytes()
+    folder = with_file(whisper_base_dir, tmp_path / "m", "config.json", config)
+    for _ in range(2):
+        faster_whisper.load(folder, device="cpu", compute_type=None, threads=1).close()
+    assert len(runs) == 1 and not any(name.startswith("CTE1_") for name in runs[0])
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_bytes(config)  # the same bytes, a new file
+    faster_whisper.load(folder, device="cpu", compute_type=None, threads=1).close()
+    assert len(runs) == 2
+
+
+def test_auto_is_the_cpu_here_with_the_cpus_int8_and_says_so(whisper_base_dir: Path) -> None:
+    # before, auto ran the model's own float32 here and the transcript said device auto, compute default
+    transcriber = faster_whisper.load(whisper_base_dir, device="auto", compute_type=None, threads=1)
+    try:
+        assert (transcriber.info.device, transcriber.info.computeType) == ("cpu", "int8")
+        assert transcriber._model.model.compute_type.startswith("int8")  # type: ignore[attr-defined]
+    finally:
+        transcriber.close()

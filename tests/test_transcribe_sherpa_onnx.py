@@ -328,6 +328,9 @@ def test_a_damaged_model_file_is_named(tmp_path: Path, part: str, content: str) 
         ({"vocab_size": "11"}, "lacks the metadata sherpa-onnx needs ('context_size' is missing"),
         ({"vocab_size": "eleven", "context_size": "2"}, "('vocab_size' is 'eleven'"),
         ({"vocab_size": "99999999999", "context_size": "2"}, "says vocab_size 99999999999, more than any"),
+        # str.isdigit() takes superscripts, int() does not: a ValueError and a traceback before
+        ({"vocab_size": "\u00b2", "context_size": "2"}, "('vocab_size' is '\u00b2'"),
+        ({"vocab_size": "11", "context_size": "2\u00b9"}, "('context_size' is '2\u00b9'"),
     ],
 )
 def test_a_decoder_without_the_metadata_sherpa_onnx_needs_is_refused(
@@ -382,6 +385,8 @@ def test_a_model_sherpa_onnx_exits_on_is_refused_with_its_reason(tmp_path: Path)
         ("<blk> 0 extra\n", "line 1 is not 'symbol id'"),
         ("<blk> 0\nあ 1\n", "names 2 of the 11 tokens"),
         ("<blk> zero\n", "line 1 is not 'symbol id'"),
+        ("<blk> 0\nx \u00b3\n", "line 2 is not 'symbol id'"),  # before, a ValueError from int()
+        ("<blk> 0\nx --5\n", "line 2 is not 'symbol id'"),
     ],
 )
 def test_a_tokens_file_that_does_not_fit_the_model_is_refused(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
 
 from cte1_mcp.analysis import AnalysisService, Reporter
 from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics
@@ -25,7 +27,7 @@ from cte1_mcp.coordination.single_flight import Flight
 from cte1_mcp.errors import TranscriptionFailed
 from cte1_mcp.models import CallKey, Recording
 from cte1_mcp.progress import Progress, ProgressCallback
-from cte1_mcp.transcribe.base import ModelUnusable, Transcriber, cached_fingerprint
+from cte1_mcp.transcribe.base import EngineInfo, ModelUnusable, Recognised, Transcriber, cached_fingerprint
 from cte1_mcp.transcribe.configured import ResolvedModel, load_model, resolve_model
 from cte1_mcp.transcribe.pipeline import transcribe_file
 from cte1_mcp.transcribe.pushed import platform_push, to_transcript
@@ -40,6 +42,41 @@ logger = logging.getLogger(__name__)
 PIPELINE_VERSION = 4
 #: While a call waits for a transcription slot, it is told so this often.
 WAITING_PROGRESS_SECONDS = 10.0
+
+
+class EngineFailed(Exception):
+    """The engine raised something other than ``ModelUnusable`` on a piece (its cause is the error):
+    told apart from the pipeline's own errors, which stay what they are."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reporting:
+    """The transcriber as the pipeline uses it, its failures marked as the engine's."""
+
+    inner: Transcriber
+
+    @property
+    def info(self) -> EngineInfo:
+        return self.inner.info
+
+    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
+        try:
+            return self.inner.transcribe(audio, language)
+        except ModelUnusable:
+            raise
+        except Exception as exc:
+            raise EngineFailed from exc
+
+    def cannot_hear(self, language: str) -> str | None:
+        return self.inner.cannot_hear(language)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else "no detail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +120,8 @@ class TranscriptionService:
         # [transcription_unavailable] without spending a platform request.
         transcriber = await self._transcriber(model, model_id)
         recording, analysis = await self.analysis.analytics(key, on_progress)
-        name = f"transcript-v{PIPELINE_VERSION}-{model.engine}-{model_id[:16]}-{self._settings_tag}.json"
+        tag = self._settings_tag(transcriber.info.device or settings.asr_device)
+        name = f"transcript-v{PIPELINE_VERSION}-{model.engine}-{model_id[:16]}-{tag}.json"
 
         async def load(recording: Recording) -> Transcript | None:
             return await self.analysis.read_stored(recording, name, Transcript.model_validate_json)
@@ -95,13 +133,14 @@ class TranscriptionService:
 
         return await self.analysis.once(key, name, load, produce, on_progress)
 
-    @property
-    def _settings_tag(self) -> str:
-        """What else decides the sentences: language, device and precision, the labels, the analyser."""
+    def _settings_tag(self, device: str) -> str:
+        """What else decides the sentences: language, device and precision, the labels, the analyser.
+        ``device`` is the one the engine runs on: ``auto`` resolved to ``cpu`` is the same as ``cpu``
+        (and its transcripts the same), so switching between them keeps the stored ones."""
         s = self.settings
         parts = (
             s.asr_language,
-            s.asr_device,
+            device,
             s.asr_compute_type,
             ",".join(s.channel_roles),
             ANALYSER_VERSION,
@@ -127,7 +166,7 @@ class TranscriptionService:
                             transcribe_file(
                                 file,
                                 analysis,
-                                transcriber,
+                                _Reporting(transcriber),
                                 language=settings.asr_language,
                                 on_piece=lambda done, total: report.emit(
                                     Progress(
@@ -149,11 +188,27 @@ class TranscriptionService:
                     raise TranscriptionFailed(
                         f"The speech-recognition engine failed on this recording: {exc}"
                     ) from None
-                except Exception:
+                except Exception as exc:
                     if report.stop.reason == DEADLINE:
                         raise TranscriptionFailed(
                             f"The transcription took longer than CTE1_ASR_TIMEOUT_SECONDS "
                             f"({settings.asr_timeout_seconds:g} s) and was stopped."
+                        ) from None
+                    if isinstance(exc, EngineFailed) and report.stop.reason is None:
+                        error = exc.__cause__ or exc
+                        # the traceback for the operator; the exception's words only (no audio, no text)
+                        logger.exception(
+                            "the engine %s (model %s) failed on a recording of %s",
+                            transcriber.info.name,
+                            transcriber.info.model,
+                            recording.key,
+                            exc_info=error,
+                        )
+                        raise TranscriptionFailed(
+                            f"The speech-recognition engine failed on this recording "
+                            f"({type(error).__name__}: {_first_line(error)})",
+                            next_step="Ask the operator to check the server's log (the engine's error is "
+                            "there, with its traceback) and the model CTE1_ASR_MODEL names (`cte1-mcp check`).",
                         ) from None
                     raise
             finally:

@@ -166,7 +166,9 @@ def load_model(model: ResolvedModel, settings: AsrSettings) -> Transcriber:
     if refused is not None:
         loaded.close()
         raise TranscriptionUnavailable(
-            f"the model CTE1_ASR_MODEL names cannot be used: {refused} (CTE1_ASR_LANGUAGE)"
+            f"the model CTE1_ASR_MODEL names cannot be used: {refused} (CTE1_ASR_LANGUAGE)",
+            next_step="Ask the operator to set CTE1_ASR_LANGUAGE to the language of the calls (ja for "
+            "Japanese), or CTE1_ASR_MODEL to a model that hears it, and restart the server.",
         )
     return Named(loaded, loaded.info.model_copy(update={"model": model.name}))
 

@@ -14,12 +14,8 @@ model is then loaded once in a child process (``sherpa_onnx_probe``) before this
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ from cte1_mcp.transcribe.base import (
     Word,
     cached_fingerprint,
 )
+from cte1_mcp.transcribe.engines import child_probe
 from cte1_mcp.transcribe.engines.onnx_metadata import NotOnnx, read_metadata
 
 NAME = "sherpa-onnx"
@@ -348,6 +345,11 @@ def _choose(model_dir: Path, names: set[str], part: str, *, int8: bool, strict: 
     return chosen[0]
 
 
+#: ASCII digits only: ``str.isdigit`` also takes ``'²'``, which ``int`` refuses.
+_COUNT = re.compile(r"[0-9]+")
+_TOKEN_ID = re.compile(r"-?[0-9]+")
+
+
 def _check_decoder(decoder: Path) -> int:
     """The decoder's ``vocab_size``, after checking the metadata sherpa-onnx would exit without."""
     try:
@@ -360,7 +362,7 @@ def _check_decoder(decoder: Path) -> int:
     values = {}
     for key in ("vocab_size", "context_size"):
         value = metadata.get(key, "")
-        if not value.strip().isdigit() or int(value) < 1:
+        if not _COUNT.fullmatch(value.strip()) or int(value) < 1:
             raise ModelUnusable(
                 f"{decoder.name} in {decoder.parent} lacks the metadata sherpa-onnx needs "
                 f"({key!r} is {'missing' if not value else repr(value)}; an icefall export writes "
@@ -387,7 +389,7 @@ def _check_tokens(tokens: Path, vocab_size: int) -> None:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) > 2 or not fields[-1].lstrip("-").isdigit():
+        if len(fields) > 2 or not _TOKEN_ID.fullmatch(fields[-1]):
             raise ModelUnusable(
                 f"{tokens} line {number} is not 'symbol id' ({line[:40]!r}): the file is damaged or "
                 f"not a sherpa-onnx tokens.txt; {_NEXT_STEP}"
@@ -401,8 +403,7 @@ def _check_tokens(tokens: Path, vocab_size: int) -> None:
         )
 
 
-_probed: set[tuple[object, ...]] = set()
-_probed_lock = threading.Lock()
+_probed = child_probe.Probed()
 #: sherpa-onnx's log lines start with the C++ source position: "/…/file.cc:Function:123 message".
 _LOG_PREFIX = re.compile(r"^\S+\.(?:cc|h|cpp):\w+:\d+\s+")
 
@@ -412,11 +413,10 @@ def _probe(model_dir: Path, files: ModelFiles, provider: str) -> None:
     ended it into a reason."""
     key = (
         provider,
-        *(_stat_key(path) for path in (files.encoder, files.decoder, files.joiner, files.tokens)),
+        *(child_probe.stat_key(path) for path in (files.encoder, files.decoder, files.joiner, files.tokens)),
     )
-    with _probed_lock:
-        if key in _probed:
-            return
+    if key in _probed:
+        return
     config = {
         "encoder": str(files.encoder),
         "decoder": str(files.decoder),
@@ -425,24 +425,16 @@ def _probe(model_dir: Path, files: ModelFiles, provider: str) -> None:
         "provider": provider,
     }
     try:
-        child = subprocess.run(  # noqa: S603 -- this interpreter, our module, a JSON argument
-            [sys.executable, "-P", "-m", "cte1_mcp.transcribe.engines.sherpa_onnx_probe", json.dumps(config)],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=PROBE_TIMEOUT_SECONDS,
-            # the child needs no credentials: none of this server's settings go to it
-            env={name: value for name, value in os.environ.items() if not name.startswith("CTE1_")},
-            check=False,
+        child = child_probe.run(
+            "cte1_mcp.transcribe.engines.sherpa_onnx_probe", config, timeout=PROBE_TIMEOUT_SECONDS
         )
     except subprocess.TimeoutExpired:
         raise ModelUnusable(
             f"the sherpa-onnx model in {model_dir} did not load within {PROBE_TIMEOUT_SECONDS:.0f} s"
         ) from None
-    answer = _last_json(child.stdout)
-    log = [_LOG_PREFIX.sub("", line).strip() for line in child.stderr.splitlines() if line.strip()]
-    if child.returncode != 0 or not answer.get("ok"):
-        detail = str(answer.get("error") or (log[-1] if log else f"exit status {child.returncode}"))
+    log = [_LOG_PREFIX.sub("", line).strip() for line in child.log]
+    if not child.ok:
+        detail = str(child.answer.get("error") or (log[-1] if log else f"exit status {child.returncode}"))
         raise ModelUnusable(
             f"the sherpa-onnx model in {model_dir} does not load: {_describe(detail)}; {_NEXT_STEP}"
         )
@@ -451,8 +443,7 @@ def _probe(model_dir: Path, files: ModelFiles, provider: str) -> None:
             "device cuda was asked, but this sherpa-onnx has no CUDA support (the PyPI wheel runs on "
             "the CPU only): install sherpa-onnx's CUDA build, or use device cpu"
         )
-    with _probed_lock:
-        _probed.add(key)
+    _probed.add(key)
 
 
 _LOAD_FAILED = re.compile(r"Load model from (?P<path>.+?) failed:(?P<why>.*)", re.DOTALL)
@@ -471,19 +462,3 @@ def _describe(detail: str) -> str:
             "the file is damaged or incomplete"
         )
     return " ".join(detail.split())[:400]
-
-
-def _stat_key(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-def _last_json(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
