@@ -239,17 +239,56 @@ def test_what_ends_ctranslate2_in_word_alignment_ends_the_probe_child_not_this_p
     assert "config.json's alignment_heads do not fit model.bin" in str(raised.value)
 
 
-def test_models_import_refuses_such_a_folder_and_installs_nothing(
+def test_models_import_refuses_a_config_json_whose_token_ids_do_not_fit_and_installs_nothing(
     tmp_path: Path, whisper_base_dir: Path
 ) -> None:
+    # alignment_heads alone are fixed at install (test_transcribe_models.py); other numbers refuse
     from cte1_mcp.errors import ModelInvalid
     from cte1_mcp.transcribe.model_sources import import_model
 
-    folder = with_config(whisper_base_dir, tmp_path / "mixed", alignment_heads=LARGE_V3_HEADS)
+    folder = with_config(whisper_base_dir, tmp_path / "mixed", suppress_ids=[1, 10**9])
     said: list[str] = []
     with pytest.raises(ModelInvalid, match=r"do not load with faster-whisper: config.json in the files has "):
         import_model("base-misconfigured", folder, tmp_path / "models", force=False, say=said.append)
     assert not (tmp_path / "models" / "base-misconfigured").exists()
+
+
+#: Heads of large-v3's size (32 decoder layers of 20 heads, the second half): what
+#: kotoba-whisper-v2.0's config.json publishes beside its 2-layer decoder.
+LARGE_V3_SIZED_HEADS = [[layer, head] for layer in range(16, 32) for head in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("heads", "named"),
+    [(LARGE_V3_SIZED_HEADS, "has alignment_heads [16, 0]"), (None, "has no alignment_heads")],
+    ids=["large-v3-sized-heads", "no-heads"],
+)
+def test_a_model_folder_whose_heads_do_not_fit_is_refused_naming_the_import_that_fixes_it(
+    tmp_path: Path, whisper_base_dir: Path, heads: list[list[int]] | None, named: str
+) -> None:
+    # Before: refused with "use the files published together with this model.bin", which for
+    # kotoba-whisper-v2.0 are the misfitting ones (no heads at all: the probe's align failed).
+    from cte1_mcp.errors import TranscriptionUnavailable
+    from cte1_mcp.settings import AsrSettings
+    from cte1_mcp.transcribe.configured import load_model, resolve_model
+
+    config = json.loads((whisper_base_dir / "config.json").read_text(encoding="utf-8"))
+    config.pop("alignment_heads")
+    if heads is not None:
+        config["alignment_heads"] = heads
+    folder = with_file(whisper_base_dir, tmp_path / "kotoba-like", "config.json", config)
+    published = (folder / "config.json").read_bytes()
+    settings = AsrSettings(asr_model=str(folder), asr_models_dir=tmp_path / "models", asr_threads=1)
+    with pytest.raises(TranscriptionUnavailable) as raised:
+        load_model(resolve_model(settings), settings)
+    message = raised.value.message
+    assert f"config.json in {folder} {named}" in message
+    assert (
+        f"`cte1-mcp models import NAME {folder}` installs a copy of it with default alignment heads"
+        in message
+    )
+    assert f"run `cte1-mcp models import NAME {folder}`" in raised.value.next_step
+    assert (folder / "config.json").read_bytes() == published  # the server never edits a user's folder
 
 
 def large_v3_layout(tokenizer: dict[str, Any]) -> dict[str, Any]:

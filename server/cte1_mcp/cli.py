@@ -640,6 +640,9 @@ def _list_models(settings: Any) -> None:
         else:
             state = f"changed since verified: run `cte1-mcp models verify {model.name}`"
         source = manifest.source.origin + ("" if manifest.source.pinned else " (not pinned)")
+        changed = [name for name, file in manifest.files.items() if file.published is not None]
+        if changed:  # the manifest says what and why
+            source += f" ({', '.join(changed)} changed at install)"
         rows.append((mark, model.name, manifest.engine, megabytes(manifest.size), state, source))
     if found:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -183,8 +183,10 @@ CATALOG: dict[str, CatalogEntry] = {
         CatalogEntry(
             name="kotoba-whisper-v2.0",
             engine="faster-whisper",
+            # Its config.json has large-v3's alignment_heads (decoder layers up to 31) beside a 2-layer
+            # decoder (kotoba-tech/kotoba-whisper#2): the install sets default ones (fit_config).
             description="kotoba-whisper-v2.0 (Whisper distilled for Japanese) in CTranslate2 layout (1.5 GB); "
-            "for a GPU",
+            "for a GPU; installed with default alignment heads (its published ones are large-v3's)",
             license="MIT",
             repo=_KOTOBA_REPO,
             revision=_KOTOBA_REV,

@@ -159,8 +159,11 @@ def load_model(model: ResolvedModel, settings: AsrSettings) -> Transcriber:
             engine=model.engine,
         )
     except ModelUnusable as exc:
+        # an engine's reason may carry its own fix (faster-whisper: the install that sets its heads)
+        step = getattr(exc, "next_step", None)
         raise TranscriptionUnavailable(
-            f"the model CTE1_ASR_MODEL names ({model.name}, {model.engine}) does not load: {exc}"
+            f"the model CTE1_ASR_MODEL names ({model.name}, {model.engine}) does not load: {exc}",
+            next_step=step if isinstance(step, str) else None,
         ) from None
     refused = loaded.cannot_hear(settings.asr_language)
     if refused is not None:
@@ -198,4 +201,7 @@ def describe(model: ResolvedModel) -> str:
     else:
         source = model.manifest.source
         state = f"files verified against {'pinned' if source.pinned else 'recorded'} sha256 ({source.origin})"
+        changed = [name for name, file in model.manifest.files.items() if file.published is not None]
+        if changed:  # verified as installed; the manifest keeps the publisher's sha256 and why
+            state += f"; {', '.join(changed)} changed at install"
     return f"{model.engine} {model.name}: {state}"

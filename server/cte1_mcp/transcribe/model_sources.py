@@ -31,6 +31,7 @@ from cte1_mcp.transcribe.models import (
     Installed,
     Manifest,
     ManifestFile,
+    Published,
     Source,
     check_name,
     hash_file,
@@ -97,6 +98,7 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
                 files={f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in entry.pull.files},
                 installedAt=now(),
             )
+            manifest = fit_config(manifest, stage.files, say)  # after the pins: they are the publisher's
             check_loads(name, stage.files, entry.engine, say)
             installed = stage.commit(manifest, force=True)
     say(f"{name}: every file matches its pinned sha256; installed in {installed}")
@@ -111,12 +113,10 @@ def _intact_form(root: Path, entry: CatalogEntry, say: Say) -> FileSet | None:
         manifest = read_manifest(root)
     except ModelInvalid:
         return None
+    # as published: a config.json the install rewrote (fit_config) is still the pinned file
+    published = {name: file.as_published for name, file in manifest.files.items()}
     form = next(
-        (
-            form
-            for form in entry.forms
-            if manifest.files == {f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in form.files}
-        ),
+        (form for form in entry.forms if published == {f.name: (f.size, f.sha256) for f in form.files}),
         None,
     )
     if form is None:
@@ -260,6 +260,36 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else "no detail"
 
 
+def fit_config(manifest: Manifest, files: Path, say: Say) -> Manifest:
+    """The staged files made to work where their publisher's config does not: a Whisper config.json
+    whose alignment_heads are missing or not model.bin's gets default ones (``faster_whisper.
+    fit_alignment_heads``: kotoba-whisper-v2.0 publishes large-v3's, on which CTranslate2's word
+    alignment faults). The manifest then records the rewritten file's sha256, which ``verify`` and
+    start-up check, beside the publisher's and why. Nothing else is changed: other numbers that do
+    not fit model.bin still refuse the model when it is test-loaded."""
+    if manifest.engine != "faster-whisper" or "config.json" not in manifest.files:
+        return manifest
+    # by name, like every engine (engines/__init__.py); it reads model.bin's header without the
+    # engine's package, so a machine without it still installs working heads
+    from cte1_mcp.transcribe.engines import faster_whisper
+
+    try:
+        changed = faster_whisper.fit_alignment_heads(files)
+        if changed is None:
+            return manifest
+        size, digest = hash_file(files / "config.json")
+    except OSError as exc:
+        raise ModelInvalid(
+            f"config.json of {manifest.name} cannot be rewritten ({exc.strerror or exc}); nothing was installed"
+        ) from None
+    before = manifest.files["config.json"]
+    rewritten = ManifestFile(
+        size=size, sha256=digest, published=Published(size=before.size, sha256=before.sha256, changed=changed)
+    )
+    say(f"{manifest.name}: {changed}")
+    return manifest.model_copy(update={"files": {**manifest.files, "config.json": rewritten}})
+
+
 def check_loads(name: str, files: Path, engine: str, say: Say) -> None:
     """Load the staged model once with its engine (on the CPU, one thread: cheap and available
     everywhere), so files that merely look like a model (right names, junk inside) are never
@@ -330,6 +360,7 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
             else:
                 manifest = _take_as_found(name, source, shown, folder, found, stage.files, say)
             shutil.rmtree(stage.root / "extract", ignore_errors=True)
+            manifest = fit_config(manifest, stage.files, say)
             check_loads(name, stage.files, manifest.engine, say)
             installed = stage.commit(manifest, force=force)
     say(f"{name}: installed in {installed}")

@@ -3,7 +3,9 @@
 Layout of ``CTE1_ASR_MODELS_DIR``::
 
     <name>/manifest.json      engine, source, revision, every file's size and sha256, installed-at,
-                              and the size and mtime of each file when it was last fully verified
+                              and the size and mtime of each file when it was last fully verified;
+                              for a file the install rewrote, also its published size and sha256
+                              and why (``ManifestFile.published``)
     <name>/files/             the model's files, exactly those the manifest lists (what the engine loads)
     .staging-<name>-<random>/ an install in progress: never read; removed by the next install
     .trash-<name>-<random>/   a replaced install being removed
@@ -31,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cte1_mcp.errors import ModelExists, ModelInvalid
 
@@ -47,11 +49,33 @@ CHUNK = 1 << 20
 # --- the manifest ----------------------------------------------------------------------------
 
 
-class ManifestFile(BaseModel):
+class Published(BaseModel):
+    """A file as its publisher made it, before the install changed it."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: int
     sha256: str
+    #: What the install changed, and why (for a person reading the manifest).
+    changed: str
+
+
+class ManifestFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The installed bytes' (what ``verify``, start-up and a transcript's fingerprint check).
+    size: int
+    sha256: str
+    #: Set when the install rewrote the file (a Whisper config.json whose alignment_heads do not fit
+    #: its model.bin): the publisher's bytes, which the catalog pins and ``pull`` compares.
+    published: Published | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    @property
+    def as_published(self) -> tuple[int, str]:
+        """Size and sha256 of the file as published (the installed ones unless it was rewritten)."""
+        if self.published is not None:
+            return self.published.size, self.published.sha256
+        return self.size, self.sha256
 
 
 class Source(BaseModel):

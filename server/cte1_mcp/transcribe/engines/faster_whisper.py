@@ -11,13 +11,17 @@ CTranslate2 faults (ending the whole process) in word alignment when config.json
 ``alignment_heads`` are of another Whisper, and a tokenizer.json or preprocessor_config.json of
 another model fails on every recording. The cheap checks run here; then the model is loaded and
 made to decode and align once in a child process (``faster_whisper_probe``) before this process
-loads it.
+loads it. Alignment heads that are missing or not model.bin's are the one thing fixed rather than
+refused, and only in an install's own copy (``fit_alignment_heads``): a published model has them
+wrong (kotoba-whisper-v2.0), and word timestamps need some.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import stat
 import struct
 import subprocess
 import unicodedata
@@ -225,30 +229,25 @@ def read_shape(model_bin: Path) -> ModelShape | None:
 def check_config(model_dir: Path) -> None:
     """config.json's numbers against model.bin: ``alignment_heads`` (``[decoder layer, head]``, which
     CTranslate2 indexes without a bound check: a large model's beside base's model.bin faults the
-    process) within the decoder, and the token ids it suppresses or takes for languages within the
-    vocabulary. A config.json that is not JSON is left to the load, which names it."""
+    process; and has no default for: word alignment fails without them) within the decoder, and the
+    token ids it suppresses or takes for languages within the vocabulary. A config.json that is not
+    JSON is left to the load, which names it."""
     shape = read_shape(model_dir / "model.bin")
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return
-    if shape is None or not isinstance(config, dict):
+    config = _read_config(model_dir)
+    if shape is None or config is None:
         return
     where = f"config.json in {model_dir}"
-    heads = config.get("alignment_heads") or []
-    for entry in heads if isinstance(heads, list) else [heads]:
-        if not (
-            isinstance(entry, list)
-            and len(entry) == 2
-            and all(type(n) is int for n in entry)
-            and 0 <= entry[0] < shape.decoder_layers
-            and 0 <= entry[1] < shape.decoder_heads
-        ):
-            raise ModelUnusable(
-                f"{where} has alignment_heads {json.dumps(entry)[:40]}, which model.bin's decoder "
-                f"({shape.decoder_layers} layers of {shape.decoder_heads} heads) does not have: "
-                f"config.json is of another Whisper model; {_NEXT_STEP}"
-            )
+    misfit = misfit_heads(config, shape)
+    if misfit is not None:
+        # Never edited here (the folder is the user's); an install copies it and sets default heads.
+        install = f"`cte1-mcp models import NAME {model_dir}`"
+        raise HeadsDoNotFit(
+            f"{where} has {misfit}; this folder is used as it is: {install} installs a copy of it with "
+            "default alignment heads (every head of the decoder's second half)",
+            next_step=f"Ask the operator to run {install}, which installs a copy of the model with "
+            "default alignment heads (the folder itself is left as it is), set CTE1_ASR_MODEL to that "
+            "NAME and restart the server.",
+        )
     for key in ("suppress_ids", "suppress_ids_begin", "lang_ids"):
         ids = config.get(key) or []
         wrong = (
@@ -261,6 +260,95 @@ def check_config(model_dir: Path) -> None:
                 f"{where} has {key} {json.dumps(wrong[0])[:40]}, outside model.bin's vocabulary of "
                 f"{shape.vocabulary_size} tokens: config.json is of another model; {_NEXT_STEP}"
             )
+
+
+class HeadsDoNotFit(ModelUnusable):
+    """config.json's alignment_heads are missing or not model.bin's, in a folder the server uses as
+    it is; ``next_step`` is the install that fixes them (``fit_alignment_heads``)."""
+
+    def __init__(self, message: str, *, next_step: str) -> None:
+        super().__init__(message)
+        self.next_step = next_step
+
+
+def _read_config(model_dir: Path) -> dict[str, Any] | None:
+    """config.json as a JSON object, or None when it is not one (the load then names it)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def misfit_heads(config: dict[str, Any], shape: ModelShape) -> str | None:
+    """What is wrong with config.json's ``alignment_heads`` for model.bin's decoder, or None when
+    every one is a ``[layer, head]`` it has."""
+    heads = config.get("alignment_heads")
+    if not heads:
+        return "no alignment_heads, which CTranslate2 needs for word timestamps (it has no default)"
+    for entry in heads if isinstance(heads, list) else [heads]:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and all(type(n) is int for n in entry)
+            and 0 <= entry[0] < shape.decoder_layers
+            and 0 <= entry[1] < shape.decoder_heads
+        ):
+            return (
+                f"alignment_heads {json.dumps(entry)[:40]}, which model.bin's decoder "
+                f"({shape.decoder_layers} layers of {shape.decoder_heads} heads) does not have "
+                "(another Whisper model's heads)"
+            )
+    return None
+
+
+def default_alignment_heads(shape: ModelShape) -> list[list[int]]:
+    """Every head of the second half of the decoder's layers: what openai-whisper uses for a model
+    without tuned heads (``all_heads[n_text_layer // 2 :] = True``, whisper/model.py) and what
+    CTranslate2's converter writes when given none. On Whisper-base its word times were within
+    0.1-0.2 s of base's tuned heads."""
+    return [
+        [layer, head]
+        for layer in range(shape.decoder_layers // 2, shape.decoder_layers)
+        for head in range(shape.decoder_heads)
+    ]
+
+
+def fit_alignment_heads(model_dir: Path) -> str | None:
+    """Give ``model_dir``'s config.json the default alignment heads when its own are missing or not
+    model.bin's, for an install's own copy of the files, never a user's folder. Some conversions
+    publish another model's heads: kotoba-whisper-v2.0's config.json has large-v3's (32 decoder
+    layers) beside its 2-layer decoder, and CTranslate2's word alignment faults on them
+    (kotoba-tech/kotoba-whisper#2). The file is replaced atomically, with the same permissions, every
+    other key kept in its order. Returns what was changed, in a sentence, or None when nothing was
+    (the heads fit, or model.bin's header or config.json cannot be read: the load's checks decide)."""
+    shape = read_shape(model_dir / "model.bin")
+    config = _read_config(model_dir)
+    if shape is None or config is None:
+        return None
+    misfit = misfit_heads(config, shape)
+    if misfit is None:
+        return None
+    heads = default_alignment_heads(shape)
+    # an existing key keeps its place; a missing one goes first, where CTranslate2 writes it
+    rewritten = (
+        {**config, "alignment_heads": heads}
+        if "alignment_heads" in config
+        else {"alignment_heads": heads, **config}
+    )
+    path = model_dir / "config.json"
+    temporary = model_dir / f".config.json.{secrets.token_hex(4)}"
+    try:
+        temporary.write_text(json.dumps(rewritten, indent=2) + "\n", encoding="utf-8")
+        temporary.chmod(stat.S_IMODE(path.stat().st_mode))
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return (
+        f"config.json had {misfit}; its alignment_heads were set to every head of the decoder's second "
+        f"half ({json.dumps(heads[0])}..{json.dumps(heads[-1])}), Whisper's default for a model without "
+        "tuned heads, so word timestamps work"
+    )
 
 
 def check_loaded(model: Any, model_dir: Path) -> None:
