@@ -154,8 +154,8 @@ def test_a_line_without_channel_among_channelled_lines_is_a_problem_not_dropped(
 
 
 class FailsOnce:
-    """A transcriber with a fault of the code's own on its first recording (a stand-in for a bug no
-    real input is known to reach), then hearing nothing."""
+    """A transcriber that fails on its first recording (as an engine does: CUDA out of memory),
+    then hears nothing."""
 
     info = EngineInfo(name="fails-once", model="none", modelSha256=None)
 
@@ -175,7 +175,7 @@ class FailsOnce:
         pass
 
 
-def test_one_calls_unexpected_fault_is_its_line_and_the_others_are_still_scored(tmp_path: Path) -> None:
+def test_an_engine_fault_on_one_call_is_its_line_and_the_others_are_still_scored(tmp_path: Path) -> None:
     folder = folder_of(
         tmp_path, {"a.wav": (1, "a.tsv", "-\tこんにちは\n"), "b.wav": (1, "b.tsv", "-\tもしもし\n")}
     )
@@ -184,6 +184,7 @@ def test_one_calls_unexpected_fault_is_its_line_and_the_others_are_still_scored(
     )
     assert [c.name for c in result.calls] == ["b.wav"]
     assert result.problems == [
-        "[internal_error] a.wav: evaluating it failed unexpectedly (ZeroDivisionError: division by zero); "
-        "not scored. This is a fault of cte1-mcp's: please report it."
+        # the engine's fault, as the server names it (before: "[internal_error] ... a fault of
+        # cte1-mcp's: please report it")
+        "[transcription_failed] the engine failed on a.wav (ZeroDivisionError: division by zero)"
     ]

@@ -373,12 +373,13 @@ def test_the_probe_runs_once_per_version_of_the_files_and_without_the_servers_se
 
     monkeypatch.setattr(child_probe.subprocess, "run", recording_run)
     monkeypatch.setenv("CTE1_API_KEY", "secret-key")
+    monkeypatch.setenv("cte1_api_key", "secret-key")  # the settings take lower case too
     # a file of its own: the probe's key follows links, and whisper_base_dir may be probed already
     config = (whisper_base_dir / "config.json").read_bytes()
     folder = with_file(whisper_base_dir, tmp_path / "m", "config.json", config)
     for _ in range(2):
         faster_whisper.load(folder, device="cpu", compute_type=None, threads=1).close()
-    assert len(runs) == 1 and not any(name.startswith("CTE1_") for name in runs[0])
+    assert len(runs) == 1 and not any(name.upper().startswith("CTE1_") for name in runs[0])
     (folder / "config.json").unlink()
     (folder / "config.json").write_bytes(config)  # the same bytes, a new file
     faster_whisper.load(folder, device="cpu", compute_type=None, threads=1).close()
@@ -393,3 +394,34 @@ def test_auto_is_the_cpu_here_with_the_cpus_int8_and_says_so(whisper_base_dir: P
         assert transcriber._model.model.compute_type.startswith("int8")  # type: ignore[attr-defined]
     finally:
         transcriber.close()
+
+
+def test_a_model_installed_with_heads_that_do_not_fit_is_refused_naming_its_reinstall(
+    tmp_path: Path, whisper_base_dir: Path
+) -> None:
+    # An install made before installs set default heads (kotoba-whisper-v2.0 as published) kept the
+    # misfitting ones. Before: the next step named `models import NAME <its files>`, which refuses
+    # an installed name without --force (and `pull` without --force calls it intact).
+    from cte1_mcp.errors import TranscriptionUnavailable
+    from cte1_mcp.settings import AsrSettings
+    from cte1_mcp.transcribe import models
+    from cte1_mcp.transcribe.configured import load_model, resolve_model
+    from cte1_mcp.transcribe.model_sources import import_model
+
+    models_dir = tmp_path / "models"
+    import_model("old-install", whisper_base_dir, models_dir, force=False, say=lambda line: None)
+    root = models_dir / "old-install"
+    config = json.loads((root / "files" / "config.json").read_text(encoding="utf-8"))
+    config["alignment_heads"] = [[16, 0], [31, 19]]  # large-v3's layers, as the published kotoba
+    (root / "files" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    size, sha256 = models.hash_file(root / "files" / "config.json")
+    manifest = models.read_manifest(root)
+    files = {**manifest.files, "config.json": models.ManifestFile(size=size, sha256=sha256)}
+    models.write_manifest(root, manifest.model_copy(update={"files": files, "verified": None}))
+
+    settings = AsrSettings(asr_model="old-install", asr_models_dir=models_dir, asr_threads=1)
+    with pytest.raises(TranscriptionUnavailable) as raised:
+        load_model(resolve_model(settings), settings)
+    assert "alignment_heads [16, 0]" in raised.value.message
+    assert raised.value.next_step is not None
+    assert f"`cte1-mcp models import old-install {whisper_base_dir} --force`" in raised.value.next_step

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
-import numpy as np
-import numpy.typing as npt
 
 from cte1_mcp.analysis import AnalysisService, Reporter
 from cte1_mcp.audio.analytics import ANALYSER_VERSION, CallAnalytics
@@ -27,7 +25,13 @@ from cte1_mcp.coordination.single_flight import Flight
 from cte1_mcp.errors import TranscriptionFailed
 from cte1_mcp.models import CallKey, Recording
 from cte1_mcp.progress import Progress, ProgressCallback
-from cte1_mcp.transcribe.base import EngineInfo, ModelUnusable, Recognised, Transcriber, cached_fingerprint
+from cte1_mcp.transcribe.base import (
+    EngineFailed,
+    EngineMarked,
+    ModelUnusable,
+    Transcriber,
+    cached_fingerprint,
+)
 from cte1_mcp.transcribe.configured import ResolvedModel, load_model, resolve_model
 from cte1_mcp.transcribe.pipeline import transcribe_file
 from cte1_mcp.transcribe.pushed import platform_push, to_transcript
@@ -42,36 +46,6 @@ logger = logging.getLogger(__name__)
 PIPELINE_VERSION = 4
 #: While a call waits for a transcription slot, it is told so this often.
 WAITING_PROGRESS_SECONDS = 10.0
-
-
-class EngineFailed(Exception):
-    """The engine raised something other than ``ModelUnusable`` on a piece (its cause is the error):
-    told apart from the pipeline's own errors, which stay what they are."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reporting:
-    """The transcriber as the pipeline uses it, its failures marked as the engine's."""
-
-    inner: Transcriber
-
-    @property
-    def info(self) -> EngineInfo:
-        return self.inner.info
-
-    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
-        try:
-            return self.inner.transcribe(audio, language)
-        except ModelUnusable:
-            raise
-        except Exception as exc:
-            raise EngineFailed from exc
-
-    def cannot_hear(self, language: str) -> str | None:
-        return self.inner.cannot_hear(language)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -166,7 +140,7 @@ class TranscriptionService:
                             transcribe_file(
                                 file,
                                 analysis,
-                                _Reporting(transcriber),
+                                EngineMarked(transcriber),
                                 language=settings.asr_language,
                                 on_piece=lambda done, total: report.emit(
                                     Progress(

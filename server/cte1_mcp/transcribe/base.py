@@ -125,3 +125,33 @@ def cached_fingerprint(model_dir: Path) -> str:
         with _fingerprints_lock:
             _fingerprints[key] = known
     return known
+
+
+class EngineFailed(Exception):
+    """The engine raised something other than ``ModelUnusable`` on a piece (its cause is the error):
+    told apart from the pipeline's own errors, which stay what they are."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMarked:
+    """The transcriber as the pipeline uses it, its failures marked as the engine's."""
+
+    inner: Transcriber
+
+    @property
+    def info(self) -> EngineInfo:
+        return self.inner.info
+
+    def transcribe(self, audio: npt.NDArray[np.float32], language: str) -> list[Recognised]:
+        try:
+            return self.inner.transcribe(audio, language)
+        except ModelUnusable:
+            raise
+        except Exception as exc:
+            raise EngineFailed from exc
+
+    def cannot_hear(self, language: str) -> str | None:
+        return self.inner.cannot_hear(language)
+
+    def close(self) -> None:
+        self.inner.close()

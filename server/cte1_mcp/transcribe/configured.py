@@ -161,6 +161,19 @@ def load_model(model: ResolvedModel, settings: AsrSettings) -> Transcriber:
     except ModelUnusable as exc:
         # an engine's reason may carry its own fix (faster-whisper: the install that sets its heads)
         step = getattr(exc, "next_step", None)
+        if isinstance(step, str) and model.manifest is not None:
+            # Installed before installs set default heads (kotoba-whisper-v2.0 as published): the
+            # same name installed again, which `pull` without --force would call intact.
+            source = model.manifest.source
+            again = (
+                f"cte1-mcp models pull {model.name} --force"
+                if source.kind == "huggingface"
+                else f"cte1-mcp models import {model.name} {source.origin} --force"
+            )
+            step = (
+                f"Ask the operator to run `{again}` (installed before installs set default alignment "
+                "heads) and restart the server."
+            )
         raise TranscriptionUnavailable(
             f"the model CTE1_ASR_MODEL names ({model.name}, {model.engine}) does not load: {exc}",
             next_step=step if isinstance(step, str) else None,

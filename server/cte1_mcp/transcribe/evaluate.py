@@ -36,7 +36,7 @@ from typing import Any
 
 from cte1_mcp.audio.analytics import analyse
 from cte1_mcp.errors import Cte1Error, InvalidParameter, TranscriptionFailed, UnsupportedAudio
-from cte1_mcp.transcribe.base import ModelUnusable, Transcriber
+from cte1_mcp.transcribe.base import EngineFailed, EngineMarked, ModelUnusable, Transcriber
 from cte1_mcp.transcribe.cer import edit_distance, normalise
 from cte1_mcp.transcribe.pipeline import transcribe_file
 from cte1_mcp.transcribe.pushed import speaker_label
@@ -283,9 +283,14 @@ def evaluate_call(
             _check_channels(reference.name, sentences, analysis.channels)
             file.seek(0)
             try:
-                heard = transcribe_file(file, analysis, transcriber, language=language)
+                heard = transcribe_file(file, analysis, EngineMarked(transcriber), language=language)
             except ModelUnusable as exc:
                 raise TranscriptionFailed(f"the engine failed on {recording.name}: {exc}") from None
+            except EngineFailed as exc:  # the engine's fault on this file (CUDA out of memory), as served
+                cause = str(exc.__cause__).strip().splitlines()[0][:200] if str(exc.__cause__).strip() else ""
+                raise TranscriptionFailed(
+                    f"the engine failed on {recording.name} ({type(exc.__cause__).__name__}: {cause})"
+                ) from None
     except OSError as exc:  # permissions, an I/O error: this recording's problem, not the run's
         raise InvalidParameter(f"{recording.name} cannot be read ({exc.strerror or exc})") from None
     seconds = time.perf_counter() - started

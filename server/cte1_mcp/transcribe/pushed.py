@@ -33,7 +33,7 @@ _LABELS = {speaker_id: label for label, speaker_id in CTE1_SPEAKER_IDS.items()}
 MAX_RECORDS = 100
 #: How far a sentence may fall outside its call (clocks of the recogniser and the switch differ).
 CLOCK_SKEW = timedelta(seconds=60)
-#: Without a disconnectTime, how long after connectTime a sentence may start or end.
+#: How long after connectTime a pushed sentence may end (a call's legs together, holds included).
 LONGEST_CALL = timedelta(hours=24)
 #: The years a pushed time may fall in: a call's, with room for arithmetic on it (31 days of
 #: retention added, a zone taken off) that a year 1 or 9999 would overflow.
@@ -184,31 +184,24 @@ class PushedConversation(_Strict):
 
     @model_validator(mode="after")
     def _within_the_call(self) -> PushedConversation:
-        """Each sentence within [connectTime, disconnectTime] (or connectTime + 24 h without one),
-        give or take ``CLOCK_SKEW``: a time outside the call would be served as offset 0 or as an
-        offset of centuries. No connectTime: nothing to check against. A disconnectTime before
-        connectTime is no bound (as for the duration, ``_duration``)."""
+        """Each sentence within [connectTime - ``CLOCK_SKEW``, connectTime + ``LONGEST_CALL``]: a time
+        outside it would be served as offset 0 or as an offset of centuries. Not bounded by
+        disconnectTime: in the page's own example a transferred call's second leg talks after it
+        (disconnectTime looks like the first leg's end), and a refused push is lost (the platform
+        sends it once). No connectTime: nothing to check against."""
         if self.connectTime is None:
             return self
         connected = parse_instant(self.connectTime)
-        disconnected = parse_instant(self.disconnectTime) if self.disconnectTime else None
-        earliest = connected - CLOCK_SKEW
+        earliest, latest = connected - CLOCK_SKEW, connected + LONGEST_CALL
         skew = f"{CLOCK_SKEW.total_seconds():.0f} s"
-        if disconnected is not None and disconnected >= connected:
-            latest, bound = disconnected + CLOCK_SKEW, f"{skew} after disconnectTime"
-        else:
-            hours = f"{LONGEST_CALL.total_seconds() / 3600:.0f} h"
-            latest, bound = (
-                connected + LONGEST_CALL,
-                f"{hours} after connectTime (no disconnectTime, or one before it)",
-            )
+        hours = f"{LONGEST_CALL.total_seconds() / 3600:.0f} h"
         for index, record in enumerate(self.recordList):
             for sentence in record.sentenceList:
                 where = f"recordList.{index} (recordId {record.recordId}) sentence {sentence.sequence}"
                 if sentence.start < earliest:
                     raise ValueError(f"{where}: startTime is more than {skew} before connectTime")
                 if sentence.end > latest:
-                    raise ValueError(f"{where}: endTime is more than {bound}")
+                    raise ValueError(f"{where}: endTime is more than {hours} after connectTime")
         return self
 
     @property

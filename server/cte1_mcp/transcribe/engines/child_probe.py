@@ -80,7 +80,7 @@ def run(module: str, config: Mapping[str, Any], *, timeout: float) -> Outcome:
         errors="replace",
         timeout=timeout,
         # the child needs no credentials: none of this server's settings go to it
-        env={name: value for name, value in os.environ.items() if not name.startswith("CTE1_")},
+        env={name: value for name, value in os.environ.items() if not name.upper().startswith("CTE1_")},
         check=False,
     )
     log = [line.strip() for line in child.stderr.splitlines() if line.strip()]
