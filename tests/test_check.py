@@ -59,6 +59,20 @@ def test_a_real_call_is_a_success_without_downloading_it(env: dict[str, str], si
     assert not list((Path(env["CTE1_CACHE_DIR"])).rglob("*.wav"))  # nothing stored
 
 
+def test_proxy_variables_are_ignored_as_the_server_ignores_them(env: dict[str, str], simulator: Any) -> None:
+    # Before: check's own client honoured HTTP(S)_PROXY/ALL_PROXY (the server's does not), so with
+    # a proxy set it diagnosed the proxy, not the connection the server makes.
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    proxied = {k: v for k, v in env.items() if k.lower() != "no_proxy"}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        proxied[name] = dead
+    done = check(proxied)
+    assert (done.returncode, verdict(done)) == (0, "ok"), done.stderr
+    assert len(simulator.state.requests) == 1
+
+
 def test_a_wrong_key(env: dict[str, str]) -> None:
     done = check({**env, "CTE1_API_KEY": "not-the-key"})
     assert done.returncode == 1

@@ -140,6 +140,17 @@ def test_check_help_names_what_it_needs(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     for name in ("CTE1_BASE_URL", "CTE1_SOURCE_UUID", "CTE1_API_KEY", "CTE1_API_KEY_FILE"):
         assert name in done.stdout
+    # Before: only the model's name and folder, though check loads it with these, and caps a
+    # 429's Retry-After with CTE1_MAX_RETRY_AFTER_SECONDS.
+    for name in (
+        "CTE1_MAX_RETRY_AFTER_SECONDS",
+        "CTE1_ASR_DEVICE",
+        "CTE1_ASR_COMPUTE_TYPE",
+        "CTE1_ASR_THREADS",
+        "CTE1_ASR_LANGUAGE",
+    ):
+        assert name in done.stdout
+    assert "CTE1_AUDIT_LOG" not in done.stdout  # only what check reads
 
 
 # --- the ready line on stdio ------------------------------------------------------------------
@@ -317,6 +328,23 @@ def test_printed_config_never_holds_the_key(env: dict[str, str]) -> None:
     assert "CTE1_API_KEY" not in config["env"]
     assert config["env"]["CTE1_BASE_URL"] == env["CTE1_BASE_URL"]
     assert "CTE1_API_KEY_FILE" in done.stderr  # says how to give the key instead
+
+
+def test_printed_config_says_what_to_do_about_each_secret_left_out(env: dict[str, str]) -> None:
+    secrets = {
+        "CTE1_REDIS_URL": "redis://:hunter2-pw@127.0.0.1:6379/0",
+        "CTE1_PUSH_KEY": "push-key-not-copied",
+        "CTE1_HTTP_TOKEN": "token-not-copied",
+    }
+    done = run([*CLI, "config"], {**env, **secrets})
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)["mcpServers"]["cte1"]
+    for variable, value in secrets.items():
+        assert variable not in config["env"]
+        assert value not in done.stdout + done.stderr
+        assert f"{variable} is set but not copied" in done.stderr
+    assert "add it to the entry's env by hand" in done.stderr  # Redis: nothing else gives it
+    assert "a stdio client needs none" in done.stderr
 
 
 @pytest.mark.parametrize("uv_installed", [True, False])

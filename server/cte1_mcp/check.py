@@ -20,7 +20,7 @@ import httpx
 
 from cte1_mcp.coordination.base import Spacer
 from cte1_mcp.cte1.answers import interpret
-from cte1_mcp.cte1.client import retry_after_seconds
+from cte1_mcp.cte1.client import retry_after_seconds, tls_context
 from cte1_mcp.cte1.redaction import Redactor
 from cte1_mcp.errors import CoordinationUnavailable
 from cte1_mcp.models import CallKey
@@ -83,9 +83,7 @@ async def run_check(
     key = key or probe_key(settings)
     tenant_named = key != probe_key(settings) or bool(settings.allowed_tenants)
     redactor = Redactor(settings)
-    verify: ssl.SSLContext | bool = (
-        ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else True
-    )
+    verify = tls_context(settings)  # the server's trust: CTE1_CA_BUNDLE, or httpx's default
     try:
         await spacer.acquire(on_wait)
     except CoordinationUnavailable:
@@ -103,6 +101,8 @@ async def run_check(
                 timeout=settings.timeout_seconds,
                 verify=verify,
                 follow_redirects=False,
+                # As the server connects: straight to CT-e1, whatever HTTP(S)_PROXY/ALL_PROXY say.
+                trust_env=False,
                 headers={"Accept-Encoding": "identity"},
             ) as http,
             http.stream(

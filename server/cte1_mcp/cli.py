@@ -44,8 +44,17 @@ UPSTREAM_SETTINGS = (
     "cache_dir",
     "redis_url",
 )
-#: What ``check`` reads besides: the transcription model it reports.
-CHECK_SETTINGS = (*UPSTREAM_SETTINGS, "asr_model", "asr_models_dir")
+#: What ``check`` reads besides: a 429's Retry-After cap, and the transcription model it loads.
+CHECK_SETTINGS = (
+    *UPSTREAM_SETTINGS,
+    "max_retry_after_seconds",
+    "asr_model",
+    "asr_models_dir",
+    "asr_device",
+    "asr_compute_type",
+    "asr_threads",
+    "asr_language",
+)
 #: Settings ``cte1-mcp models`` reads.
 MODELS_SETTINGS = ("asr_models_dir", "asr_model")
 #: Settings that are paths: made absolute in a printed configuration (a client starts elsewhere).
@@ -274,7 +283,8 @@ def simulator(
     help="Where the demo saves the WAV it fetches (private: 0700 directory, 0600 file).",
 )
 def demo(output: Path) -> None:
-    """Walk through the server against the simulator with the official MCP client (about 13 s)."""
+    """Walk through the server against the simulator with the official MCP client (about a minute
+    with transcription: the README gives the measured time)."""
     from cte1_mcp.demo import run_demo
 
     # Made now (as the walkthrough saves into it: 0700), not halfway through the walkthrough.
@@ -479,6 +489,16 @@ def _check_client_settings() -> None:
     load_settings(**stand_ins)
 
 
+#: What to do about a secret ``config`` leaves out, by setting (the rest: nothing to do).
+_SECRET_HINTS = {
+    "api_key": "; put the key in a file (chmod 600) and set CTE1_API_KEY_FILE.",
+    "http_token": "; it is for `serve --transport http`: a stdio client needs none.",
+    "push_key": "; pushes are accepted over HTTP only: a stdio client needs none.",
+    "redis_url": "; if this server must share the rate limit through Redis, add it to the entry's env "
+    "by hand (keep that file private).",
+}
+
+
 def _client_env() -> dict[str, str]:
     """The ``CTE1_*`` variables set now, for a client's config: secrets left out, paths absolute."""
     from cte1_mcp.settings import Settings
@@ -492,12 +512,7 @@ def _client_env() -> dict[str, str]:
         if "SecretStr" in str(field.annotation):  # a key, a token, a URL that may hold a password
             _stderr_line(
                 f"cte1-mcp: {variable} is set but not copied (a secret does not belong in a client's config "
-                "file)"
-                + (
-                    "; put the key in a file (chmod 600) and set CTE1_API_KEY_FILE."
-                    if name == "api_key"
-                    else "."
-                )
+                f"file){_SECRET_HINTS.get(name, '.')}"
             )
             continue
         if name in PATH_SETTINGS or (name == "asr_model" and _is_model_path(value)):

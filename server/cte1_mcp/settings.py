@@ -77,7 +77,7 @@ class AsrSettings(BaseSettings):
     asr_language: str = Field(
         "ja",
         pattern=r"^[a-z]{2,3}$",
-        description="Language spoken in the calls (ISO 639-1 code, e.g. ja, en)",
+        description="Language spoken in the calls (ISO 639 code of two or three letters, e.g. ja, en, yue)",
     )
     asr_threads: int | None = Field(
         None,
@@ -144,7 +144,9 @@ class Settings(AsrSettings):
         30.0, gt=0, le=3600, allow_inf_nan=False, description="Connect / per-read timeout towards CT-e1"
     )
     inline_audio_max_bytes: int = Field(
-        512 * 1024, ge=0, description="Largest recording get_call_audio returns inline"
+        512 * 1024,
+        ge=0,
+        description="Largest recording get_call_audio, or clip get_call_clip, returns inline",
     )
     resource_max_bytes: int = Field(
         64 * MiB, ge=1, description="Largest recording returned as a resource blob (one JSON-RPC message)"
@@ -154,7 +156,7 @@ class Settings(AsrSettings):
         gt=0,
         le=31 * 24,
         allow_inf_nan=False,
-        description="Hours a stored recording is kept after it was fetched",
+        description="Hours a stored recording is kept after it was fetched (at most 744: 31 days)",
     )
     cache_max_bytes: int = Field(
         2048 * MiB, ge=1, description="Total size of the store; least recently used recordings go first"
@@ -171,7 +173,9 @@ class Settings(AsrSettings):
         False, description="Keep no per-session state over HTTP, so any replica can answer (like --stateless)"
     )
     audit_log: Path | None = Field(
-        None, description="JSON-lines file with one line per tool call and resource read (who fetched what)"
+        None,
+        description="JSON-lines file with one line per tool call, resource read, download GET and pushed record "
+        "(who fetched what)",
     )
     # --- what MCP clients are shown ---
     mask_numbers: bool = Field(

@@ -24,8 +24,8 @@ DESCRIPTION = """\
 A clip of one call's recording, cut from the stored recording (no platform request once it is
 stored), converted to mono and stored beside the recording: for assistants that take audio
 (OpenAI's audio models: WAV, MP3; Gemini: WAV, MP3, FLAC, OGG; Claude takes no audio: use
-get_call_analytics instead). Give startSeconds/endSeconds (default: the whole call, up to the
-server's maximum clip length), channel ("mix", "0", "1" or a role of CTE1_CHANNEL_ROLES such as
+get_call_analytics instead). Give startSeconds/endSeconds (default: the whole call; a call longer
+than the server's maximum clip length is then refused: give endSeconds), channel ("mix", "0", "1" or a role of CTE1_CHANNEL_ROLES such as
 "agent"), format and sampleRate. Returned like get_call_audio: a resource URI, the local path over
 stdio, sha256, size and duration, and with inline=true the clip itself as an audio block when it
 fits the inline limit. A range outside the call, endSeconds <= startSeconds, a clip over the
