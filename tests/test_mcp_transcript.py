@@ -173,6 +173,69 @@ async def test_concurrent_callers_share_one_transcription_and_a_lone_cancel_stop
     assert max(pieces_heard[:stopped_at]) < total  # the cancelled run did not go on to the end
 
 
+#: A model's probe that never ends (as a large model loading on a slow CPU seems to): a real child
+#: process, run the way the engine runs its probe, that says when it started.
+ENDLESS_PROBE = """
+import os, pathlib, time
+pathlib.Path(os.environ["ENDLESS_PROBE_STARTED"]).write_text(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+async def test_the_only_caller_giving_up_while_the_model_is_tried_kills_the_try_and_frees_the_load(
+    simulator: Any, tmp_path: Path, whisper_base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a cancelled call waited for the model's probe child (up to its 300-s limit) with
+    the load lock held, so every other call waited too, and the child ran on."""
+    from cte1_mcp.transcribe.engines import faster_whisper
+    from tests.test_transcribe_faster_whisper import with_file
+
+    # files of their own: this process may have tried whisper_base_dir's already
+    model = with_file(
+        whisper_base_dir, tmp_path / "model", "config.json", (whisper_base_dir / "config.json").read_bytes()
+    )
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "endless_probe.py").write_text(ENDLESS_PROBE)
+    started = tmp_path / "probe-started"
+    monkeypatch.setenv("PYTHONPATH", str(modules))
+    monkeypatch.setenv("ENDLESS_PROBE_STARTED", str(started))
+    monkeypatch.setattr(faster_whisper, "PROBE_MODULE", "endless_probe")
+    serve_corpus_call(simulator)
+    async with in_process(simulator.url, tmp_path / "cache", asr_model=str(model), asr_threads=2) as client:
+        # a guard against hanging: before, the cancelled call ended with the probe's 300-s limit
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+
+                async def call() -> None:
+                    await client.call_tool("get_call_transcript", SMALL)
+
+                group.start_soon(call)
+                while not started.exists():
+                    await anyio.sleep(0.05)
+                group.cancel_scope.cancel()
+            pid = int(started.read_text())
+            while _running(pid):
+                await anyio.sleep(0.05)
+        assert simulator.state.requests == []  # the model comes before the recording
+        # the next caller is not held behind the abandoned load: with the real probe it transcribes
+        monkeypatch.setattr(
+            faster_whisper, "PROBE_MODULE", "cte1_mcp.transcribe.engines.faster_whisper_probe"
+        )
+        with anyio.fail_after(240):
+            result = structured(await client.call_tool("get_call_transcript", SMALL))
+    assert result["transcript"]["sentenceList"]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as ended: its parent has not reaped it yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 async def test_a_model_changed_while_a_call_is_transcribed_loads_again_and_the_running_one_finishes(
     simulator: Any, tmp_path: Path, whisper_base_dir: Path
 ) -> None:

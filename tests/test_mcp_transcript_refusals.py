@@ -132,11 +132,12 @@ async def test_an_engine_failing_on_a_recording_is_transcription_failed_with_its
     assert not list((tmp_path / "store").rglob("transcript-v*.json"))
 
 
-async def test_auto_on_a_host_without_cuda_is_the_cpu_and_finds_what_cpu_stored(
+async def test_auto_on_a_host_without_cuda_and_int8_said_find_what_cpu_stored(
     simulator: Any, tmp_path: Path, whisper_base_dir: Path
 ) -> None:
     """Before, auto ran Whisper in float32 here, said device auto / compute default, and was stored
-    under a name of its own: switching cpu to auto transcribed every call again, differently."""
+    under a name of its own: switching cpu to auto transcribed every call again, differently. And
+    CTE1_ASR_COMPUTE_TYPE=int8 on a CPU, what an unset one runs, made a second transcript too."""
     serve_corpus_call(simulator)
     settings: dict[str, Any] = {"asr_model": str(whisper_base_dir), "channel_roles": ROLES, "asr_threads": 2}
     async with in_process(simulator.url, tmp_path, asr_device="cpu", **settings) as client:
@@ -146,6 +147,12 @@ async def test_auto_on_a_host_without_cuda_is_the_cpu_and_finds_what_cpu_stored(
     async with in_process(simulator.url, tmp_path, asr_device="auto", **settings) as client:
         again = structured(await client.call_tool("get_call_transcript", SMALL))
     assert sorted(tmp_path.rglob("transcript-v*.json")) == stored  # served from the store
+    async with in_process(
+        simulator.url, tmp_path, asr_device="cpu", asr_compute_type="int8", **settings
+    ) as client:
+        said = structured(await client.call_tool("get_call_transcript", SMALL))
+    assert sorted(tmp_path.rglob("transcript-v*.json")) == stored
+    assert said["transcript"] == first["transcript"]
     assert again["transcript"] == first["transcript"]
     assert (first["transcript"]["engine"]["device"], first["transcript"]["engine"]["computeType"]) == (
         "cpu",

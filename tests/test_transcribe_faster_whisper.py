@@ -365,13 +365,13 @@ def test_the_probe_runs_once_per_version_of_the_files_and_without_the_servers_se
     from cte1_mcp.transcribe.engines import child_probe
 
     runs: list[dict[str, str]] = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
-    def recording_run(*args: Any, **kwargs: Any) -> Any:
+    def recording_popen(*args: Any, **kwargs: Any) -> Any:
         runs.append(kwargs["env"])
-        return real_run(*args, **kwargs)
+        return real_popen(*args, **kwargs)
 
-    monkeypatch.setattr(child_probe.subprocess, "run", recording_run)
+    monkeypatch.setattr(child_probe.subprocess, "Popen", recording_popen)
     monkeypatch.setenv("CTE1_API_KEY", "secret-key")
     monkeypatch.setenv("cte1_api_key", "secret-key")  # the settings take lower case too
     # a file of its own: the probe's key follows links, and whisper_base_dir may be probed already

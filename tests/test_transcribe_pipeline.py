@@ -333,17 +333,36 @@ def test_an_analysis_that_does_not_describe_the_file_is_refused() -> None:
         transcribe_file(call_file([], 1, 10.0), analysis(TALK, 2, 10.0), Listener(), language="ja")
 
 
-def test_the_same_words_heard_on_a_channel_20_db_quieter_at_the_same_time_are_dropped_as_echo() -> None:
+def echo_file(loud: int, echo_gain: float, delay: float, *, own: bool = False) -> io.BytesIO:
+    """μ-law WAV, 5 s: noise-like speech on channel ``loud`` from 1 to 3 s, and on the other channel
+    its copy ``delay`` s late at ``echo_gain``; with ``own``, other noise of that level instead
+    (a quiet party of its own, not a copy)."""
+    rate = 8000
+    rng = np.random.default_rng(7)
+    speech = (0.3 * rng.standard_normal(2 * rate)).clip(-0.9, 0.9).astype(np.float32)
+    samples = np.zeros((5 * rate, 2), np.float32)
+    samples[rate : 3 * rate, loud] = speech
+    other = (0.3 * rng.standard_normal(2 * rate)).clip(-0.9, 0.9).astype(np.float32) if own else speech
+    at = rate + round(delay * rate)
+    samples[at : at + 2 * rate, 1 - loud] = echo_gain * other[: len(samples) - at]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="ULAW")
+    buffer.seek(0)
+    return buffer
+
+
+def test_the_same_words_heard_where_a_channel_carries_the_others_delayed_copy_are_dropped_as_echo() -> None:
     talk = [(0, 1.0, 3.0), (1, 1.0, 3.0)]
     listener = Listener(answer=[Recognised(0.2, 2.0, "お電話ありがとうございます。")])
-    loud_0 = transcribe_file(
-        call_file(talk, 2, 5.0, gains=(0.5, 0.05)), analysis(talk, 2, 5.0), listener, language="ja"
+    # a line echo 20 dB down and 40 ms late, either way round
+    for loud in (0, 1):
+        heard = transcribe_file(echo_file(loud, 0.1, 0.04), analysis(talk, 2, 5.0), listener, language="ja")
+        assert [h.channel for h in heard] == [loud]
+    # 20 dB quieter but not a copy: a quiet party of its own, saying the same (before: dropped)
+    heard = transcribe_file(
+        echo_file(0, 0.1, 0.04, own=True), analysis(talk, 2, 5.0), listener, language="ja"
     )
-    assert [h.channel for h in loud_0] == [0]
-    loud_1 = transcribe_file(
-        call_file(talk, 2, 5.0, gains=(0.05, 0.5)), analysis(talk, 2, 5.0), listener, language="ja"
-    )
-    assert [h.channel for h in loud_1] == [1]
+    assert [h.channel for h in heard] == [0, 1]
     both = transcribe_file(
         call_file(talk, 2, 5.0, gains=(0.4, 0.5)), analysis(talk, 2, 5.0), listener, language="ja"
     )

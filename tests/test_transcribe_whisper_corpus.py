@@ -133,6 +133,22 @@ def test_the_echo_channel_does_not_repeat_the_other_party(transcribed: Transcrib
     assert {h.channel for h in heard} == {0, 1}
 
 
+@pytest.mark.parametrize("call_id", ["c04_cancellation_backchannels", "c07_line_echo_20db"])
+def test_every_utterance_is_heard_on_its_own_channel(transcribed: Transcribed, call_id: str) -> None:
+    """Regression: the echo guard judged by loudness and dropped genuine replies (c04: two of the
+    customer's 「はい」, timed just past their talk, looked 100 dB quieter than the agent). c07's
+    channels carry each other's echo: each party's own words must still all be there."""
+    call, heard = transcribed(call_id)
+    for utterance in call["utterances"]:
+        start, end = seconds(utterance)
+        near = [
+            h
+            for h in heard
+            if h.channel == utterance["channel"] and h.start < end + EDGE and start - EDGE < h.end
+        ]
+        assert near, utterance
+
+
 def test_the_same_talk_6_db_quieter_is_heard_as_the_same_words(whisper_base: Transcriber) -> None:
     # a line's level depends on the handset, the line and the recorder, not on what was said;
     # before each engine call's speech was brought to one level, c10 6 dB quieter was heard with

@@ -33,17 +33,20 @@ from cte1_mcp.transcribe.base import (
     cached_fingerprint,
 )
 from cte1_mcp.transcribe.configured import ResolvedModel, load_model, resolve_model
+from cte1_mcp.transcribe.engines import child_probe
 from cte1_mcp.transcribe.pipeline import transcribe_file
 from cte1_mcp.transcribe.pushed import platform_push, to_transcript
 from cte1_mcp.transcribe.transcript import Heard, Transcript, build
-from cte1_mcp.watched import DEADLINE, run_watched
+from cte1_mcp.watched import DEADLINE, StopFlag, run_watched
 
 logger = logging.getLogger(__name__)
 
 #: Part of a stored transcript's name: a change in how pieces are cut, packed or guarded makes new ones
 #: (2: consecutive pieces of a channel share one engine call; 3: each engine call's speech at one level;
-#: 4: digits are never a repetition loop, and only whole subtitle lines are dropped as invented).
-PIPELINE_VERSION = 4
+#: 4: digits are never a repetition loop, and only whole subtitle lines are dropped as invented;
+#: 5: an echo is a delayed copy of the other channel, not a quieter channel; numbers in kanji or read
+#: out are never a loop).
+PIPELINE_VERSION = 5
 #: While a call waits for a transcription slot, it is told so this often.
 WAITING_PROGRESS_SECONDS = 10.0
 
@@ -94,7 +97,10 @@ class TranscriptionService:
         # [transcription_unavailable] without spending a platform request.
         transcriber = await self._transcriber(model, model_id)
         recording, analysis = await self.analysis.analytics(key, on_progress)
-        tag = self._settings_tag(transcriber.info.device or settings.asr_device)
+        info = transcriber.info
+        tag = self._settings_tag(
+            info.device or settings.asr_device, info.computeType or settings.asr_compute_type
+        )
         name = f"transcript-v{PIPELINE_VERSION}-{model.engine}-{model_id[:16]}-{tag}.json"
 
         async def load(recording: Recording) -> Transcript | None:
@@ -107,15 +113,16 @@ class TranscriptionService:
 
         return await self.analysis.once(key, name, load, produce, on_progress)
 
-    def _settings_tag(self, device: str) -> str:
+    def _settings_tag(self, device: str, compute_type: str | None) -> str:
         """What else decides the sentences: language, device and precision, the labels, the analyser.
-        ``device`` is the one the engine runs on: ``auto`` resolved to ``cpu`` is the same as ``cpu``
-        (and its transcripts the same), so switching between them keeps the stored ones."""
+        ``device`` and ``compute_type`` are the ones the engine runs with: ``auto`` resolved to
+        ``cpu``, or no precision set resolved to ``int8``, is the same as saying so (and its
+        transcripts the same), so switching between them keeps the stored ones."""
         s = self.settings
         parts = (
             s.asr_language,
             device,
-            s.asr_compute_type,
+            compute_type,
             ",".join(s.channel_roles),
             ANALYSER_VERSION,
         )
@@ -235,6 +242,13 @@ class TranscriptionService:
             # it (a model re-imported while the server works). Its memory is freed when the last
             # one using it ends and drops it.
             self._loaded = None
-            transcriber = await anyio.to_thread.run_sync(load_model, model, s)
+            stop = StopFlag()
+
+            def load() -> Transcriber:
+                # a caller that gives up kills the model's probe (a large model's can take minutes)
+                with child_probe.stopped_by(lambda: stop.reason is not None):
+                    return load_model(model, s)
+
+            transcriber = await run_watched(load, stop.abort)
             self._loaded = _Loaded(identity, transcriber)
             return transcriber

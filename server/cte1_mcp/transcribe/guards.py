@@ -5,8 +5,9 @@ Applied to every engine's output, before the sentences are placed in the call:
 - **Repetition loops.** A decoder that loses track repeats a phrase (「はいはいはいはい…」, or the
   same sentence over and over). A unit repeated ``LOOP_REPEATS`` times or more in a row, in one
   sentence or across consecutive sentences, is kept once: people do say 「はいはいはい」 (three), but
-  not one phrase four times running. Digits are never a loop: 「10000円」, 「090-1111-2222」 and a
-  PIN 「0000」 are what a reviewer checks.
+  not one phrase four times running. Numbers are never a loop, in digits, kanji or read out:
+  「10000円」, 「一〇〇〇〇円」, 「090-1111-2222」 and a PIN 「0000」 or 「ゼロゼロゼロゼロ」 are what a
+  reviewer checks.
 - **Text invented for non-speech.** Whisper learnt from subtitled videos and writes their closing
   lines (「ご視聴ありがとうございました」, 「チャンネル登録お願いします」) or captions (「(音楽)」, 「♪」) when
   it hears breath, noise or nothing. A sentence made only of such lines is dropped (the pieces are
@@ -18,9 +19,10 @@ Applied to every engine's output, before the sentences are placed in the call:
   crosstalk rule reaches (it matches copies up to 8 ms late; the corpus's line echo is 40-60 ms)
   leaves the other party's words on a channel, and the engine hears them there too. A sentence is
   dropped when the other channel says the same words at the same time (``ECHO_MAX_DIFFERENCE``)
-  and its own channel is ``ECHO_QUIETER_DB`` quieter there: the analyser's crosstalk margin. Both
-  tests are needed: overtalk has different words, and two people saying 「はい」 together are both
-  loud on their own channels.
+  and its own talk there is mostly a delayed copy of the other channel (``echo.EchoTest``). Both
+  tests are needed: overtalk has different words, and two people saying 「はい」 together are
+  different voices, which do not correlate. Loudness alone was the second test before, and dropped
+  genuine replies: a quiet line, or a reply timed beside its talk, looks "quieter".
 - **More text than the audio could hold.** Japanese speech runs at about 6-10 characters a second
   (measured on the labelled corpus: see ``MAX_CHARS_PER_SECOND``); a sentence over the bound is an
   invented or looping tail, so it is cut to what its time could hold, at its last sentence-internal
@@ -87,15 +89,14 @@ def apply(recognised: list[Recognised], piece_seconds: float) -> list[Recognised
 
 
 #: A sentence at most this far (edit distance over its length) from words the other party says at
-#: the same time is their echo, when its channel is also quieter there.
+#: the same time is their echo, when the audio says its channel carries the other's copy there.
 ECHO_MAX_DIFFERENCE = 0.5
-#: The analyser's crosstalk margin: the other channel at least this much louder.
-ECHO_QUIETER_DB = 6.0
-#: ``level(channel, start, end)``: the channel's level in dBFS over that time of the recording.
-Level = Callable[[int, float, float], float]
+#: ``echo(channel, start, end)``: whether the channel's talk there is the other channel's delayed
+#: copy (:class:`~cte1_mcp.transcribe.echo.EchoTest`).
+Echo = Callable[[int, float, float], bool]
 
 
-def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
+def drop_echoes(heard: list[Heard], echo: Echo) -> list[Heard]:
     """``heard`` without the sentences that are the other party's words leaking onto a channel.
 
     Each sentence is compared with the other party's sentences that overlap it, found by bisecting
@@ -123,7 +124,7 @@ def drop_echoes(heard: list[Heard], level: Level) -> list[Heard]:
             said
             and other
             and edit_distance(said, other, within=True) <= ECHO_MAX_DIFFERENCE * len(said)
-            and _quieter(level, sentence)
+            and echo(sentence.channel, sentence.start, sentence.end)
         ):
             continue
         kept.append(sentence)
@@ -150,21 +151,45 @@ class _Starts:
         return [h for h in self.sentences[first:last] if h.start < end and start < h.end]
 
 
-def _quieter(level: Level, sentence: Heard) -> bool:
-    assert sentence.channel is not None
-    own = level(sentence.channel, sentence.start, sentence.end)
-    other = level(1 - sentence.channel, sentence.start, sentence.end)
-    return other - own >= ECHO_QUIETER_DB
+#: Digits as they are read out, in kana: a PIN 「ゼロゼロゼロゼロ」 is a number, not a loop.
+_READINGS = (
+    "ゼロ",
+    "レイ",
+    "マル",
+    "イチ",
+    "ニ",
+    "サン",
+    "ヨン",
+    "シ",
+    "ゴ",
+    "ロク",
+    "ナナ",
+    "シチ",
+    "ハチ",
+    "キュウ",
+    "ク",
+)
+DIGIT_READINGS = frozenset(_READINGS) | {
+    "".join(chr(ord(char) - 0x60) for char in reading)
+    for reading in _READINGS  # and in hiragana
+}
 
 
 def collapse_loops(text: str) -> str:
-    """A unit repeated ``LOOP_REPEATS`` times or more in a row, kept once (digits never)."""
-    return _LOOP.sub(_once_unless_digits, text)
+    """A unit repeated ``LOOP_REPEATS`` times or more in a row, kept once (numbers never)."""
+    return _LOOP.sub(_once_unless_number, text)
 
 
-def _once_unless_digits(match: re.Match[str]) -> str:
+def _once_unless_number(match: re.Match[str]) -> str:
     unit = match.group(1)
-    return match.group(0) if unicodedata.normalize("NFKC", unit).isdigit() else unit
+    return match.group(0) if is_number(unit) else unit
+
+
+def is_number(unit: str) -> bool:
+    """Digits in any script (ASCII, full-width, kanji numerals such as 一 and 万) or a digit's kana
+    reading (ゼロ, いち)."""
+    folded = unicodedata.normalize("NFKC", unit)
+    return folded in DIGIT_READINGS or all(unicodedata.numeric(char, None) is not None for char in folded)
 
 
 def is_invented(text: str) -> bool:

@@ -25,6 +25,7 @@ from cte1_mcp.audio.analytics import CallAnalytics
 from cte1_mcp.audio.decode import iter_blocks, probe
 from cte1_mcp.transcribe import guards
 from cte1_mcp.transcribe.base import ENGINE_SAMPLE_RATE, MAX_PIECE_SECONDS, Recognised, Transcriber, Word
+from cte1_mcp.transcribe.echo import EchoTest
 from cte1_mcp.transcribe.pieces import Piece, plan_pieces
 from cte1_mcp.transcribe.transcript import Heard
 
@@ -90,20 +91,9 @@ def transcribe_file(
             on_piece(done, len(packs))
     heard.sort(key=lambda sentence: (sentence.start, -1 if sentence.channel is None else sentence.channel))
     if stream.channels == 2:
-        heard = guards.drop_echoes(
-            heard, lambda channel, start, end: level_dbfs(file, channel, start, end, stream.sample_rate)
-        )
+        talk = [(s.channel, s.startSeconds, s.endSeconds) for s in analysis.segments]
+        heard = guards.drop_echoes(heard, EchoTest(file, stream.sample_rate, talk))
     return heard
-
-
-def level_dbfs(file: BinaryIO, channel: int, start: float, end: float, sample_rate: int) -> float:
-    """RMS level of one channel over ``start``-``end`` (a sentence: decoded on its own, bounded)."""
-    total, count = 0.0, 0
-    for block in iter_blocks(file, start=round(start * sample_rate), stop=round(end * sample_rate)):
-        samples = block[:, channel].astype(np.float64) / 32768.0
-        total += float(np.dot(samples, samples))
-        count += len(samples)
-    return 10 * math.log10(max(total / count if count else 0.0, 1e-12))
 
 
 def pack_pieces(

@@ -6,6 +6,11 @@ another Whisper. So a model is first run in a child (``python -m <engine>_probe 
 costs the child, not the server; the engine turns what ended it into a reason. Each engine keeps the
 keys it has tried (the files' size and modification time, the device and precision) in a ``Probed``,
 so a model is tried once per version of its files in a process.
+
+A probe can take minutes (a large model loaded on a CPU). A caller that gives up meanwhile wraps the
+load in :func:`stopped_by`: its probe child is killed and :class:`ProbeStopped` raised, so the thread
+is free at once. Thread-local rather than a parameter because the probe sits under each engine's
+``load``, which the CLI's commands call too, with nothing to cancel.
 """
 
 from __future__ import annotations
@@ -16,10 +21,33 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Hashable, Mapping
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+#: How often a running probe looks at its caller's ``cancelled``.
+CANCEL_POLL_SECONDS = 0.1
+
+
+class ProbeStopped(Exception):
+    """The caller gave up (:func:`stopped_by`): the probe's child was killed."""
+
+
+_caller = threading.local()
+
+
+@contextmanager
+def stopped_by(cancelled: Callable[[], bool]) -> Iterator[None]:
+    """Probes this thread runs inside the block are killed once ``cancelled()`` is true."""
+    outer = getattr(_caller, "cancelled", None)
+    _caller.cancelled = cancelled
+    try:
+        yield
+    finally:
+        _caller.cancelled = outer
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +99,39 @@ def stat_key(path: Path) -> tuple[str, int, int]:
 
 
 def run(module: str, config: Mapping[str, Any], *, timeout: float) -> Outcome:
-    """``python -m module JSON`` in a child; ``subprocess.TimeoutExpired`` past ``timeout`` (the
-    child is killed)."""
-    child = subprocess.run(  # noqa: S603 -- this interpreter, our module, a JSON argument
+    """``python -m module JSON`` in a child; ``subprocess.TimeoutExpired`` past ``timeout``,
+    :class:`ProbeStopped` once the thread's :func:`stopped_by` says so (the child killed either way,
+    and on any other way out, Ctrl-C included)."""
+    cancelled: Callable[[], bool] | None = getattr(_caller, "cancelled", None)
+    ends_at = time.monotonic() + timeout
+    child = subprocess.Popen(  # noqa: S603 -- this interpreter, our module, a JSON argument
         [sys.executable, "-P", "-m", module, json.dumps(dict(config))],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-        timeout=timeout,
         # the child needs no credentials: none of this server's settings go to it
         env={name: value for name, value in os.environ.items() if not name.upper().startswith("CTE1_")},
-        check=False,
     )
-    log = [line.strip() for line in child.stderr.splitlines() if line.strip()]
-    return Outcome(child.returncode, last_json(child.stdout), log)
+    try:
+        while True:
+            try:
+                # communicate() keeps what it read when it times out, so it can be called again
+                stdout, stderr = child.communicate(
+                    timeout=min(CANCEL_POLL_SECONDS, max(ends_at - time.monotonic(), 0))
+                )
+                break
+            except subprocess.TimeoutExpired:
+                if cancelled is not None and cancelled():
+                    raise ProbeStopped from None
+                if time.monotonic() >= ends_at:
+                    raise subprocess.TimeoutExpired(child.args, timeout) from None
+    finally:
+        if child.returncode is None:
+            child.kill()
+            child.communicate()
+    log = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return Outcome(child.returncode, last_json(stdout), log)
 
 
 def say(**answer: Any) -> None:

@@ -69,6 +69,8 @@ KANJI_MORAE = 2.0
 _KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々]")
 #: Loading large-v3 on a CPU and encoding one window takes tens of seconds; this bounds a stuck child.
 PROBE_TIMEOUT_SECONDS = 300.0
+#: What the probe child runs (``python -m``).
+PROBE_MODULE = "cte1_mcp.transcribe.engines.faster_whisper_probe"
 #: The special tokens faster-whisper builds every prompt and suppression list from.
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -397,9 +399,7 @@ def _probe(model_dir: Path, device: str, compute_type: str, threads: int) -> Non
         return
     config = {"model_dir": str(model_dir), "device": device, "compute_type": compute_type, "threads": threads}
     try:
-        child = child_probe.run(
-            "cte1_mcp.transcribe.engines.faster_whisper_probe", config, timeout=PROBE_TIMEOUT_SECONDS
-        )
+        child = child_probe.run(PROBE_MODULE, config, timeout=PROBE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         raise ModelUnusable(
             f"The Whisper model in {model_dir} did not load and decode within {PROBE_TIMEOUT_SECONDS:.0f} s"
