@@ -155,3 +155,18 @@ def test_a_duration_must_be_a_number(variable: str, value: str) -> None:
 def test_a_level_with_surrounding_spaces_is_the_level() -> None:
     assert load_settings(**BASE, api_key=SECRET, log_level="INFO ").log_level == "INFO"
     assert load_settings(**BASE, api_key=SECRET, transcript_source=" local").transcript_source == "local"
+
+
+def test_the_platforms_roles_in_any_case_are_its_roles() -> None:
+    # Before: "Agent,Customer" gave the agent speakerId 1, the id CT-e1 (and every pushed
+    # transcript) gives the customer, while the settings already took agent and Agent as one role.
+    from cte1_mcp.transcribe.transcript import speakers
+
+    settings = load_settings(**BASE, api_key=SECRET, channel_roles="Agent, CUSTOMER")
+    assert settings.channel_roles == ("agent", "customer")
+    assert [(s.speaker, s.speakerId) for s in speakers(2, settings.channel_roles)] == [
+        ("agent", 2),
+        ("customer", 1),
+    ]
+    other = load_settings(**BASE, api_key=SECRET, channel_roles="Caller,Operator")
+    assert other.channel_roles == ("Caller", "Operator")  # other names as written

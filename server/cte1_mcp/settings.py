@@ -238,7 +238,9 @@ class Settings(AsrSettings):
             raise ValueError("give two different role names, channel 0 first (e.g. customer,agent)")
         if any(role.casefold() in ("mix", "mixed", "0", "1") for role in value):
             raise ValueError("role names cannot be mix, mixed, 0 or 1 (those name channels already)")
-        return value
+        # CT-e1's two roles in its own spelling, however written: "Agent,Customer" gets the
+        # platform's speaker ids (customer 1, agent 2) like a pushed transcript does
+        return tuple(role.casefold() if role.casefold() in ("customer", "agent") else role for role in value)
 
     # --- CT-e1 client: waits, deadlines and trusted CAs ---
     max_retry_after_seconds: float = Field(
