@@ -117,6 +117,22 @@ async def test_a_bearer_key_is_accepted_and_a_later_push_replaces_the_earlier(
     assert len(server.pushed_files()) == 1
 
 
+async def test_a_body_starting_with_a_utf8_byte_order_mark_is_stored(
+    server: PushServer, store: LocalRepository
+) -> None:
+    # Before: 400 invalid_json ("expected value at line 1 column 1"), and the push was lost.
+    # RFC 8259 8.1 lets a parser ignore one BOM; a second is no JSON.
+    response = await post(server, b"\xef\xbb\xbf" + PAGE_EXAMPLE.encode())
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == [
+        {"tenantId": "05053698333", "sessionId": 942125, "recordId": 1, "sentences": 2}
+    ]
+    assert (await pushed_transcript(store)).sentenceList[0].text == "私はコムデザイン一郎です"
+    twice = await post(server, b"\xef\xbb\xbf" * 2 + PAGE_EXAMPLE.encode())
+    assert twice.status_code == 400
+    assert twice.json()["error"]["code"] == "invalid_json"
+
+
 async def test_the_key_is_compared_in_constant_time(
     server: PushServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -684,6 +684,15 @@ def _list_models(settings: Any) -> None:
 
 
 def _verify_models(models_dir: Path, name: str | None) -> None:
+    from cte1_mcp.transcribe.models import verify_lock
+
+    # The install lock, from reading the manifests to writing them back: an install committing
+    # meanwhile would get the old model's manifest written over its own.
+    with verify_lock(models_dir):
+        _verify_locked(models_dir, name)
+
+
+def _verify_locked(models_dir: Path, name: str | None) -> None:
     from cte1_mcp.errors import ModelChecksumMismatch, ModelNotFound
     from cte1_mcp.transcribe.model_sources import megabytes
     from cte1_mcp.transcribe.models import installed_models, verify_recorded

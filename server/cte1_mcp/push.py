@@ -4,8 +4,8 @@ CT-e1 POSTs one call's recognition results with a pre-shared key in ``Authorizat
 record's sentences are stored as that recording's transcript from the platform. The checks run
 cheapest first and before anything is read that need not be: Host/Origin (the MCP endpoint's
 DNS-rebinding rule), method, key (constant time), content type, declared length, then the body,
-read only up to ``CTE1_PUSH_MAX_BYTES``, parsed as strict UTF-8 JSON (no NaN, nesting bounded by
-the parser) and validated whole. Anything wrong is a 4xx with ``{"error": {"code", "message"}}``
+read only up to ``CTE1_PUSH_MAX_BYTES``, parsed as strict UTF-8 JSON (one leading byte-order mark
+ignored, no NaN, nesting bounded by the parser) and validated whole. Anything wrong is a 4xx with ``{"error": {"code", "message"}}``
 and nothing stored. The platform's expected answer is not public: 200 with a small JSON body is
 our assumption.
 """
@@ -299,10 +299,14 @@ def _check_content_type(request: Request) -> None:
         raise Refusal(415, "unsupported_media_type", "The push body must be application/json in UTF-8.")
 
 
+#: UTF-8's byte-order mark: RFC 8259 8.1 lets a parser ignore one, and a refused push is lost.
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _parse(body: bytes) -> PushedConversation:
     # pydantic's own JSON parser (jiter): strict UTF-8, no NaN or Infinity, nesting bounded.
     try:
-        data = pydantic_core.from_json(body, allow_inf_nan=False)
+        data = pydantic_core.from_json(body.removeprefix(_UTF8_BOM), allow_inf_nan=False)
     except ValueError as exc:
         raise Refusal(400, "invalid_json", f"The push body is not valid JSON ({exc}).") from None
     try:

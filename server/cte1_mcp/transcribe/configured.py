@@ -26,8 +26,8 @@ from cte1_mcp.transcribe.models import (
     fingerprint_of,
     installed_models,
     is_verified,
-    mark_verified,
     read_manifest,
+    restamp,
 )
 
 if TYPE_CHECKING:
@@ -104,8 +104,9 @@ def _manifest_or_problem(root: Path) -> tuple[Manifest | None, str | None]:
 def _checked(model: Installed) -> ResolvedModel:
     if model.manifest is None:
         raise Unusable(f"{model.problem}; install the model again ({PULL_HINT})")
+    seen: dict[str, tuple[int, int]] = {}
     problems = file_problems(
-        model.files_dir, model.manifest.files, rehash=False, verified=model.manifest.verified
+        model.files_dir, model.manifest.files, rehash=False, verified=model.manifest.verified, seen=seen
     )
     if problems:
         name = model.manifest.name
@@ -118,8 +119,8 @@ def _checked(model: Installed) -> ResolvedModel:
             f"the files of model {model.name!r} fail their recorded checks ({'; '.join(problems[:3])}); "
             f"install it again with {again}"
         )
-    if not is_verified(model):
-        mark_verified(model.root, model.manifest)
+    if not is_verified(model):  # never waits for a `models` command; a read-only one is remembered
+        restamp(model, seen)
     return _engine_of(model.name, model.files_dir, model.manifest)
 
 

@@ -173,8 +173,11 @@ def read_reference(path: Path, roles: tuple[str, ...]) -> list[RefSentence]:
 
 
 def _tsv(name: str, text: str) -> list[RefSentence]:
+    """Lines end at \\n, \\r\\n or \\r only: ``str.splitlines`` would also split at U+2028, U+0085 or
+    a form feed inside a text, and a problem would then name the wrong line."""
     sentences = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip() or line.startswith("#"):
             continue
         channel, tab, said = line.partition("\t")

@@ -8,8 +8,11 @@ itself never calls this: models are installed by a person, never at tool-call ti
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import importlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,7 +22,6 @@ from typing import Any
 from cte1_mcp.errors import (
     ModelChecksumMismatch,
     ModelDownloadFailed,
-    ModelExists,
     ModelInvalid,
     ModelNotFound,
 )
@@ -33,13 +35,16 @@ from cte1_mcp.transcribe.models import (
     ManifestFile,
     Published,
     Source,
+    already_there,
     check_name,
     hash_file,
     install_lock,
+    not_writable,
     now,
     read_manifest,
     staging,
     verify,
+    writing,
 )
 
 Say = Callable[[str], None]
@@ -80,11 +85,12 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
             downloads = stage.root / "download"
             for pinned in entry.pull.files:
                 say(f"  {pinned.name} ({megabytes(pinned.size)})")
-                path = _download(entry, pinned, downloads)
+                path = _download(entry, pinned, downloads, models_dir)
                 size, digest = hash_file(path)
                 _check_pin(pinned, size, digest, entry.pull.origin)
-                path.rename(stage.files / pinned.name)
-            shutil.rmtree(downloads)
+                with writing(models_dir):
+                    path.rename(stage.files / pinned.name)
+            shutil.rmtree(downloads, ignore_errors=True)
             manifest = Manifest(
                 name=name,
                 engine=entry.engine,
@@ -125,7 +131,7 @@ def _intact_form(root: Path, entry: CatalogEntry, say: Say) -> FileSet | None:
     return None if verify(Installed(entry.name, root, manifest)) else form
 
 
-def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path) -> Path:
+def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path, models_dir: Path) -> Path:
     """One file of ``entry``'s repository at its pinned revision (``HF_ENDPOINT`` names a mirror);
     huggingface_hub shows the progress on stderr and resumes a dropped connection a few times.
     The download stops at the first block past the pinned size (``_capped_progress``)."""
@@ -178,9 +184,24 @@ def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path) -> Path:
         status = exc.response.status_code if exc.response is not None else None
         raise ModelDownloadFailed(f"downloading {filename} from {where} failed (HTTP {status})") from None
     except Exception as exc:  # connection drops, a cut-off body, a non-hub answer: one outcome
+        full = _disk_error(exc)
+        if full is not None:  # not the hub's: where the download is written
+            raise not_writable(models_dir, full) from None
         raise ModelDownloadFailed(
             f"downloading {filename} from {where} failed ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
+
+
+def _disk_error(exc: BaseException) -> OSError | None:
+    """The full (or read-only) disk behind a download's failure, if that is what it was."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return None
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 #: The name huggingface_hub gives the progress bar of a plain HTTP download (``http_get``).
@@ -341,14 +362,16 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
             next_step="Give a folder or an archive holding the model.",
         )
     with install_lock(models_dir):
-        if (models_dir / name).exists() and not force:
-            raise ModelExists(f"a model named {name!r} is already installed in {models_dir}")
+        # lexists: a dangling symbolic link under that name is in the way too
+        if os.path.lexists(models_dir / name) and not force:
+            raise already_there(models_dir, name)
         with staging(models_dir, name) as stage:
             folder = source
             if not source.is_dir():
                 say(f"extracting {source.name} (every member checked first)")
                 extracted = stage.root / "extract"
-                extracted.mkdir()
+                with writing(models_dir):
+                    extracted.mkdir()
                 archive.extract(source, extracted)
                 folder = archive.single_folder(extracted)
             found = _files_in(folder)
@@ -356,9 +379,9 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
             shown = str(source) if folder == source else f"{source} (archive)"
             entry = CATALOG.get(name)
             if entry is not None:
-                manifest = _take_pinned(entry, shown, found, stage.files, say)
+                manifest = _take_pinned(entry, shown, found, stage.files, models_dir, say)
             else:
-                manifest = _take_as_found(name, source, shown, folder, found, stage.files, say)
+                manifest = _take_as_found(name, source, shown, folder, found, stage.files, models_dir, say)
             shutil.rmtree(stage.root / "extract", ignore_errors=True)
             manifest = fit_config(manifest, stage.files, say)
             check_loads(name, stage.files, manifest.engine, say)
@@ -398,7 +421,9 @@ def _files_in(folder: Path) -> dict[str, Path]:
         raise ModelInvalid(f"{folder} cannot be read ({exc.strerror or exc})") from None
 
 
-def _take_pinned(entry: CatalogEntry, shown: str, found: dict[str, Path], into: Path, say: Say) -> Manifest:
+def _take_pinned(
+    entry: CatalogEntry, shown: str, found: dict[str, Path], into: Path, models_dir: Path, say: Say
+) -> Manifest:
     """Copy in the files of a published form of ``entry`` that ``folder`` holds, each checked
     against its pin (hashed while copied: what is checked is what will be loaded)."""
     candidates = [form for form in entry.forms if all(f.name in found for f in form.files)]
@@ -410,16 +435,18 @@ def _take_pinned(entry: CatalogEntry, shown: str, found: dict[str, Path], into: 
             f"({entry.pull.origin}), or import these files under another name.",
         )
     pool = into.parent / "pool"
-    pool.mkdir()
+    with writing(models_dir):
+        pool.mkdir()
     names = sorted({f.name for form in candidates for f in form.files})
-    digests = {n: _copy_hashing(found[n], pool / n) for n in names}
+    digests = {n: _copy_hashing(found[n], pool / n, models_dir) for n in names}
     form = next(
         (c for c in candidates if all(digests[f.name] == (f.size, f.sha256) for f in c.files)), candidates[0]
     )
     for pinned in form.files:
         _check_pin(pinned, *digests[pinned.name], form.origin)
-        (pool / pinned.name).rename(into / pinned.name)
-    shutil.rmtree(pool)
+        with writing(models_dir):
+            (pool / pinned.name).rename(into / pinned.name)
+    shutil.rmtree(pool, ignore_errors=True)
     ignored = sorted(set(found) - {f.name for f in form.files})
     if ignored:
         say(f"not part of {entry.name}, left out: {', '.join(ignored)}")
@@ -441,13 +468,20 @@ def _take_pinned(entry: CatalogEntry, shown: str, found: dict[str, Path], into: 
 
 
 def _take_as_found(
-    name: str, source: Path, shown: str, folder: Path, found: dict[str, Path], into: Path, say: Say
+    name: str,
+    source: Path,
+    shown: str,
+    folder: Path,
+    found: dict[str, Path],
+    into: Path,
+    models_dir: Path,
+    say: Say,
 ) -> Manifest:
     if not found:
         raise ModelInvalid(f"{shown} holds no files")
     files = {}
     for file_name, path in found.items():
-        size, digest = _copy_hashing(path, into / file_name)
+        size, digest = _copy_hashing(path, into / file_name, models_dir)
         files[file_name] = ManifestFile(size=size, sha256=digest)
     engine = engines.detect(into)
     if engine is None:
@@ -468,16 +502,40 @@ def _take_as_found(
     )
 
 
-def _copy_hashing(source: Path, target: Path) -> tuple[int, str]:
-    """Copy ``source`` to ``target`` (a new file), hashing what is written, in one pass."""
+def _copy_hashing(source: Path, target: Path, models_dir: Path) -> tuple[int, str]:
+    """Copy ``source`` to ``target`` (a new file in ``models_dir``), hashing what is written, in one
+    pass. A read error is the source's; a write error (a full disk) is the models directory's."""
     digest = hashlib.sha256()
     size = 0
     try:
-        with source.open("rb") as reader, target.open("xb") as writer:
-            while block := reader.read(CHUNK):
-                digest.update(block)
-                writer.write(block)
-                size += len(block)
+        reader = source.open("rb")
     except OSError as exc:
-        raise ModelInvalid(f"{source} cannot be copied ({exc.strerror or exc})") from None
+        raise _unreadable(source, exc) from None
+    with reader:
+        with writing(models_dir):
+            writer = target.open("xb")
+        try:
+            while True:
+                try:
+                    block = reader.read(CHUNK)
+                except OSError as exc:
+                    raise _unreadable(source, exc) from None
+                if not block:
+                    break
+                digest.update(block)
+                with writing(models_dir):
+                    writer.write(block)
+                size += len(block)
+            with writing(models_dir):  # what is still buffered is written here
+                writer.close()
+        finally:
+            with contextlib.suppress(OSError):  # after a failure: its buffer cannot be written either
+                writer.close()
     return size, digest.hexdigest()
+
+
+def _unreadable(source: Path, exc: OSError) -> ModelInvalid:
+    return ModelInvalid(
+        f"{source} cannot be copied ({exc.strerror or exc})",
+        next_step="Check that the file can be read (permissions, the disk), then run the command again.",
+    )

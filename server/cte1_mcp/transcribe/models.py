@@ -19,12 +19,15 @@ in it, so what an engine fingerprints is the model alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,8 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cte1_mcp.errors import ModelExists, ModelInvalid
 
+logger = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 FILES = "files"
+LOCK = ".lock"
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
 #: A model's name: a directory name on every platform, never a path.
@@ -117,12 +123,46 @@ class Manifest(BaseModel):
 
 
 def read_manifest(root: Path) -> Manifest:
+    path = root / MANIFEST
+    not_understood = f"{path} is not a model manifest this version understands"
     try:
-        return Manifest.model_validate_json((root / MANIFEST).read_bytes())
+        content = _manifest_bytes(path)
+    except _NotRegular as exc:
+        raise ModelInvalid(f"{not_understood} ({exc})") from None
     except OSError as exc:
-        raise ModelInvalid(f"{root / MANIFEST} cannot be read ({exc.strerror or exc})") from None
+        raise ModelInvalid(f"{path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return Manifest.model_validate_json(content)
     except ValidationError:
-        raise ModelInvalid(f"{root / MANIFEST} is not a model manifest this version understands") from None
+        raise ModelInvalid(not_understood) from None
+
+
+#: Far more than a manifest of thousands of files; a bigger ``manifest.json`` is not one of ours.
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+class _NotRegular(Exception):
+    """``manifest.json`` is no regular file of a manifest's size (a FIFO, a link, a device, huge)."""
+
+
+def _manifest_bytes(path: Path) -> bytes:
+    """The manifest's bytes, never blocking: a FIFO put in its place would hang ``open`` or
+    ``read`` (and every ``models`` command, start-up and ``asr eval`` with it)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symbolic link; a socket
+            raise _NotRegular("it is not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegular("it is not a regular file")
+        content = file.read(MAX_MANIFEST_BYTES + 1)
+    if len(content) > MAX_MANIFEST_BYTES:
+        raise _NotRegular(f"it is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    return content
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
@@ -159,12 +199,26 @@ def stamp_of(path: Path) -> tuple[int, int]:
     return info.st_size, info.st_mtime_ns
 
 
+#: Files this process found intact where their stamp could not be recorded (a read-only models
+#: directory): (path, size, mtime_ns, sha256). Unchanged since, they are not hashed again.
+_verified_here: set[tuple[str, int, int, str]] = set()
+#: Model directories whose stale stamp was already logged.
+_warned_read_only: set[str] = set()
+
+
 def file_problems(
-    files_dir: Path, expected: dict[str, ManifestFile], *, rehash: bool, verified: Verified | None
+    files_dir: Path,
+    expected: dict[str, ManifestFile],
+    *,
+    rehash: bool,
+    verified: Verified | None,
+    seen: dict[str, tuple[int, int]] | None = None,
 ) -> list[str]:
     """Every way ``files_dir`` differs from ``expected``; empty when intact.
 
-    Sizes always; sha256 when ``rehash`` or when a file changed since it was last verified.
+    Sizes always; sha256 when ``rehash`` or when a file changed since it was last verified (in the
+    manifest, or by this process where the manifest could not record it). ``seen`` receives each
+    checked file's size and mtime as they were before it was read.
     """
     problems = []
     try:
@@ -183,7 +237,12 @@ def file_problems(
             if size != want.size:
                 problems.append(f"{name} has {size:,} bytes, not {want.size:,}")
                 continue
-            if not rehash and verified is not None and verified.stamp.get(name) == (size, mtime):
+            if seen is not None:
+                seen[name] = (size, mtime)
+            if not rehash and (
+                (verified is not None and verified.stamp.get(name) == (size, mtime))
+                or (str(path), size, mtime, want.sha256) in _verified_here
+            ):
                 continue
             if hash_file(path)[1] != want.sha256:
                 problems.append(f"{name} does not have its recorded sha256")
@@ -289,6 +348,48 @@ def mark_verified(root: Path, manifest: Manifest) -> Manifest:
     return updated
 
 
+def restamp(model: Installed, seen: dict[str, tuple[int, int]]) -> None:
+    """Record that the files of ``model``, just checked against its manifest, are intact (``seen``:
+    their sizes and mtimes from before they were read), so the next check skips hashing them.
+
+    For the server (start-up and every transcription): it never waits for a ``models`` command
+    holding the install lock (the stamp is left to a later check), and writes only a manifest still
+    the one checked: an install may have replaced the model meanwhile, and a ``verify`` found it
+    damaged. Where the manifest cannot be written (a read-only models directory), this process
+    remembers the files instead and says once how to record it.
+    """
+    manifest = model.manifest
+    if manifest is None:
+        return
+    remembered = {(str(model.files_dir / name), *seen[name], manifest.files[name].sha256) for name in seen}
+    if remembered <= _verified_here:
+        return  # checked by this process before; the manifest could not record it then
+    with _lock_if_free(model.root.parent) as free:
+        if not free:
+            return
+        try:
+            if read_manifest(model.root) != manifest:
+                return
+            stamp = Verified(at=now(), stamp=dict(seen))
+            write_manifest(model.root, manifest.model_copy(update={"verified": stamp}))
+        except ModelInvalid:
+            return
+        except OSError as exc:
+            _verified_here.update(remembered)
+            if str(model.root) not in _warned_read_only:
+                _warned_read_only.add(str(model.root))
+                logger.warning(
+                    "the files of model %r are intact, but %s cannot be written (%s): its record of "
+                    "when they were verified is stale (copied without their modification times?), so "
+                    "each new process hashes the whole model once. Record it with `cte1-mcp models "
+                    "verify %s` where the models directory is writable (before it is mounted read-only)",
+                    model.name,
+                    model.root / MANIFEST,
+                    exc.strerror or exc,
+                    model.name,
+                )
+
+
 # --- installing ------------------------------------------------------------------------------
 
 
@@ -307,31 +408,103 @@ def install_lock(models_dir: Path) -> Iterator[None]:
     (nobody else can be using them while the lock is held)."""
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(models_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(models_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise not_writable(models_dir, exc) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("waiting for another `cte1-mcp models` command to finish…", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        _wait_for(fd)
         for leftover in models_dir.iterdir():
             if leftover.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
-                shutil.rmtree(leftover, ignore_errors=True)
+                remove(leftover)
         yield
     finally:
         os.close(fd)
 
 
+@contextmanager
+def verify_lock(models_dir: Path) -> Iterator[None]:
+    """The install lock, for ``models verify``: no install commits between its reading a manifest
+    and its writing it back (it would write the old model's manifest over the new one). Where no
+    lock file can be opened (no models directory yet, one mounted read-only) no install can run
+    either: nothing is locked."""
+    fd = _open_lock(models_dir, create=True)
+    try:
+        if fd is not None:
+            _wait_for(fd)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@contextmanager
+def _lock_if_free(models_dir: Path) -> Iterator[bool]:
+    """The install lock if nobody holds it (never waits, never creates the lock file): False while
+    an install or a ``verify`` runs; True when there is no lock file (nothing to lock against)."""
+    fd = _open_lock(models_dir, create=False)
+    if fd is None:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
+        except OSError:  # held (BlockingIOError), or a file system without locks
+            free = False
+        yield free
+    finally:
+        os.close(fd)
+
+
+def _open_lock(models_dir: Path, *, create: bool) -> int | None:
+    """The lock file, opened for writing (created) if it can be, else read-only (flock takes either)."""
+    path = models_dir / LOCK
+    attempts = [os.O_RDWR | os.O_CREAT, os.O_RDONLY] if create else [os.O_RDONLY]
+    for flags in attempts:
+        try:
+            return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError:
+            continue
+    return None
+
+
+def _wait_for(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("waiting for another `cte1-mcp models` command to finish…", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 def not_writable(models_dir: Path, exc: OSError) -> ModelInvalid:
-    """The models directory cannot take an install (read-only, not a folder, no permission)."""
+    """The models directory cannot take an install (read-only, not a folder, no permission, full)."""
     why = "it is not a folder" if models_dir.exists() and not models_dir.is_dir() else exc.strerror or exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        step = "Free some space there (or point CTE1_ASR_MODELS_DIR at a disk with room) and run the command again."
+    else:
+        step = "Point CTE1_ASR_MODELS_DIR at a folder you can write, or make this one writable, and run the command again."
     return ModelInvalid(
-        f"{models_dir} cannot be written ({why}) (CTE1_ASR_MODELS_DIR); nothing was installed",
-        next_step="Point CTE1_ASR_MODELS_DIR at a folder you can write, or make this one writable, "
-        "and run the command again.",
+        f"{models_dir} cannot be written ({why}) (CTE1_ASR_MODELS_DIR); nothing was installed", next_step=step
     )
+
+
+@contextmanager
+def writing(models_dir: Path) -> Iterator[None]:
+    """An install's writes into ``models_dir`` (a folder made, a file moved): a failure is the
+    directory's (full, turned read-only), said as such, never a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise not_writable(models_dir, exc) from None
+
+
+def remove(path: Path) -> None:
+    """Remove ``path`` whatever it is; a link is removed, never what it points to."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -347,18 +520,40 @@ class Staging:
         return self.root / FILES
 
     def commit(self, manifest: Manifest, *, force: bool) -> Path:
-        write_manifest(self.root, verified_now(self.root, manifest))
+        with writing(self.models_dir):  # a full disk: the manifest is the last file written
+            write_manifest(self.root, verified_now(self.root, manifest))
         destination = self.models_dir / self.name
         trash = None
-        if destination.exists():
+        # lexists: a dangling symbolic link (to an unmounted disk, say) is in the way too
+        if os.path.lexists(destination):
             if not force:
-                raise ModelExists(f"a model named {self.name!r} is already installed in {self.models_dir}")
+                raise already_there(self.models_dir, self.name)
             trash = self.models_dir / f"{TRASH_PREFIX}{self.name}-{secrets.token_hex(4)}"
-            destination.rename(trash)
-        self.root.rename(destination)
+            with writing(self.models_dir):
+                destination.rename(trash)
+        try:
+            self.root.rename(destination)
+        except OSError as exc:
+            if trash is not None:  # the model that was there stays installed
+                with contextlib.suppress(OSError):
+                    trash.rename(destination)
+            raise not_writable(self.models_dir, exc) from None
         if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+            remove(trash)
         return destination
+
+
+def already_there(models_dir: Path, name: str) -> ModelExists:
+    """What refuses an install under ``name`` without ``--force``: a model, or anything else."""
+    destination = models_dir / name
+    if destination.is_symlink() and not destination.exists():
+        return ModelExists(
+            f"{destination} is a symbolic link to {destination.readlink()}, which does not exist "
+            "(a disk not mounted?); nothing was installed",
+            next_step="Mount what it points to, or run the command again with --force to replace the link "
+            "with the model.",
+        )
+    return ModelExists(f"a model named {name!r} is already installed in {models_dir}")
 
 
 def verified_now(root: Path, manifest: Manifest) -> Manifest:
@@ -374,6 +569,7 @@ def staging(models_dir: Path, name: str) -> Iterator[Staging]:
     try:
         (root / FILES).mkdir(parents=True)
     except OSError as exc:  # the lock file may exist in a folder that has since turned read-only
+        remove(root)  # made before a full disk refused files/
         raise not_writable(models_dir, exc) from None
     try:
         yield Staging(models_dir, name, root)
