@@ -130,7 +130,9 @@ def test_table_and_what_could_not_be_scored(
     shutil.copy(CORPUS / f"{MONO}.wav", folder / "unlabelled.wav")
     (folder / "orphan.json").write_text("[]", encoding="utf-8")
     done = run(
-        [str(folder), "--roles", "customer,agent"],
+        # CT-e1's roles written otherwise are its roles, as the server takes them (before: the
+        # sentenceList's customer was "not one of the channel roles ['Customer', 'Agent']")
+        [str(folder), "--roles", "Customer,AGENT"],
         env(tmp_path, CTE1_ASR_MODEL=str(whisper_base_dir)),
     )
     assert done.returncode == 1, done.stderr
@@ -270,3 +272,11 @@ def test_bad_references_are_named(tmp_path: Path, name: str, content: str, says:
     with pytest.raises(InvalidParameter) as caught:
         read_reference(path, ())
     assert says in caught.value.message
+
+
+@pytest.mark.parametrize("roles", ["agent,Agent", "mix,agent", "customer"])
+def test_roles_the_server_would_refuse_are_refused_before_the_model_loads(tmp_path: Path, roles: str) -> None:
+    # before: "agent,Agent" and "mix,agent" were taken here, though the server refuses them
+    done = run([str(tmp_path), "--roles", roles], env(tmp_path, CTE1_ASR_MODEL=str(tmp_path / "none")))
+    assert done.returncode == 2 and "--roles" in done.stderr, done.stderr
+    assert_no_traceback(done)

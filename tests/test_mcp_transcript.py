@@ -177,7 +177,9 @@ async def test_concurrent_callers_share_one_transcription_and_a_lone_cancel_stop
 #: process, run the way the engine runs its probe, that says when it started.
 ENDLESS_PROBE = """
 import os, pathlib, time
-pathlib.Path(os.environ["ENDLESS_PROBE_STARTED"]).write_text(str(os.getpid()))
+started = pathlib.Path(os.environ["ENDLESS_PROBE_STARTED"])
+started.with_suffix(".part").write_text(str(os.getpid()))
+started.with_suffix(".part").rename(started)
 time.sleep(600)
 """
 

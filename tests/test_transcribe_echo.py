@@ -17,6 +17,8 @@ from cte1_mcp.transcribe.echo import EchoTest
 
 CORPUS = Path(__file__).parent / "corpus_ja"
 CALLS = {call["id"]: call for call in json.loads((CORPUS / "manifest.json").read_text())["calls"]}
+#: The analyser's talk segments of the calls ``echo_test`` made, by call.
+TALK: dict[str, list[tuple[int, float, float]]] = {}
 
 
 def echo_test(call_id: str, *, quieter_db: dict[int, float] | None = None) -> tuple[dict[str, Any], EchoTest]:
@@ -29,6 +31,7 @@ def echo_test(call_id: str, *, quieter_db: dict[int, float] | None = None) -> tu
     soundfile.write(file, samples, rate, format="WAV", subtype="PCM_16")
     analysis = analyse(file, tuple(call["channelRoles"]))
     talk = [(s.channel, s.startSeconds, s.endSeconds) for s in analysis.segments]
+    TALK[call_id] = talk
     return call, EchoTest(file, rate, talk)
 
 
@@ -51,6 +54,10 @@ def test_a_channel_carrying_the_other_partys_line_echo_is_found_to(call_id: str)
     for speaker in (0, 1):
         for start, end in spans(call, speaker):
             assert is_echo(1 - speaker, start, end), (speaker, start, end)
+            # timed on the edge of the echo's talk segment, overlapping it by less than a window
+            # (before: judged on that sliver alone, so never an echo)
+            edge = max(e for c, s, e in TALK[call_id] if c == 1 - speaker and s < end and start < e)
+            assert is_echo(1 - speaker, edge - 0.05, edge + 0.5), (speaker, start, end)
 
 
 @pytest.mark.parametrize("quieter", [0.0, 12.0])

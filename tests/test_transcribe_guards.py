@@ -175,9 +175,13 @@ def test_digits_repeated_are_a_number_not_a_loop() -> None:
         "お電話番号は〇九〇一一一一二二二二です。",
         "暗証番号はゼロゼロゼロゼロです。",
         "いちいちいちいちです。",
+        # several digits repeated, and a phone number's long vowels (before: 「イチニ」, 「ゴー」)
+        "イチニイチニイチニイチニです。",
+        "ゼロイチゼロイチゼロイチゼロイチです。",
+        "ゴーゴーゴーゴーです。",
     ]
     items = [Recognised(float(i), float(i + 3), text) for i, text in enumerate(said)]
-    assert texts(guards.apply(items, 8.0)) == said
+    assert texts(guards.apply(items, len(said) + 3.0)) == said
 
 
 def test_a_word_of_a_subtitle_line_inside_a_callers_sentence_is_kept() -> None:
@@ -190,7 +194,7 @@ def test_a_word_of_a_subtitle_line_inside_a_callers_sentence_is_kept() -> None:
         "高評価のレビューを書きました。",
     ]
     items = [Recognised(float(i), float(i + 3), text) for i, text in enumerate(said)]
-    assert texts(guards.apply(items, 8.0)) == said
+    assert texts(guards.apply(items, len(said) + 3.0)) == said
 
 
 def test_subtitle_lines_run_together_or_credited_are_dropped() -> None:

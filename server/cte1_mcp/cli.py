@@ -825,13 +825,14 @@ def asr_eval(folder: Path, model: str | None, roles: str, as_json: bool) -> None
     import time
 
     from cte1_mcp.errors import TranscriptionUnavailable
-    from cte1_mcp.settings import load_asr_settings
+    from cte1_mcp.settings import checked_roles, load_asr_settings
     from cte1_mcp.transcribe import evaluate
     from cte1_mcp.transcribe.configured import load_model, resolve_model
 
-    role_names = tuple(r.strip() for r in roles.split(",") if r.strip())
-    if role_names and (len(role_names) != 2 or role_names[0] == role_names[1]):
-        raise click.BadParameter("give two different role names, channel 0 first", param_hint="--roles")
+    try:  # the server's rule, so a reference is read with the roles the server labels parties by
+        role_names = checked_roles(tuple(r.strip() for r in roles.split(",") if r.strip()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--roles") from None
     settings = _or_exit(load_asr_settings)
     if model is not None:
         settings = settings.model_copy(update={"asr_model": model})

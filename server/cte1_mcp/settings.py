@@ -234,13 +234,7 @@ class Settings(AsrSettings):
     @field_validator("channel_roles")
     @classmethod
     def _two_distinct_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if value and (len(value) != 2 or value[0].casefold() == value[1].casefold()):
-            raise ValueError("give two different role names, channel 0 first (e.g. customer,agent)")
-        if any(role.casefold() in ("mix", "mixed", "0", "1") for role in value):
-            raise ValueError("role names cannot be mix, mixed, 0 or 1 (those name channels already)")
-        # CT-e1's two roles in its own spelling, however written: "Agent,Customer" gets the
-        # platform's speaker ids (customer 1, agent 2) like a pushed transcript does
-        return tuple(role.casefold() if role.casefold() in ("customer", "agent") else role for role in value)
+        return checked_roles(value)
 
     # --- CT-e1 client: waits, deadlines and trusted CAs ---
     max_retry_after_seconds: float = Field(
@@ -486,6 +480,17 @@ def _path_not_empty(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise ValueError("is empty: give a path, or unset the variable for the default")
     return value
+
+
+def checked_roles(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``CTE1_CHANNEL_ROLES`` (and ``asr eval --roles``) as used: none, or two different names,
+    CT-e1's two roles in its own spelling however written ("Agent,Customer" gets the platform's
+    speaker ids, customer 1 and agent 2, like a pushed transcript). ValueError says what is wrong."""
+    if value and (len(value) != 2 or value[0].casefold() == value[1].casefold()):
+        raise ValueError("give two different role names, channel 0 first (e.g. customer,agent)")
+    if any(role.casefold() in ("mix", "mixed", "0", "1") for role in value):
+        raise ValueError("role names cannot be mix, mixed, 0 or 1 (those name channels already)")
+    return tuple(role.casefold() if role.casefold() in ("customer", "agent") else role for role in value)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -65,20 +65,23 @@ class EchoTest:
         return windows > 0 and echoed >= ECHO_SHARE * windows
 
     def talk_of(self, channel: int, start: float, end: float) -> list[tuple[float, float]]:
-        """The parts of ``channel``'s talk within ``start``-``end``; when there are none, the talk
-        segment nearest it (within ``NEAREST_TALK_SECONDS``), where its words were really said."""
+        """The parts of ``channel``'s talk within ``start``-``end``; when they do not make one
+        window (the engine timed the sentence beside its talk, or on its edge), a stretch as long
+        as the sentence of the talk segment nearest it (within ``NEAREST_TALK_SECONDS``), where its
+        words were really said."""
         spans = self._talk.get(channel, [])
         inside = [(max(s, start), min(e, end)) for s, e in spans if s < end and start < e]
-        if inside:
+        if sum(e - s for s, e in inside) >= WINDOW_SECONDS:
             return inside
         near = [(max(s - end, start - e), (s, e)) for s, e in spans]
         near = [item for item in near if item[0] <= NEAREST_TALK_SECONDS]
         if not near:
             return []
         s, e = min(near)[1]
-        # the end of it nearest the sentence, as long as the sentence (a segment can be minutes)
+        # centred on the sentence, moved inside the segment (a segment can be minutes long)
         length = max(end - start, WINDOW_SECONDS)
-        return [(max(s, e - length), e)] if e <= start else [(s, min(e, s + length))]
+        first = min(max((start + end) / 2 - length / 2, s), max(e - length, s))
+        return [(first, min(first + length, e))]
 
     def _read(
         self, channel: int, start: float, end: float

@@ -151,28 +151,12 @@ class _Starts:
         return [h for h in self.sentences[first:last] if h.start < end and start < h.end]
 
 
-#: Digits as they are read out, in kana: a PIN 「ゼロゼロゼロゼロ」 is a number, not a loop.
-_READINGS = (
-    "ゼロ",
-    "レイ",
-    "マル",
-    "イチ",
-    "ニ",
-    "サン",
-    "ヨン",
-    "シ",
-    "ゴ",
-    "ロク",
-    "ナナ",
-    "シチ",
-    "ハチ",
-    "キュウ",
-    "ク",
+#: Digits as they are read out, in katakana (hiragana is folded to it first), the long vowels of a
+#: phone number read aloud (ニー, ゴー, キュー) included: 「ゼロゼロゼロゼロ」 or 「イチニイチニ…」 is
+#: a number, not a loop.
+_READ_OUT = re.compile(
+    "(?:ゼロ|レイ|マル|イチ|ニー?|サン|ヨン|シ|ゴー?|ロク|ナナ|シチ|ハチ|キュ[ウー]|ク|ジュウ)+"
 )
-DIGIT_READINGS = frozenset(_READINGS) | {
-    "".join(chr(ord(char) - 0x60) for char in reading)
-    for reading in _READINGS  # and in hiragana
-}
 
 
 def collapse_loops(text: str) -> str:
@@ -189,7 +173,10 @@ def is_number(unit: str) -> bool:
     """Digits in any script (ASCII, full-width, kanji numerals such as 一 and 万) or a digit's kana
     reading (ゼロ, いち)."""
     folded = unicodedata.normalize("NFKC", unit)
-    return folded in DIGIT_READINGS or all(unicodedata.numeric(char, None) is not None for char in folded)
+    if all(unicodedata.numeric(char, None) is not None for char in folded):
+        return True
+    katakana = "".join(chr(ord(char) + 0x60) if "ぁ" <= char <= "ゖ" else char for char in folded)
+    return _READ_OUT.fullmatch(katakana) is not None
 
 
 def is_invented(text: str) -> bool:
