@@ -521,7 +521,7 @@ def test_a_hostile_tar_is_refused_before_anything_is_written(tmp_path: Path, how
     into = tmp_path / "into"
     into.mkdir()
     with pytest.raises(ModelArchiveUnsafe):
-        extract(archive, into)
+        extract(archive, into, models_dir=tmp_path)
     assert list(into.iterdir()) == []
     assert not (tmp_path.parent / f"{tmp_path.name}-escaped.txt").exists()
     assert not (tmp_path / "absolute.txt").exists()
@@ -542,7 +542,7 @@ def test_a_hostile_zip_is_refused_before_anything_is_written(tmp_path: Path, ent
     into = tmp_path / "into"
     into.mkdir()
     with pytest.raises(ModelArchiveUnsafe):
-        extract(archive, into)
+        extract(archive, into, models_dir=tmp_path)
     assert list(into.iterdir()) == []
 
 
@@ -692,7 +692,7 @@ def test_a_zip_that_cannot_be_extracted_is_model_invalid(
     into = tmp_path / "into"
     into.mkdir()
     with pytest.raises(ModelInvalid) as refused:
-        extract(archive, into)
+        extract(archive, into, models_dir=tmp_path)
     assert says in refused.value.message
     assert next_step in refused.value.next_step
     if how != "damaged":  # refused while planning; damage shows only when its data is read
@@ -713,7 +713,7 @@ def test_a_tar_with_a_name_both_file_and_folder_is_unsafe_before_anything_is_wri
     into = tmp_path / "into"
     into.mkdir()
     with pytest.raises(ModelArchiveUnsafe) as refused:
-        extract(archive, into)
+        extract(archive, into, models_dir=tmp_path)
     assert "make one name both a file and a folder" in refused.value.message
     assert "'tiny/x" in refused.value.message
     assert list(into.iterdir()) == []

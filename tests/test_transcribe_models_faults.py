@@ -5,21 +5,24 @@ under a model's name, a FIFO for a manifest. Real processes, real files, real lo
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import struct
 import subprocess
 import sys
+import tarfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 
-from cte1_mcp.transcribe import configured
+from cte1_mcp.transcribe import configured, models
 from cte1_mcp.transcribe.configured import resolve
 from cte1_mcp.transcribe.models import installed_models, is_verified
 from tests.helpers.fake_hub import FakeHub, HubFile, running_hub
@@ -265,6 +268,161 @@ def test_the_servers_stamp_is_not_written_over_a_model_installed_meanwhile(
     assert command(env, "models", "verify", "m").returncode == 0
 
 
+#: Whether another process can take ``$1`` (the install lock) now: held, free or absent.
+PROBE_LOCK = """
+import fcntl, os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+except FileNotFoundError:
+    print("absent")
+    raise SystemExit
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except BlockingIOError:
+    print("held")
+"""
+
+
+def test_the_servers_stamp_creates_the_missing_lock_file_and_holds_it_while_writing(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: without a .lock the stamp was written unlocked, so an install starting meanwhile
+    # could get the old model's manifest written into the new one.
+    env = environment(models_dir)
+    assert command(env, "models", "import", "m", str(padded(tmp_path / "a", b"A" * 1000))).returncode == 0
+    (models_dir / ".lock").unlink()  # a models directory made by hand, or an older version
+    pad = models_dir / "m" / "files" / "pad.bin"
+    os.utime(pad, ns=(pad.stat().st_atime_ns, pad.stat().st_mtime_ns + 10**9))  # a stale stamp
+    real_write = models.write_manifest
+    probed: list[str] = []
+
+    def probing_write(root: Path, manifest: models.Manifest) -> None:
+        probe = [sys.executable, "-c", PROBE_LOCK, str(models_dir / ".lock")]
+        probed.append(subprocess.run(probe, capture_output=True, text=True, timeout=60).stdout.strip())
+        real_write(root, manifest)
+
+    monkeypatch.setattr(models, "write_manifest", probing_write)
+    resolve("m", models_dir)
+    assert probed == ["held"]  # another process's flock fails while the stamp is written
+    [model] = [m for m in installed_models(models_dir) if m.name == "m"]
+    assert is_verified(model)
+
+
+#: ``fcntl.flock`` refused on the install lock (only there) with EBADF, as NFS refuses a file
+#: opened read-only: no NFS mount can be made here, so this corner is reached by replacing flock.
+REFUSING_FLOCK = """
+import errno, fcntl, os, sys
+
+real_flock = fcntl.flock
+
+def flock(fd, operation):
+    if os.readlink(f"/proc/self/fd/{fd}") == sys.argv[1]:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    return real_flock(fd, operation)
+
+fcntl.flock = flock
+"""
+
+
+def test_a_lock_refused_by_the_file_system_is_remembered_and_never_written_unlocked(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An NFS mount refuses flock (EBADF) on a lock file opened read-only; flock is replaced here
+    (only for the lock file) because no NFS mount can be made in the tests.
+
+    Before: any refusal counted as "held", so the stamp was never written nor the files remembered:
+    every transcription hashed the whole model again."""
+    env = environment(models_dir)
+    assert command(env, "models", "import", "m", str(padded(tmp_path / "a", b"A" * 1000))).returncode == 0
+    pad = models_dir / "m" / "files" / "pad.bin"
+    os.utime(pad, ns=(pad.stat().st_atime_ns, pad.stat().st_mtime_ns + 10**9))  # a stale stamp
+    before = (models_dir / "m" / "manifest.json").read_bytes()
+    real_flock = fcntl.flock
+    lock = str(models_dir / ".lock")
+
+    def refusing_flock(fd: int, operation: int) -> None:
+        if isinstance(fd, int) and str(Path(f"/proc/self/fd/{fd}").readlink()) == lock:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", refusing_flock)
+    hashed: list[Path] = []
+    real_hash = models.hash_file
+
+    def counting_hash(path: Path) -> tuple[int, str]:
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(models, "hash_file", counting_hash)
+    with caplog.at_level(logging.WARNING, logger=models.__name__):
+        for _ in range(3):
+            resolve("m", models_dir)
+    assert (models_dir / "m" / "manifest.json").read_bytes() == before  # never written unlocked
+    assert [p.name for p in hashed] == ["pad.bin"]  # the first time only: remembered since
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"{models_dir / '.lock'} cannot be locked (Bad file descriptor)" in warnings[0]
+    assert "`cte1-mcp models verify m`" in warnings[0]
+
+
+def test_verify_where_the_file_system_refuses_the_lock_says_so_and_verifies(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """flock refused (EBADF, as on a read-only NFS mount) is reached by replacing flock for the
+    lock file only: no NFS mount can be made in the tests.
+
+    Before: a traceback (only BlockingIOError was expected from flock)."""
+    env = environment(models_dir)
+    assert command(env, "models", "import", "m", str(padded(tmp_path / "a", b"A" * 1000))).returncode == 0
+    script = REFUSING_FLOCK + (
+        "from cte1_mcp.cli import main\nmain(args=['models', 'verify', 'm'], prog_name='cte1-mcp')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(models_dir / ".lock")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    said = (
+        f"{models_dir / '.lock'} cannot be locked (Bad file descriptor): verifying without the install lock"
+    )
+    assert [line for line in done.stderr.splitlines() if said in line], done.stderr
+    assert "m: ok" in done.stdout
+
+
+def test_an_install_where_the_file_system_refuses_the_lock_is_refused_saying_so(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """flock refused (EBADF), reached by replacing flock for the lock file only, as above.
+
+    Before: a traceback, and nothing said about why."""
+    env = environment(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    source = padded(tmp_path / "a", b"A" * 1000)
+    script = REFUSING_FLOCK + (
+        f"from cte1_mcp.cli import main\nmain(args=['models', 'import', 'm', {str(source)!r}], prog_name='cte1-mcp')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(models_dir / ".lock")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"[model_invalid] {models_dir / '.lock'} cannot be locked (Bad file descriptor)" in done.stderr
+    assert "local disk" in done.stderr
+    assert not (models_dir / "m").exists()
+
+
 # --- 2. a read-only models directory with stale stamps ------------------------------------------
 
 #: Resolves the model three times; prints the bytes this process read (/proc/self/io's rchar)
@@ -470,6 +628,72 @@ def test_a_disk_that_fills_while_a_file_is_copied_blames_the_models_directory(
 
 
 @needs_mounts
+def test_a_disk_that_fills_while_an_archive_is_extracted_blames_the_models_directory(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # Before: "[model_invalid] extracting src.tar failed (No space left on device)", with a next
+    # step about free space and permissions.
+    folder = padded(tmp_path / "src", os.urandom(1 << 20))
+    source = tmp_path / "src.tar"
+    with tarfile.open(source, "w") as tar:
+        tar.add(folder, arcname="src")
+    models_dir.mkdir()
+    done, left = import_on_tmpfs(models_dir, "size=256k", source)
+    assert not_refused_as_full(done, models_dir, source, left) is None
+    assert "extracting src.tar" in done.stderr  # it failed there, not before
+
+
+def whisper_header(layers: int, heads: int) -> bytes:
+    """A CTranslate2 model.bin (format 6) holding only what its header says of the decoder: enough
+    for an install to fit config.json's alignment_heads to it; it does not load."""
+
+    def text(value: str) -> bytes:
+        encoded = value.encode() + b"\0"
+        return struct.pack("<H", len(encoded)) + encoded
+
+    def variable(name: str, shape: list[int], kind: int, data: bytes) -> bytes:
+        dims = b"".join(struct.pack("<I", n) for n in shape)
+        return text(name) + struct.pack("<B", len(shape)) + dims + struct.pack("<BI", kind, len(data)) + data
+
+    found = [
+        variable("decoder/num_heads", [], 3, struct.pack("<i", heads)),  # 3: int32
+        variable("decoder/embeddings/weight", [100, 8], 0, b""),
+        *(variable(f"decoder/layer_{n}/x", [1], 0, b"") for n in range(layers)),
+    ]
+    return struct.pack("<I", 6) + text("WhisperSpec") + struct.pack("<II", 1, len(found)) + b"".join(found)
+
+
+@needs_mounts
+def test_a_full_models_directory_while_config_json_is_rewritten_is_said_so(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # Before: "[model_invalid] config.json of m cannot be rewritten (No space left on device);
+    # nothing was installed", with no next step.
+    source = write_model(
+        tmp_path / "whisper",
+        {
+            "model.bin": whisper_header(layers=2, heads=4),
+            "config.json": json.dumps({"alignment_heads": [[16, 0]]}).encode(),  # not this decoder's
+            "tokenizer.json": b"{}",
+            "vocabulary.json": b"[]",
+        },
+    )
+    models_dir.mkdir()
+    wrong: dict[int, str] = {}
+    for inodes in range(2, 30):  # the disk runs out of inodes one step later each time
+        done, left = import_on_tmpfs(models_dir, f"size=4m,nr_inodes={inodes}", source)
+        if done.returncode == 0 or "do not load with faster-whisper" in done.stderr:
+            break  # past the rewrite: installed, or refused by the test load (model.bin is a header)
+        problem = not_refused_as_full(done, models_dir, source, left)
+        if problem is not None:
+            wrong[inodes] = problem
+    else:
+        pytest.fail("the import never got past the rewrite")
+    assert "its alignment_heads were set to" in done.stderr  # the rewrite was among the steps
+    assert wrong == {}
+
+
+@needs_mounts
 def test_a_disk_that_fills_during_a_pull_blames_the_models_directory(
     tmp_path: Path, models_dir: Path
 ) -> None:
@@ -511,7 +735,6 @@ def test_a_fifo_for_a_manifest_makes_the_model_unusable_without_waiting(
     manifest.unlink()
     os.mkfifo(manifest)
     said = f"{manifest} is not a model manifest this version understands (it is not a regular file)"
-    started = time.monotonic()
     listed = command(env, "models", "list", timeout=30)
     assert listed.returncode == 0, listed.stderr
     [row] = [line for line in listed.stdout.splitlines() if line.split()[:2] == ["*", "m"]]
@@ -522,7 +745,6 @@ def test_a_fifo_for_a_manifest_makes_the_model_unusable_without_waiting(
     evaluated = command(env, "asr", "eval", str(tmp_path), timeout=30)
     assert evaluated.returncode == 2, evaluated.stderr
     assert "[transcription_unavailable]" in evaluated.stderr and said in evaluated.stderr
-    assert time.monotonic() - started < 90
     assert sorted(p.name for p in models_dir.iterdir()) == [".lock", "m"]
 
 

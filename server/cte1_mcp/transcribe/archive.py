@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from cte1_mcp.errors import ModelArchiveUnsafe, ModelInvalid
+from cte1_mcp.transcribe.models import not_writable
 from cte1_mcp.units import GiB
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -32,16 +33,18 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
 
 
-def extract(archive: Path, into: Path) -> None:
-    """Extract ``archive`` into the empty directory ``into``, or raise ``ModelArchiveUnsafe`` having
-    written nothing; ``ModelInvalid`` for a damaged archive (the caller removes what was written)."""
+def extract(archive: Path, into: Path, *, models_dir: Path) -> None:
+    """Extract ``archive`` into the empty directory ``into`` (in ``models_dir``), or raise
+    ``ModelArchiveUnsafe`` having written nothing; ``ModelInvalid`` for a damaged archive, or for
+    ``models_dir`` when a write fails (a full disk: ``models.not_writable``); the caller removes
+    what was written."""
     with _members(archive) as members:
         plan = _plan(archive, members)
         for relative, opener in plan:
             target = into.joinpath(*relative.parts)
             with _reading(archive):
                 source = opener()
-            with source, _writing(archive):
+            with source, _writing(models_dir):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 with os.fdopen(fd, "wb") as out:
@@ -142,14 +145,11 @@ def _reading(archive: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _writing(archive: Path) -> Iterator[None]:
+def _writing(models_dir: Path) -> Iterator[None]:
     try:
         yield
-    except OSError as exc:  # a full disk, say: not the archive's fault
-        raise ModelInvalid(
-            f"extracting {archive.name} failed ({exc.strerror or exc})",
-            next_step="Check the free space and permissions of CTE1_ASR_MODELS_DIR, then run the command again.",
-        ) from None
+    except OSError as exc:  # a full disk, say: not the archive's fault, said as every install step says it
+        raise not_writable(models_dir, exc) from None
 
 
 #: What an archiver adds beside the content: macOS Finder's resource forks (``__MACOSX/``).

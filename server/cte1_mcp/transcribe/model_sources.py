@@ -104,7 +104,8 @@ def pull(name: str, models_dir: Path, *, force: bool, say: Say) -> Path:
                 files={f.name: ManifestFile(size=f.size, sha256=f.sha256) for f in entry.pull.files},
                 installedAt=now(),
             )
-            manifest = fit_config(manifest, stage.files, say)  # after the pins: they are the publisher's
+            # after the pins: they are the publisher's
+            manifest = fit_config(manifest, stage.files, models_dir, say)
             check_loads(name, stage.files, entry.engine, say)
             installed = stage.commit(manifest, force=True)
     say(f"{name}: every file matches its pinned sha256; installed in {installed}")
@@ -281,7 +282,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else "no detail"
 
 
-def fit_config(manifest: Manifest, files: Path, say: Say) -> Manifest:
+def fit_config(manifest: Manifest, files: Path, models_dir: Path, say: Say) -> Manifest:
     """The staged files made to work where their publisher's config does not: a Whisper config.json
     whose alignment_heads are missing or not model.bin's gets default ones (``faster_whisper.
     fit_alignment_heads``: kotoba-whisper-v2.0 publishes large-v3's, on which CTranslate2's word
@@ -299,10 +300,8 @@ def fit_config(manifest: Manifest, files: Path, say: Say) -> Manifest:
         if changed is None:
             return manifest
         size, digest = hash_file(files / "config.json")
-    except OSError as exc:
-        raise ModelInvalid(
-            f"config.json of {manifest.name} cannot be rewritten ({exc.strerror or exc}); nothing was installed"
-        ) from None
+    except OSError as exc:  # writing the staged copy (``files``, in ``models_dir``): a full disk, say
+        raise not_writable(models_dir, exc) from None
     before = manifest.files["config.json"]
     rewritten = ManifestFile(
         size=size, sha256=digest, published=Published(size=before.size, sha256=before.sha256, changed=changed)
@@ -372,7 +371,7 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
                 extracted = stage.root / "extract"
                 with writing(models_dir):
                     extracted.mkdir()
-                archive.extract(source, extracted)
+                archive.extract(source, extracted, models_dir=models_dir)
                 folder = archive.single_folder(extracted)
             found = _files_in(folder)
             # What the user gave, never the staging folder the archive was extracted into.
@@ -383,7 +382,7 @@ def import_model(name: str, source: Path, models_dir: Path, *, force: bool, say:
             else:
                 manifest = _take_as_found(name, source, shown, folder, found, stage.files, models_dir, say)
             shutil.rmtree(stage.root / "extract", ignore_errors=True)
-            manifest = fit_config(manifest, stage.files, say)
+            manifest = fit_config(manifest, stage.files, models_dir, say)
             check_loads(name, stage.files, manifest.engine, say)
             installed = stage.commit(manifest, force=force)
     say(f"{name}: installed in {installed}")

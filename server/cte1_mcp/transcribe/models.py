@@ -355,8 +355,9 @@ def restamp(model: Installed, seen: dict[str, tuple[int, int]]) -> None:
     For the server (start-up and every transcription): it never waits for a ``models`` command
     holding the install lock (the stamp is left to a later check), and writes only a manifest still
     the one checked: an install may have replaced the model meanwhile, and a ``verify`` found it
-    damaged. Where the manifest cannot be written (a read-only models directory), this process
-    remembers the files instead and says once how to record it.
+    damaged. Where the manifest cannot be written (a read-only models directory), or the lock cannot
+    be taken (a file system without locks), this process remembers the files instead and says once
+    how to record it.
     """
     manifest = model.manifest
     if manifest is None:
@@ -364,8 +365,11 @@ def restamp(model: Installed, seen: dict[str, tuple[int, int]]) -> None:
     remembered = {(str(model.files_dir / name), *seen[name], manifest.files[name].sha256) for name in seen}
     if remembered <= _verified_here:
         return  # checked by this process before; the manifest could not record it then
-    with _lock_if_free(model.root.parent) as free:
-        if not free:
+    with _lock_if_free(model.root.parent) as (lock, why):
+        if lock == "held":
+            return  # an install or a `verify` runs: a later check stamps the files
+        if lock == "unlockable":  # no manifest is written without the lock
+            _remember(model, remembered, why)
             return
         try:
             if read_manifest(model.root) != manifest:
@@ -375,19 +379,25 @@ def restamp(model: Installed, seen: dict[str, tuple[int, int]]) -> None:
         except ModelInvalid:
             return
         except OSError as exc:
-            _verified_here.update(remembered)
-            if str(model.root) not in _warned_read_only:
-                _warned_read_only.add(str(model.root))
-                logger.warning(
-                    "the files of model %r are intact, but %s cannot be written (%s): its record of "
-                    "when they were verified is stale (copied without their modification times?), so "
-                    "each new process hashes the whole model once. Record it with `cte1-mcp models "
-                    "verify %s` where the models directory is writable (before it is mounted read-only)",
-                    model.name,
-                    model.root / MANIFEST,
-                    exc.strerror or exc,
-                    model.name,
-                )
+            _remember(model, remembered, f"{model.root / MANIFEST} cannot be written ({exc.strerror or exc})")
+
+
+def _remember(model: Installed, remembered: set[tuple[str, int, int, str]], why: str) -> None:
+    """``model``'s files, found intact, remembered by this process where their stamp cannot be
+    recorded; said once per model."""
+    _verified_here.update(remembered)
+    if str(model.root) in _warned_read_only:
+        return
+    _warned_read_only.add(str(model.root))
+    logger.warning(
+        "the files of model %r are intact, but %s: its record of when they were verified is stale "
+        "(copied without their modification times?), so each new process hashes the whole model once. "
+        "Record it with `cte1-mcp models verify %s` where the models directory is writable (before it "
+        "is mounted read-only)",
+        model.name,
+        why,
+        model.name,
+    )
 
 
 # --- installing ------------------------------------------------------------------------------
@@ -412,7 +422,14 @@ def install_lock(models_dir: Path) -> Iterator[None]:
     except OSError as exc:
         raise not_writable(models_dir, exc) from None
     try:
-        _wait_for(fd)
+        try:
+            _wait_for(fd)
+        except OSError as exc:  # a file system without file locks (some network or FUSE mounts)
+            raise ModelInvalid(
+                f"{models_dir / LOCK} cannot be locked ({exc.strerror or exc}); nothing was installed",
+                next_step="Point CTE1_ASR_MODELS_DIR at a folder on a local disk (an install takes a file "
+                "lock there, so that two never write one model), and run the command again.",
+            ) from None
         for leftover in models_dir.iterdir():
             if leftover.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
                 remove(leftover)
@@ -426,46 +443,66 @@ def verify_lock(models_dir: Path) -> Iterator[None]:
     """The install lock, for ``models verify``: no install commits between its reading a manifest
     and its writing it back (it would write the old model's manifest over the new one). Where no
     lock file can be opened (no models directory yet, one mounted read-only) no install can run
-    either: nothing is locked."""
-    fd = _open_lock(models_dir, create=True)
+    either: nothing is locked. Where it cannot be locked (a file system without locks), ``verify``
+    says so on one line and goes ahead."""
+    try:
+        fd: int | None = _open_lock(models_dir)
+    except OSError:
+        fd = None
     try:
         if fd is not None:
-            _wait_for(fd)
+            try:
+                _wait_for(fd)
+            except OSError as exc:  # not held (that one waits): flock is refused here
+                print(
+                    f"{models_dir / LOCK} cannot be locked ({exc.strerror or exc}): verifying without "
+                    "the install lock (do not install models meanwhile)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         yield
     finally:
         if fd is not None:
             os.close(fd)
 
 
+LockState = Literal["locked", "held", "unlockable"]
+
+
 @contextmanager
-def _lock_if_free(models_dir: Path) -> Iterator[bool]:
-    """The install lock if nobody holds it (never waits, never creates the lock file): False while
-    an install or a ``verify`` runs; True when there is no lock file (nothing to lock against)."""
-    fd = _open_lock(models_dir, create=False)
-    if fd is None:
-        yield True
+def _lock_if_free(models_dir: Path) -> Iterator[tuple[LockState, str]]:
+    """The install lock if nobody holds it, never waiting, and why not: ``locked`` (held by this;
+    the lock file is created where missing, so an install starting meanwhile waits), ``held`` while
+    an install or a ``verify`` runs, ``unlockable`` where it cannot be taken at all (no lock file can
+    be opened, or flock is refused: a file system without locks, an NFS mount's read-only file)."""
+    path = models_dir / LOCK
+    try:
+        fd = _open_lock(models_dir)
+    except OSError as exc:
+        yield "unlockable", f"{path} cannot be opened ({exc.strerror or exc})"
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            free = True
-        except OSError:  # held (BlockingIOError), or a file system without locks
-            free = False
-        yield free
+            state: tuple[LockState, str] = ("locked", "")
+        except BlockingIOError:
+            state = ("held", "")
+        except OSError as exc:
+            state = ("unlockable", f"{path} cannot be locked ({exc.strerror or exc})")
+        yield state
     finally:
         os.close(fd)
 
 
-def _open_lock(models_dir: Path, *, create: bool) -> int | None:
-    """The lock file, opened for writing (created) if it can be, else read-only (flock takes either)."""
+def _open_lock(models_dir: Path) -> int:
+    """The lock file, opened for writing (created where missing) if it can be, else read-only: NFS
+    locks only a file open for writing, a local file system either. Raises the read-only refusal."""
     path = models_dir / LOCK
-    attempts = [os.O_RDWR | os.O_CREAT, os.O_RDONLY] if create else [os.O_RDONLY]
-    for flags in attempts:
-        try:
-            return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        except OSError:
-            continue
-    return None
+    common = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # never a link, never a FIFO's wait
+    for writable in (os.O_RDWR | os.O_CREAT, os.O_RDWR):
+        with contextlib.suppress(OSError):
+            return os.open(path, writable | common, 0o644)
+    return os.open(path, os.O_RDONLY | common)
 
 
 def _wait_for(fd: int) -> None:
