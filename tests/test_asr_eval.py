@@ -264,6 +264,9 @@ def test_a_tsv_line_ends_only_at_a_newline(tmp_path: Path) -> None:
         ("i.json", '[{"channel": 3, "text": "a"}]', "'channel' must be 0, 1 or null"),
         ("j.json", '[{"channel": 0}]', "expected an object with a 'text' string"),
         ("k.json", '[{"channel": 0, "text": "a", "startMs": "soon"}]', "'startMs' must be a number"),
+        # before: taken, and the sentences sorted anyhow
+        ("l.json", '[{"channel": 0, "text": "a", "startMs": NaN}]', "'startMs' must be a number"),
+        ("m.json", '[{"channel": 0, "text": "a", "startMs": -Infinity}]', "'startMs' must be a number"),
     ],
 )
 def test_bad_references_are_named(tmp_path: Path, name: str, content: str, says: str) -> None:

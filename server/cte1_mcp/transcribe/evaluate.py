@@ -28,6 +28,7 @@ Suffixes are compared case-insensitively (``NAME.TSV`` is TSV); one reference pe
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -215,7 +216,9 @@ def _sentence(name: str, index: int, item: Any, roles: tuple[str, ...]) -> RefSe
             + "; give each sentence a channel, or the channel roles (--roles customer,agent, channel 0 first)"
         )
     start = item.get("startMs", item.get("startOffsetMs"))
-    if start is not None and (not isinstance(start, int | float) or isinstance(start, bool)):
+    if start is not None and (
+        not isinstance(start, int | float) or isinstance(start, bool) or not math.isfinite(start)
+    ):  # json.loads takes NaN and Infinity, which would sort the sentences anyhow
         raise InvalidParameter(f"{where}: 'startMs' must be a number of milliseconds")
     return RefSentence(channel, item["text"], start, role, where=f"sentence {index}")
 
