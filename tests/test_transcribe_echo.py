@@ -77,3 +77,17 @@ def test_a_sentence_nowhere_near_its_partys_talk_is_not_judged() -> None:
     call, is_echo = echo_test("c07_line_echo_20db")
     last = max(u["endMs"] for u in call["utterances"]) / 1000
     assert not is_echo(0, last + 5.0, last + 6.0)  # no talk within a second: nothing says echo
+
+
+def test_talk_in_slivers_shorter_than_a_window_is_judged_on_the_nearest_talk() -> None:
+    # channel 1 speaks (noise-like) and channel 0 carries its copy 20 dB down, 50 ms late; the
+    # analyser found channel 0's talk in two slivers under the sentence (before: each sliver made
+    # no whole window, so nothing was judged and the echo kept)
+    rate = 8000
+    voice = np.random.default_rng(3).standard_normal(5 * rate) * 3000
+    echo = np.zeros_like(voice)
+    echo[400:] = voice[:-400] * 0.1
+    file = io.BytesIO()
+    soundfile.write(file, np.stack([echo, voice], 1).round().astype(np.int16), rate, format="WAV")
+    is_echo = EchoTest(file, rate, [(0, 1.0, 1.06), (0, 1.1, 1.16), (1, 0.0, 5.0)])
+    assert is_echo(0, 1.0, 1.2)

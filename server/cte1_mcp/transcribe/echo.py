@@ -65,23 +65,26 @@ class EchoTest:
         return windows > 0 and echoed >= ECHO_SHARE * windows
 
     def talk_of(self, channel: int, start: float, end: float) -> list[tuple[float, float]]:
-        """The parts of ``channel``'s talk within ``start``-``end``; when they do not make one
-        window (the engine timed the sentence beside its talk, or on its edge), a stretch as long
-        as the sentence of the talk segment nearest it (within ``NEAREST_TALK_SECONDS``), where its
-        words were really said."""
+        """The parts of ``channel``'s talk within ``start``-``end``; when none makes a window (the
+        engine timed the sentence beside its talk, or on its edge), a stretch as long as the
+        sentence (one window at least) of the talk segment nearest it (within
+        ``NEAREST_TALK_SECONDS``), where its words were really said."""
         spans = self._talk.get(channel, [])
         inside = [(max(s, start), min(e, end)) for s, e in spans if s < end and start < e]
-        if sum(e - s for s, e in inside) >= WINDOW_SECONDS:
+        if any(e - s >= WINDOW_SECONDS for s, e in inside):  # each span is judged in whole windows
             return inside
         near = [(max(s - end, start - e), (s, e)) for s, e in spans]
         near = [item for item in near if item[0] <= NEAREST_TALK_SECONDS]
         if not near:
             return []
         s, e = min(near)[1]
-        # centred on the sentence, moved inside the segment (a segment can be minutes long)
         length = max(end - start, WINDOW_SECONDS)
-        first = min(max((start + end) / 2 - length / 2, s), max(e - length, s))
-        return [(first, min(first + length, e))]
+        if e - s <= length:  # a short segment: the stretch centred on it (its edges are trimmed talk)
+            middle = (s + e) / 2
+            return [(max(middle - length / 2, 0.0), middle + length / 2)]
+        # centred on the sentence, moved inside the segment (a segment can be minutes long)
+        first = min(max((start + end) / 2 - length / 2, s), e - length)
+        return [(first, first + length)]
 
     def _read(
         self, channel: int, start: float, end: float
