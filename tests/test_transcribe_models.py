@@ -86,21 +86,37 @@ def models_dir(tmp_path: Path) -> Path:
     return tmp_path / "models"
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Path:
-    """A catalog entry ``tiny-hub`` pinned to the real hashes of the fake hub's files."""
+def write_catalog(path: Path, files: dict[str, HubFile], **extra: Any) -> Path:
+    """A catalog entry ``tiny-hub`` pinned to the real sizes and hashes of ``files`` (the fake
+    hub's), written to ``path``."""
     spec = {
         "name": "tiny-hub",
         "engine": "sherpa-onnx",
         "repo": REPO,
         "revision": REVISION,
-        "files": [[name, len(f.content), f.sha256] for name, f in tiny_files().items()],
-        # the same model packaged elsewhere (like Whisper-base in its PyPI wheels): another name
-        "also": [["tiny-wheels", [[name, len(f), sha256(f)] for name, f in other_packaging().items()]]],
+        "files": [[name, len(f.content), f.sha256] for name, f in files.items()],
+        **extra,
     }
-    path = tmp_path / "catalog.json"
     path.write_text(json.dumps(spec), encoding="utf-8")
     return path
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """``argv`` run without root's power to write anywhere (as a user runs it), when run as root."""
+    if os.geteuid() == 0:
+        return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *argv]
+    return argv
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Path:
+    """A catalog entry ``tiny-hub`` pinned to the real hashes of the fake hub's files."""
+    return write_catalog(
+        tmp_path / "catalog.json",
+        tiny_files(),
+        # the same model packaged elsewhere (like Whisper-base in its PyPI wheels): another name
+        also=[["tiny-wheels", [[name, len(f), sha256(f)] for name, f in other_packaging().items()]]],
+    )
 
 
 def environment(models_dir: Path, hub_url: str | None = None, **extra: str) -> dict[str, str]:
@@ -790,12 +806,11 @@ def test_a_failed_verify_that_cannot_be_recorded_says_a_server_may_still_load_it
     damage_keeping_size_and_mtime(models_dir / "mine" / "files" / "tokens.txt")
     manifest = (models_dir / "mine" / "manifest.json").read_bytes()
     (models_dir / "mine").chmod(0o555)
-    prefix = []
-    if os.geteuid() == 0:  # root writes anywhere; a user does not
-        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
     try:
         done = subprocess.run(
-            [*prefix, sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", "verify"],
+            unprivileged(
+                [sys.executable, "-m", "tests.helpers.models_child", str(catalog), "models", "verify"]
+            ),
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -36,6 +36,8 @@ from tests.test_transcribe_models import (
     failed_with,
     tiny_bytes,
     tiny_files,
+    unprivileged,
+    write_catalog,
     write_model,
 )
 
@@ -48,16 +50,7 @@ def models_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def catalog(tmp_path: Path) -> Path:
     """``tiny-hub``, pinned to the fake hub's files (as in test_transcribe_models)."""
-    spec = {
-        "name": "tiny-hub",
-        "engine": "sherpa-onnx",
-        "repo": REPO,
-        "revision": REVISION,
-        "files": [[name, len(f.content), f.sha256] for name, f in tiny_files().items()],
-    }
-    path = tmp_path / "catalog.json"
-    path.write_text(json.dumps(spec), encoding="utf-8")
-    return path
+    return write_catalog(tmp_path / "catalog.json", tiny_files())
 
 
 @pytest.fixture
@@ -325,6 +318,22 @@ fcntl.flock = flock
 """
 
 
+def with_lock_refused(env: dict[str, str], models_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cte1-mcp ARGS`` in a child whose flock on the models directory's lock file fails (EBADF)."""
+    script = (
+        REFUSING_FLOCK + f"from cte1_mcp.cli import main\nmain(args={list(args)!r}, prog_name='cte1-mcp')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, str(models_dir / ".lock")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_a_lock_refused_by_the_file_system_is_remembered_and_never_written_unlocked(
     tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -375,18 +384,7 @@ def test_verify_where_the_file_system_refuses_the_lock_says_so_and_verifies(
     Before: a traceback (only BlockingIOError was expected from flock)."""
     env = environment(models_dir)
     assert command(env, "models", "import", "m", str(padded(tmp_path / "a", b"A" * 1000))).returncode == 0
-    script = REFUSING_FLOCK + (
-        "from cte1_mcp.cli import main\nmain(args=['models', 'verify', 'm'], prog_name='cte1-mcp')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(models_dir / ".lock")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    done = with_lock_refused(env, models_dir, "models", "verify", "m")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     said = (
@@ -405,18 +403,7 @@ def test_an_install_where_the_file_system_refuses_the_lock_is_refused_saying_so(
     env = environment(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     source = padded(tmp_path / "a", b"A" * 1000)
-    script = REFUSING_FLOCK + (
-        f"from cte1_mcp.cli import main\nmain(args=['models', 'import', 'm', {str(source)!r}], prog_name='cte1-mcp')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(models_dir / ".lock")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    done = with_lock_refused(env, models_dir, "models", "import", "m", str(source))
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert f"[model_invalid] {models_dir / '.lock'} cannot be locked (Bad file descriptor)" in done.stderr
     assert "local disk" in done.stderr
@@ -456,12 +443,9 @@ def test_a_read_only_copy_with_stale_stamps_is_hashed_once_per_process(
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(models_dir), str(copy)], check=True)  # new mtimes: stamps stale
     (copy / "m").chmod(0o555)
-    prefix = []
-    if os.geteuid() == 0:  # root writes anywhere; a user does not
-        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
     try:
         done = subprocess.run(
-            [*prefix, sys.executable, "-c", RESOLVE_THRICE, str(copy), "m"],
+            unprivileged([sys.executable, "-c", RESOLVE_THRICE, str(copy), "m"]),
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -700,10 +684,7 @@ def test_a_disk_that_fills_during_a_pull_blames_the_models_directory(
     # Before: "[model_download_failed] downloading pad.bin ... failed (OSError: [Errno 28] No space
     # left on device)", with a next step about the network.
     files = {**tiny_files(), "pad.bin": HubFile(os.urandom(1 << 20))}
-    catalog = tmp_path / "catalog.json"
-    pinned = [[name, len(f.content), f.sha256] for name, f in files.items()]
-    spec = {"name": "tiny-hub", "engine": "sherpa-onnx", "repo": REPO, "revision": REVISION, "files": pinned}
-    catalog.write_text(json.dumps(spec), encoding="utf-8")
+    catalog = write_catalog(tmp_path / "catalog.json", files)
     models_dir.mkdir()
     with running_hub(FakeHub(REPO, REVISION, files)) as hub:
         args = [
