@@ -13,11 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from cte1_mcp.errors import InvalidParameter
+from cte1_mcp.transcribe.base import Transcriber
 from cte1_mcp.transcribe.cer import cer, edit_distance, normalise
-from cte1_mcp.transcribe.evaluate import read_reference
+from cte1_mcp.transcribe.evaluate import evaluate_call, read_reference
 
 CLI = [sys.executable, "-m", "cte1_mcp", "asr", "eval"]
 CORPUS = Path(__file__).parent / "corpus_ja"
@@ -174,6 +177,33 @@ def test_table_and_what_could_not_be_scored(
     assert any(p.startswith("[unsupported_audio] broken.wav") for p in problems)
     assert any(p.startswith("[invalid_parameter] unlabelled.wav has no reference") for p in problems)
     assert any(p.startswith("[invalid_parameter] orphan.json has no recording") for p in problems)
+
+
+def test_a_mixed_call_on_both_channels_is_scored_as_one_party(
+    whisper_base: Transcriber, tmp_path: Path
+) -> None:
+    """Regression: the mono call written to both channels (dual mono), with a reference that gives
+    each party a channel, was transcribed twice over, each party's reference against every word."""
+    samples, rate = sf.read(CORPUS / f"{MONO}.wav", dtype="int16")
+    sf.write(tmp_path / "dual.wav", np.stack([samples, samples], axis=1), rate, subtype="PCM_16")
+    said = [{"channel": 0 if u["role"] == "customer" else 1, "role": u["role"], "text": u["text"], "startMs": u["startMs"]}
+            for u in utterances(MONO)]  # fmt: skip
+    (tmp_path / "dual.json").write_text(json.dumps(said, ensure_ascii=False), encoding="utf-8")
+    problems: list[str] = []
+    score = evaluate_call(
+        tmp_path / "dual.wav",
+        tmp_path / "dual.json",
+        whisper_base,
+        language="ja",
+        roles=(),
+        problems=problems,
+    )
+    (party,) = score.parties
+    assert (party.party, party.channel) == ("mixed", None)
+    assert party.reference == reference_text(MONO, None)
+    assert party.errors == edit_distance(normalise(party.reference), normalise(party.hypothesis))
+    assert party.errors / party.reference_chars <= 0.3  # the mono call's own: 17.8 %
+    assert problems == []  # scored, not skipped: the party's name says how
 
 
 def test_without_a_model_it_says_transcription_unavailable(folder: Path, tmp_path: Path) -> None:

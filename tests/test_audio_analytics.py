@@ -32,7 +32,7 @@ def example() -> CallAnalytics:
 def test_the_json_has_exactly_the_issue_8_shape() -> None:
     document = json.loads(example().to_json())
     assert list(document) == [
-        "summary", "method", "durationSeconds", "channels", "parties", "nonTalkSeconds", "nonTalkPercent",
+        "summary", "method", "durationSeconds", "channels", "dualMono", "parties", "nonTalkSeconds", "nonTalkPercent",
         "longestSilence", "longSilences", "overtalkSeconds", "overtalkPercent", "overtalkCount",
         "segments", "segmentsTruncated", "nonFiniteSamples", "warnings", "timelineUri",
     ]  # fmt: skip
@@ -77,6 +77,39 @@ def test_mono_is_one_mixed_party_without_overtalk() -> None:
         and analytics.overtalkCount is None
     )
     assert "cannot be measured on a mono recording" in analytics.summary
+
+
+def twice(mono: bytes, gain_db: float) -> io.BytesIO:
+    """The mono call written to both channels (a mixed call recorded as stereo), the second at
+    ``gain_db``."""
+    samples, rate = soundfile.read(io.BytesIO(mono), dtype="float32")
+    out = io.BytesIO()
+    soundfile.write(
+        out, np.stack([samples, samples * 10 ** (gain_db / 20)], axis=1), rate, format="WAV", subtype="PCM_16"
+    )
+    out.seek(0)
+    return out
+
+
+@pytest.mark.parametrize("gain_db", [0.0, -5.0])
+def test_the_same_call_on_both_channels_is_one_mixed_party(gain_db: float) -> None:
+    """Regression: a mixed call written to both channels was two parties talking over each other
+    83% of the time (and its transcript said every sentence twice). It is one mixed party, as the
+    same call in mono is."""
+    mono_wav = wav_bytes(MONO.wav_spec())
+    dual = analyse(twice(mono_wav, gain_db), ("customer", "agent"))
+    mono = analyse(io.BytesIO(mono_wav), ("customer", "agent"))
+    assert dual.channels == 2 and dual.dualMono and not mono.dualMono
+    assert [(p.channel, p.label, p.interruptions) for p in dual.parties] == [(0, "mixed", None)]
+    assert (dual.overtalkSeconds, dual.overtalkCount) == (None, None)
+    assert dual.parties[0].talkSeconds == pytest.approx(mono.parties[0].talkSeconds, rel=0.02)
+    assert dual.nonTalkSeconds == pytest.approx(mono.nonTalkSeconds, abs=0.3)
+    assert {s.channel for s in dual.segments} == {0}
+    assert (
+        "-minute dual-mono call" in dual.summary and "Warning: Both channels carry the same" in dual.summary
+    )
+    assert "dual mono" in dual.method
+    assert not example().dualMono  # two voices, one per channel
 
 
 def test_segments_are_capped_for_tool_results() -> None:

@@ -201,6 +201,7 @@ class TranscriptionService:
             language=settings.asr_language,
             duration_seconds=analysis.durationSeconds,
             channels=analysis.channels,
+            mixed=analysis.dualMono,
             roles=settings.channel_roles,
             connect_time=recording.metadata.connected_at,
         )

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from cte1_mcp.audio import metrics
 from cte1_mcp.audio.decode import Checkpoint
 from cte1_mcp.audio.frames import FRAME_SECONDS, BlockCallback, CallFrames, measure
-from cte1_mcp.audio.talk import DEFAULT_RULE, Rule, intervals, speech_frames
+from cte1_mcp.audio.talk import DEFAULT_RULE, Rule, intervals, party_frames, speech_frames
 from cte1_mcp.audio.vad import DEFAULT_ENGINE, WEBRTC_MODE, EngineName
 from cte1_mcp.audio.veto import describe as describe_veto
 from cte1_mcp.audio.veto import veto_non_speech
@@ -23,7 +23,7 @@ from cte1_mcp.audio.veto import veto_non_speech
 #: Segments in a tool result; the analytics resource has them all.
 SEGMENTS_CAP = 500
 #: Bumped whenever a change would alter stored analyses (it names the artefact).
-ANALYSER_VERSION = 2
+ANALYSER_VERSION = 3
 
 
 class _Model(BaseModel):
@@ -67,6 +67,8 @@ class CallAnalytics(_Model):
     method: str
     durationSeconds: float
     channels: int
+    #: Both channels carry the same mixed call: one party, ``mixed``, on channel 0, as for mono.
+    dualMono: bool = False
     parties: list[Party]
     nonTalkSeconds: float
     nonTalkPercent: float
@@ -93,13 +95,14 @@ class CallAnalytics(_Model):
         return self.model_dump_json().encode()
 
 
-def labels(channels: int, roles: tuple[str, ...]) -> list[str]:
-    """``CTE1_CHANNEL_ROLES`` when set (two-channel only), else ``channel N``; mono is ``mixed``."""
-    if channels == 1:
+def labels(parties: int, roles: tuple[str, ...]) -> list[str]:
+    """``CTE1_CHANNEL_ROLES`` when set (two parties only), else ``channel N``; one party (mono, dual
+    mono) is ``mixed``."""
+    if parties == 1:
         return ["mixed"]
     if len(roles) == 2:
         return list(roles)
-    return [f"channel {index}" for index in range(channels)]
+    return [f"channel {index}" for index in range(parties)]
 
 
 def analyse(
@@ -117,7 +120,7 @@ def analyse(
     frames, speech = detect(file, engine, rule, on_block, music_veto=music_veto, checkpoint=checkpoint)
     duration = frames.stream.duration_seconds
     result = metrics.compute(speech, duration)
-    return build(frames, result, labels(frames.stream.channels, roles), rule, music_veto)
+    return build(frames, result, labels(len(speech), roles), rule, music_veto)
 
 
 def detect(
@@ -129,9 +132,10 @@ def detect(
     music_veto: bool = True,
     checkpoint: Checkpoint | None = None,
 ) -> tuple[CallFrames, list[tuple[metrics.Interval, ...]]]:
-    """The frame features and each channel's own speech (seconds), before the metric definitions."""
+    """The frame features and each party's own speech (seconds), before the metric definitions: one
+    party per channel, except dual mono, whose one party is on channel 0."""
     frames = measure(file, engine, on_block, checkpoint)
-    speech = [intervals(channel) for channel in speech_frames(frames, rule)]
+    speech = [intervals(party) for party in party_frames(frames, speech_frames(frames, rule))]
     if music_veto:
         speech, _ = veto_non_speech(file, frames.stream, speech, frames.level_db, checkpoint)
     return frames, speech
@@ -176,6 +180,7 @@ def build(
         method=describe_method(frames, rule, music_veto),
         durationSeconds=round(duration, 2),
         channels=stream.channels,
+        dualMono=stream.channels == 2 and len(parties) == 1,
         parties=parties,
         nonTalkSeconds=round(result.non_talk_seconds, 2),
         nonTalkPercent=percent(result.non_talk_seconds),
@@ -197,19 +202,24 @@ def build(
         segments=segments,
         segmentsTruncated=False,
         nonFiniteSamples=frames.non_finite_samples,
-        warnings=_warnings(frames),
+        warnings=_warnings(frames, dual_mono=stream.channels == 2 and len(parties) == 1),
     )
     return analytics.model_copy(update={"summary": summarise(analytics)})
 
 
-def _warnings(frames: CallFrames) -> list[str]:
-    bad = frames.non_finite_samples
-    if not bad:
-        return []
-    return [
-        f"{bad:,} sample(s) of the recording are not numbers (NaN or infinite, a broken "
-        "floating-point file); they were analysed as silence."
-    ]
+def _warnings(frames: CallFrames, *, dual_mono: bool) -> list[str]:
+    warnings = []
+    if dual_mono:
+        warnings.append(
+            "Both channels carry the same sound (a mixed call recorded twice, dual mono): it was analysed "
+            "as one mixed party, like a mono recording; who said what cannot be told apart."
+        )
+    if bad := frames.non_finite_samples:
+        warnings.append(
+            f"{bad:,} sample(s) of the recording are not numbers (NaN or infinite, a broken "
+            "floating-point file); they were analysed as silence."
+        )
+    return warnings
 
 
 def _active_level(frames: CallFrames, channel: int, talk: tuple[metrics.Interval, ...]) -> float | None:
@@ -246,7 +256,8 @@ def summarise(a: CallAnalytics) -> str:
         f"({p.talkPercent:.0f}%) in {p.turns} turns"
         for p in a.parties
     )
-    parts = [f"A {minutes:.1f}-minute {'two-channel' if a.channels == 2 else 'mono'} call: {talk}."]
+    kind = "dual-mono" if a.dualMono else "two-channel" if a.channels == 2 else "mono"
+    parts = [f"A {minutes:.1f}-minute {kind} call: {talk}."]
     silence = f"Nobody talked for {a.nonTalkSeconds:.0f} s ({a.nonTalkPercent:.0f}%)"
     if a.longestSilence is not None:
         s = a.longestSilence
@@ -256,7 +267,7 @@ def summarise(a: CallAnalytics) -> str:
     parts.append(silence)
     if a.overtalkSeconds is None or a.overtalkCount is None:  # both None together (mono)
         parts.append(
-            "Overtalk and interruptions cannot be measured on a mono recording (both parties share one channel)."
+            f"Overtalk and interruptions cannot be measured on a {kind} recording (both parties share one channel)."
         )
     else:
         interrupted = ", ".join(f"{p.label} {p.interruptions}" for p in a.parties)

@@ -2,8 +2,9 @@
 
 Per frame and channel: its level (dBFS), the detector's speech probability, and (two-channel only)
 how much of its energy a delayed copy of the other channel explains (the leak, max ρ² over lags up
-to 8 ms). Only features are kept, never the audio, so memory grows with the call by about 16 bytes
-per channel per 10 ms (these three and the detector's output): 6 MB for a 30-minute stereo call.
+to 8 ms); per frame (two-channel only) whether both channels carry the same sound (twin). Only
+features are kept, never the audio, so memory grows with the call by about 16 bytes per channel per
+10 ms (these and the detector's output): 6 MB for a 30-minute stereo call.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from cte1_mcp.audio.vad import EngineName, make_detector
 FRAME_SECONDS = 0.01
 #: The leak is measured only where the other channel is at least this much louder.
 LEAK_CANDIDATE_DB = 6.0
+#: A frame is twin (the same sound on both channels, as in dual mono) when neither channel is
+#: ``LEAK_CANDIDATE_DB`` louder (louder is the crosstalk rule's case) and, undelayed, one explains
+#: this share of the other's energy. Two voices, or a voice and line noise, stay far below it; one
+#: signal written to both channels is 1.0.
+TWIN_RHO2 = 0.9
 #: Lags searched for the leak (a stereo bleed is near-simultaneous; a hybrid echo a few ms late).
 MAX_LAG_SECONDS = 0.008
 #: A sample this close to full scale counts as clipped (μ-law's largest value is -0.2 dBFS).
@@ -44,6 +50,8 @@ class CallFrames:
     #: ρ² of each channel against the other (0 where not measured, and for mono).
     leak: Floats
     clipped_samples: tuple[int, ...]
+    #: Per frame: both channels carry the same sound (all False for mono).
+    twin: npt.NDArray[np.bool_]
     #: NaN or infinite samples decoded as silence (a floating-point file from a broken writer).
     non_finite_samples: int = 0
 
@@ -67,6 +75,7 @@ def measure(
     lag = round(MAX_LAG_SECONDS * stream.sample_rate)
     level = np.full((channels, total), -120.0, dtype=np.float32)
     leak = np.zeros((channels, total), dtype=np.float32)
+    twin = np.zeros(total, dtype=np.bool_)
     detectors = [make_detector(engine, stream.sample_rate) for _ in range(channels)]
     probabilities: list[list[Floats]] = [[] for _ in range(channels)]
     clipped = [0] * channels
@@ -89,6 +98,7 @@ def measure(
         level[:, next_frame:last] = 10 * np.log10(energy / 32768.0**2 + _EPS)
         if channels == 2:
             leak[:, next_frame:last] = _leak(audio, base, hop, lag, level[:, next_frame:last])
+            twin[next_frame:last] = _twin(own, level[:, next_frame:last])
         drop = last * hop - lag - offset
         pending = pending[drop:]
         offset += drop
@@ -107,7 +117,7 @@ def measure(
     if decoded < stream.frames:  # the data ended before the header said: measure what is there
         stream = replace(stream, frames=decoded)
         total = decoded // hop
-        level, leak = level[:, :total], leak[:, :total]
+        level, leak, twin = level[:, :total], leak[:, :total], twin[:total]
     pending = np.concatenate([pending, np.zeros((2 * hop + 2 * lag, channels), dtype=np.int16)])
     frames_up_to(offset + len(pending), flush=True)
 
@@ -119,8 +129,27 @@ def measure(
         if len(hops):
             speech[channel] = hops[index]
     return CallFrames(
-        stream, engine, detectors[0].version, level, speech, leak, tuple(clipped), repairs.non_finite_samples
+        stream,
+        engine,
+        detectors[0].version,
+        level,
+        speech,
+        leak,
+        tuple(clipped),
+        twin,
+        repairs.non_finite_samples,
     )
+
+
+def _twin(own: Floats, level: Floats) -> npt.NDArray[np.bool_]:
+    """Per frame of ``own`` (frames, hop, 2): the channels within ``LEAK_CANDIDATE_DB`` of each other
+    and, undelayed, ρ² >= ``TWIN_RHO2`` (digital silence on both is not twin: it has no sound)."""
+    a, b = own[:, :, 0].astype(np.float64), own[:, :, 1].astype(np.float64)
+    cross = np.sum(a * b, axis=1)
+    energy = np.sum(a * a, axis=1) * np.sum(b * b, axis=1)
+    rho2 = np.divide(cross * cross, energy, out=np.zeros_like(cross), where=energy > 0)
+    near = np.abs(level[0] - level[1]) < LEAK_CANDIDATE_DB
+    return np.asarray(near & (rho2 >= TWIN_RHO2))
 
 
 def _leak(

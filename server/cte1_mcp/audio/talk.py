@@ -6,6 +6,10 @@ is the other party leaking in (a stereo bleed, a line echo): the other channel i
 ``LEAK_CANDIDATE_DB`` louder *and* a delayed copy of it explains at least ``LEAK_RHO2`` of the
 frame's energy. Genuine overtalk is kept, because two different voices do not correlate; a per-
 channel detector alone cannot make that distinction.
+
+A two-channel recording whose talk is mostly the same sound on both channels (dual mono: a mixed
+call written twice) has one party, as a mono recording does: two "parties" that talk over each other
+all the time would be a false picture, and a transcript would say every sentence twice.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from cte1_mcp.audio.frames import FRAME_SECONDS, LEAK_CANDIDATE_DB, MAX_LAG_SECONDS, CallFrames
+from cte1_mcp.audio.frames import FRAME_SECONDS, LEAK_CANDIDATE_DB, MAX_LAG_SECONDS, TWIN_RHO2, CallFrames
 from cte1_mcp.audio.metrics import Interval
 
 SPEECH_PROBABILITY = 0.5
@@ -26,6 +30,10 @@ NOISE_PERCENTILE = 2
 #: Both thresholds sit mid-way in the range where the corpus stays within target (gate 7-12 dB,
 #: rho^2 0.35-0.65: docs/analytics.md, "Choosing the voice-activity detector"), not its optimum.
 LEAK_RHO2 = 0.5
+#: Share of the frames where someone talks that must be twin for the recording to be dual mono. A
+#: two-party call has next to none (two voices do not correlate; a leak is 6 dB down or more); a
+#: prompt or hold message played to both parties is a minority of a call's talk.
+DUAL_MONO_SHARE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +55,10 @@ class Rule:
         )
         return (
             f"speech probability >= {self.speech_probability:g}; noise gate {self.gate_db:g} dB above the "
-            f"channel's noise floor (percentile {NOISE_PERCENTILE} of its frame levels); {crosstalk}"
+            f"channel's noise floor (percentile {NOISE_PERCENTILE} of its frame levels); {crosstalk}; "
+            f"a two-channel recording is dual mono (one mixed party) when in >= {DUAL_MONO_SHARE:.0%} of the "
+            f"frames where someone talks both channels carry the same sound (within {LEAK_CANDIDATE_DB:g} dB, "
+            f"undelayed rho^2 >= {TWIN_RHO2:g})"
         )
 
 
@@ -61,6 +72,18 @@ def speech_frames(frames: CallFrames, rule: Rule = DEFAULT_RULE) -> npt.NDArray[
     if rule.crosstalk and frames.stream.channels == 2:
         own &= frames.leak < rule.leak_rho2
     return np.asarray(own)
+
+
+def party_frames(frames: CallFrames, own: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``own`` (``speech_frames``) as (parties, frames): one row per channel, or, when both channels
+    carry the same mixed call (dual mono), one row, where either talks."""
+    if frames.stream.channels != 2:
+        return own
+    talking = np.asarray(own.any(axis=0), dtype=np.bool_)
+    count = int(np.count_nonzero(talking))
+    if count and int(np.count_nonzero(frames.twin[talking])) >= DUAL_MONO_SHARE * count:
+        return talking[np.newaxis, :]
+    return own
 
 
 def intervals(mask: npt.NDArray[np.bool_]) -> tuple[Interval, ...]:

@@ -29,8 +29,9 @@ more. Overtalk = both talking at once; overtalkCount counts overlaps of at least
 interruptions = times it started talking while the other was already talking, overlaps under
 0.5 s (backchannels) excluded. Percentages are of durationSeconds. Crosstalk (the other party's
 voice leaking into a channel: line echo, stereo bleed) is not counted as that party's talk: both
-channels are compared. A mono recording has one party labelled "mixed": talk, non-talk and
-silences are measured, overtalk and interruptions are null. The recording is fetched like
+channels are compared. A mono recording, or a dual-mono one (the same mixed call on both
+channels: dualMono true), has one party labelled "mixed": talk, non-talk and silences are
+measured, overtalk and interruptions are null. The recording is fetched like
 get_call_audio does; the analysis is computed once and stored beside it, so asking again costs
 nothing. segments are capped at 500 here; the analytics resource has them all."""
 

@@ -21,7 +21,7 @@ audio leaves it) or, where the platform pushed its own speech-recognition result
 shape is CT-e1's sentenceList ({sequence, speakerId, startTime, endTime, text}) plus speaker,
 channel and startOffsetMs/endOffsetMs from the start of the recording. speakerId follows CT-e1
 (customer 1, agent 2) when CTE1_CHANNEL_ROLES names customer and agent, else channel + 1; a mono
-recording is one party, "mixed" (no diarization). Only each party's own speech is transcribed, as
+(or dual-mono) recording is one party, "mixed" (no diarization). Only each party's own speech is transcribed, as
 get_call_analytics finds it: no text from the other party's echo, from silence, holds or music; a
 pause of a second or more ends a sentence. startTime/endTime are UTC (connectTime + offset) when the
 call's connectTime is known. The recording is fetched like get_call_audio does; the transcript is

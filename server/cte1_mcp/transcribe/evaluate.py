@@ -300,10 +300,13 @@ def evaluate_call(
     except OSError as exc:  # permissions, an I/O error: this recording's problem, not the run's
         raise InvalidParameter(f"{recording.name} cannot be read ({exc.strerror or exc})") from None
     seconds = time.perf_counter() - started
-    labels = _labels(analysis.channels, roles)
+    # dual mono is scored as mono (its party, "mixed", says so): the transcript has one party,
+    # whatever channels the reference names
+    channels = 1 if analysis.dualMono else analysis.channels
+    labels = _labels(channels, roles)
     parties = []
     empty = []
-    for channel, (party, reference_text) in reference_parties(sentences, analysis.channels, labels).items():
+    for channel, (party, reference_text) in reference_parties(sentences, channels, labels).items():
         hypothesis = "".join(h.text for h in sorted(heard, key=lambda h: h.start) if h.channel == channel)
         ref = normalise(reference_text)
         if not ref:  # a CER needs reference characters: errors / 0 is no rate
@@ -320,7 +323,7 @@ def evaluate_call(
             )
         )
     if empty:
-        unchanneled = analysis.channels == 2 and any(s.channel is None for s in sentences)
+        unchanneled = channels == 2 and any(s.channel is None for s in sentences)
         why = (
             "its sentences without a channel ('-' or null) belong to no party of a two-channel recording"
             if unchanneled

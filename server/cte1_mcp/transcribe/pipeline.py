@@ -84,13 +84,13 @@ def transcribe_file(
             raise TranscriptionCancelled
         audio, placed = packed_audio(file, pack, stream.sample_rate)
         per_piece = unpacked(transcriber.transcribe(audio, language), placed)
-        channel = None if stream.channels == 1 else pack[0].channel
+        channel = None if stream.channels == 1 or analysis.dualMono else pack[0].channel
         for (_, _, piece), recognised in zip(placed, per_piece, strict=True):
             heard.extend(_placed(guards.apply(recognised, piece.duration), piece, channel))
         if on_piece is not None:
             on_piece(done, len(packs))
     heard.sort(key=lambda sentence: (sentence.start, -1 if sentence.channel is None else sentence.channel))
-    if stream.channels == 2:
+    if stream.channels == 2 and not analysis.dualMono:
         talk = [(s.channel, s.startSeconds, s.endSeconds) for s in analysis.segments]
         heard = guards.drop_echoes(heard, EchoTest(file, stream.sample_rate, talk))
     return heard

@@ -105,10 +105,11 @@ class Heard:
     text: str
 
 
-def speakers(channels: int, roles: tuple[str, ...]) -> list[Speaker]:
+def speakers(channels: int, roles: tuple[str, ...], *, mixed: bool = False) -> list[Speaker]:
     """One party per channel; CT-e1's ids where the roles are exactly customer and agent, else
-    channel + 1; a mono recording is one party, ``mixed`` (no diarization)."""
-    if channels == 1:
+    channel + 1; a mono recording (or a ``mixed`` one: dual mono) is one party, ``mixed`` (no
+    diarization)."""
+    if channels == 1 or mixed:
         return [Speaker(speakerId=1, speaker="mixed", channel=None)]
     labels = list(roles) if len(roles) == 2 else [f"channel {index}" for index in range(channels)]
     platform_ids = set(labels) == set(CTE1_SPEAKER_IDS)
@@ -129,14 +130,16 @@ def build(
     channels: int,
     roles: tuple[str, ...],
     connect_time: datetime | None,
+    mixed: bool = False,
 ) -> Transcript:
-    """The transcript: sentences in start order across both parties, numbered 1..n."""
-    parties = speakers(channels, roles)
+    """The transcript: sentences in start order across both parties, numbered 1..n (``mixed``: both
+    channels carry the same mixed call, so there is one party, as for mono)."""
+    parties = speakers(channels, roles, mixed=mixed)
     by_channel = {party.channel: party for party in parties}
     ordered = sorted(heard, key=lambda h: (h.start, h.end, -1 if h.channel is None else h.channel))
     sentences = []
     for sequence, item in enumerate(ordered, start=1):
-        party = by_channel[None if channels == 1 else item.channel]
+        party = by_channel[None if channels == 1 or mixed else item.channel]
         start_ms, end_ms = round(item.start * 1000), round(item.end * 1000)
         sentences.append(
             Sentence(
