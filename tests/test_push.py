@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hmac
 import json
+import logging
 import socket
 import stat
 import threading
@@ -24,7 +25,14 @@ from cte1_mcp.settings import load_settings
 from cte1_mcp.simulator import DEFAULT_SOURCE_UUID
 from cte1_mcp.transcribe.pushed import StoredPush, platform_push, stored_push, to_transcript
 from cte1_mcp.transcribe.transcript import Transcript
-from tests.helpers.push_server import PAGE_EXAMPLE, PUSH_KEY, PushServer, example, push_server
+from tests.helpers.push_server import (
+    DEFAULT_PUSH_PATH,
+    PAGE_EXAMPLE,
+    PUSH_KEY,
+    PushServer,
+    example,
+    push_server,
+)
 from tests.helpers.repository import Clock, new_store
 
 pytestmark = pytest.mark.anyio
@@ -593,3 +601,100 @@ async def test_a_push_of_more_than_100_records_is_refused_whole(server: PushServ
     assert server.pushed_files() == []
     assert (await post(server, with_records(100))).status_code == 200
     assert len(server.pushed_files()) == 100
+
+
+def push_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == push_module.__name__ and r.levelno >= logging.WARNING
+    ]
+
+
+def audit_lines(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def eventually(condition: Any, seconds: float = 10.0) -> None:
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(0.05)
+
+
+UNAUTHORIZED = {
+    "missing": "The Authorization header with the pre-shared push key is missing.",
+    "wrong": "The push key in the Authorization header is not the one configured.",
+}
+
+
+async def test_unauthenticated_refusals_cost_a_line_then_one_summary_per_interval(
+    store: LocalRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: every refused push without the key was a warning and an audit line, so anybody who
+    # could reach the port grew the log and the audit file as fast as they liked.
+    monkeypatch.setattr(push_module, "UNAUTHENTICATED_REPORT_SECONDS", 3.0)
+    log = tmp_path / "audit.jsonl"
+
+    async def refused(http: httpx.AsyncClient, kind: str) -> None:
+        headers = {"Content-Type": "application/json"}
+        if kind == "wrong":
+            headers["Authorization"] = "Bearer not-the-key"
+        response = await http.post(server.url, content=PAGE_EXAMPLE, headers=headers)
+        # The answer is what it always was, for each of them.
+        assert (response.status_code, response.headers["www-authenticate"]) == (401, "Bearer")
+        assert response.json() == {"error": {"code": "unauthorized", "message": UNAUTHORIZED[kind]}}
+
+    async with push_server(store, audit_log=log) as server, httpx.AsyncClient() as http:
+        await refused(http, "wrong")
+        async with anyio.create_task_group() as group:  # at once: well within the interval
+            for n in range(49):
+                group.start_soon(refused, http, "missing" if n % 2 else "wrong")
+        assert push_warnings(caplog) == [
+            f"refused a push to {DEFAULT_PUSH_PATH}: [unauthorized] {UNAUTHORIZED['wrong']}"
+        ]
+        assert [line["outcome"] for line in audit_lines(log)] == ["unauthorized"]
+        await eventually(lambda: len(audit_lines(log)) == 2)  # the interval's end: the count
+        summary = push_warnings(caplog)[1]
+        assert summary.startswith(f"refused 49 more unauthenticated pushes to {DEFAULT_PUSH_PATH} since ")
+        assert summary.endswith("([unauthorized] 49)")
+        # Still refused by anybody: counted in the next interval, one audit line per code at its end.
+        for _ in range(3):
+            assert (await http.get(server.url)).status_code == 405
+        evil = await http.post(server.url, content=PAGE_EXAMPLE, headers={**JSON, "Host": "evil.example"})
+        assert evil.json()["error"]["code"] == "host_not_allowed"
+        assert len(push_warnings(caplog)) == 2
+        await eventually(lambda: len(audit_lines(log)) == 4)
+    assert push_warnings(caplog)[2].endswith("([method_not_allowed] 3, [host_not_allowed] 1)")
+    lines = audit_lines(log)
+    assert [(line["outcome"], line.get("count")) for line in lines] == [
+        ("unauthorized", None),
+        ("unauthorized", 49),
+        ("method_not_allowed", 3),
+        ("host_not_allowed", 1),
+    ]
+    assert {(line["identity"], line["call"], line["resource"]) for line in lines} == {
+        (None, None, DEFAULT_PUSH_PATH)
+    }
+    assert len(push_warnings(caplog)) == 3
+
+
+async def test_a_flood_without_the_key_hides_no_refusal_of_the_key_holders(
+    store: LocalRepository, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A push with the key is CT-e1's: each of its refusals stays a line of its own (the operator's
+    # evidence, at the key holder's rate), however much junk arrives around it.
+    log = tmp_path / "audit.jsonl"
+    async with push_server(store, audit_log=log) as server, httpx.AsyncClient() as http:
+        for _ in range(10):
+            junk = await http.post(server.url, content=b"junk", headers={"Content-Type": "application/json"})
+            assert junk.json()["error"]["code"] == "unauthorized"
+            bad = await http.post(server.url, content=b"{not json", headers=JSON)
+            assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_json")
+        warnings = push_warnings(caplog)
+        lines = audit_lines(log)
+    assert len(warnings) == 11  # the first junk, and each of the key holder's ten
+    assert sum("[invalid_json]" in w for w in warnings) == 10
+    assert [(line["outcome"], line["identity"] is not None) for line in lines] == [
+        ("unauthorized", False),
+        *[("invalid_json", True)] * 10,
+    ]

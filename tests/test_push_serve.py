@@ -181,3 +181,25 @@ def test_a_printed_client_config_holds_the_key_files_absolute_path_never_the_key
         client_env = json.loads(done.stdout)["mcpServers"]["cte1"]["env"]
         assert client_env.get("CTE1_PUSH_KEY_FILE") == expected
         assert PUSH_KEY not in done.stdout
+
+
+async def test_a_stopping_server_still_records_the_refusals_it_counted(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # Pushes refused without the key are counted after the first (a line each let anybody fill the
+    # disk); the count is not lost when the server stops before the interval's summary.
+    log = tmp_path / "audit.jsonl"
+    with http_server({**env, "CTE1_PUSH_KEY": PUSH_KEY, "CTE1_AUDIT_LOG": str(log)}) as url:
+        async with httpx.AsyncClient() as http:
+            for _ in range(3):
+                response = await http.post(
+                    url.removesuffix("/mcp") + "/cte1/speech-recognition",
+                    json=recent_push(),
+                    headers={"Authorization": "Bearer not-the-key"},
+                )
+                assert response.status_code == 401
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(line["outcome"], line.get("count")) for line in lines] == [
+        ("unauthorized", None),
+        ("unauthorized", 2),
+    ]

@@ -96,6 +96,8 @@ class AuditEntry:
     outcome: str  # "ok" or the error's [code]
     bytes_served: int
     upstream_request: bool
+    #: Only on a summary line: how many refused requests with this outcome it stands for.
+    count: int | None = None
 
     def to_json(self, now: datetime | None = None) -> str:
         moment = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -111,6 +113,7 @@ class AuditEntry:
             "outcome": self.outcome,
             "bytesServed": self.bytes_served,
             "upstreamRequest": self.upstream_request,
+            **({"count": self.count} if self.count is not None else {}),
             "server": {"host": _HOST, "pid": os.getpid()},
         }
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from starlette.routing import Route
 from cte1_mcp.audit import AuditEntry, AuditLog
 from cte1_mcp.errors import RecordingExpired, StorageError
 from cte1_mcp.http_auth import fingerprint
+from cte1_mcp.refusal_tally import RefusalTally, Summary
 from cte1_mcp.repository.base import RecordingRepository
 from cte1_mcp.settings import Settings, bare_secret
 from cte1_mcp.transcribe.pushed import PushBody, PushedConversation, StoredPush
@@ -38,6 +41,11 @@ logger = logging.getLogger(__name__)
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: At most this many validation problems are listed in one answer.
 _MAX_PROBLEMS = 5
+#: Pushes refused before their key was checked (Host/Origin, method, key) may come from anybody,
+#: at any rate: the first after a quiet minute is logged and audited, the rest of each minute as
+#: one line with their count. The log and the audit file then grow by at most a line a minute
+#: (per code in the audit file) whatever the rate, and a misconfigured CT-e1 is still seen at once.
+UNAUTHENTICATED_REPORT_SECONDS = 60.0
 
 
 class Refusal(Exception):
@@ -80,10 +88,12 @@ class PushReceiver:
     security: TransportSecurityMiddleware
     audit: AuditLog | None = None
     identity: str = field(init=False)
+    unauthenticated: RefusalTally = field(init=False)
 
     def __post_init__(self) -> None:
         # What the audit log names the pusher by: the key's fingerprint, never the key.
         self.identity = fingerprint(self.key).replace("token-sha256:", "push-key-sha256:")
+        self.unauthenticated = RefusalTally(UNAUTHENTICATED_REPORT_SECONDS, self._report_unauthenticated)
 
     async def handle(self, request: Request) -> Response:
         authenticated = False
@@ -100,9 +110,11 @@ class PushReceiver:
             self._check_tenant(conversation)
             return await self._store(conversation)
         except Refusal as refusal:
-            logger.warning("refused a push to %s: [%s] %s", self.path, refusal.code, refusal.message)
-            if self.audit is not None and not refusal.audited:
-                await self._audit(refusal.code, refusal.call, authenticated)
+            # Refused with the key: one line each (the key holder's rate); without: bounded.
+            if authenticated or self.unauthenticated.admit(refusal.code):
+                logger.warning("refused a push to %s: [%s] %s", self.path, refusal.code, refusal.message)
+                if self.audit is not None and not refusal.audited:
+                    await self._audit(refusal.code, refusal.call, authenticated)
             return refusal.response()
         except Exception:
             # A fault of this server's, not of the body: still an answer in this route's form, and a
@@ -257,7 +269,22 @@ class PushReceiver:
         ]
         return JSONResponse({"status": "ok", "stored": stored_list, "skipped": skipped})
 
-    async def _audit(self, outcome: str, call: str | None, authenticated: bool) -> bool:
+    async def _report_unauthenticated(self, summary: Summary) -> None:
+        """The unauthenticated refusals a minute counted: one log line, one audit line per code."""
+        logger.warning(
+            "refused %d more unauthenticated pushes to %s since %s (%s)",
+            summary.total,
+            self.path,
+            summary.since.strftime("%H:%M:%S"),
+            ", ".join(f"[{code}] {count}" for code, count in summary.counts.items()),
+        )
+        if self.audit is not None:
+            for code, count in summary.counts.items():
+                await self._audit(code, None, False, count=count)
+
+    async def _audit(
+        self, outcome: str, call: str | None, authenticated: bool, *, count: int | None = None
+    ) -> bool:
         """One line (who and which call, never the body); False if it could not be written."""
         assert self.audit is not None
         entry = AuditEntry(
@@ -271,6 +298,7 @@ class PushReceiver:
             outcome=outcome,
             bytes_served=0,
             upstream_request=False,
+            count=count,
         )
         try:
             await self.audit.append(entry)
@@ -345,6 +373,17 @@ def mount_push(
     )
     # Every method reaches the handler, so a wrong one gets this route's JSON 405, not Starlette's text.
     app.router.routes.append(Route(settings.push_path, receiver.handle, methods=_ALL_METHODS))
+    lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def counted_refusals_reported(app: Any) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            try:
+                yield state
+            finally:  # the server stopping: what the interval counted so far is not lost
+                await receiver.unauthenticated.close()
+
+    app.router.lifespan_context = counted_refusals_reported
     logger.info("accepting CT-e1's speech-recognition push at POST %s", settings.push_path)
 
 
