@@ -76,7 +76,7 @@ async def push_server(
     )
     app = Starlette()
     mount_push(app, configured, store, AuditLog(audit_log) if audit_log else None, security)
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: runner.py
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
