@@ -9,6 +9,7 @@ from typing import Any
 
 from cte1_mcp.audit import AuditLog
 from cte1_mcp.errors import ConfigurationError
+from cte1_mcp.log_flood import bound_floods
 from cte1_mcp.mcp_server import Cte1MCPServer, Transport
 from cte1_mcp.push import mount_push, warn_if_push_on_stdio
 from cte1_mcp.repository.local.posix import private_dir
@@ -173,6 +174,7 @@ async def serve_http(
             PlainJsonAnswers(app, "/mcp"), host=host, port=port, log_level="warning", access_log=False
         )
         http = uvicorn.Server(config)
+        bound_floods()  # after uvicorn.Config, which (re)configures its loggers
         # Listening before the line is printed: whoever reads it can connect at once (and port 0
         # shows the port chosen).
         with _listening_socket(host, port) as sock:

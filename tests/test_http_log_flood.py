@@ -1,0 +1,82 @@
+"""Warnings anybody can cause on the HTTP server (a wrong ``Host`` or ``Origin``, bytes that are not
+HTTP) do not grow its log at the sender's rate: the real ``cte1-mcp serve --transport http``,
+flooded on 127.0.0.1, and the filter's counting with a clock of the test's."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cte1_mcp.log_flood import FloodFilter
+from tests.mcp_harness import server_env
+from tests.test_mcp_http import free_port, wait_for_port
+
+FLOOD = 40
+
+
+def test_a_flood_of_bad_hosts_and_junk_bytes_costs_a_line_each_not_a_line_a_request(
+    simulator: Any, tmp_path: Path
+) -> None:
+    """Regression: each request with a wrong Host logged a warning (the SDK's), and so did each
+    connection that sent no HTTP (uvicorn's): 2 x 40 lines for 2 x 40 junk requests."""
+    port = free_port()
+    argv = [sys.executable, "-m", "cte1_mcp", "serve", "--transport", "http", "--host", "127.0.0.1"]
+    env = server_env(simulator.url, tmp_path / "cache")
+    with (tmp_path / "stderr").open("wb") as errors:
+        process = subprocess.Popen(
+            [*argv, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=errors
+        )
+        try:
+            wait_for_port(process, port)
+            with httpx.Client(trust_env=False, timeout=10) as http:
+                for index in range(FLOOD):
+                    refused = http.post(
+                        f"http://127.0.0.1:{port}/mcp",
+                        headers={"Host": f"evil{index}.example", "Content-Type": "application/json"},
+                        content=b"{}",
+                    )
+                    assert (refused.status_code, refused.text) == (421, "Invalid Host header")
+            for _ in range(FLOOD):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as junk:
+                    junk.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+                    assert junk.recv(4096).startswith(b"HTTP/1.1 400")
+        finally:
+            process.terminate()
+            process.wait(10)
+    log = (tmp_path / "stderr").read_text(encoding="utf-8")
+    assert log.count("Invalid Host header") == 1, log
+    assert log.count("Invalid HTTP request received") == 1, log
+    assert "Streamable HTTP on" in log  # the server did log, and start
+
+
+def test_the_next_warning_after_a_quiet_interval_says_how_many_were_held_back() -> None:
+    now = [0.0]
+    flood = FloodFilter(60.0, clock=lambda: now[0])
+
+    def warn(name: str, message: str, level: int = logging.WARNING) -> logging.LogRecord | None:
+        record = logging.LogRecord(name, level, __file__, 1, message, None, None)
+        return record if flood.filter(record) else None
+
+    assert warn("uvicorn.error", "Invalid HTTP request received.") is not None
+    held = [warn("uvicorn.error", "Invalid HTTP request received.") for _ in range(5)]
+    assert held == [None] * 5
+    assert warn("mcp.server.transport_security", "Invalid Host header: x") is not None  # per logger
+    assert warn("uvicorn.error", "Exception in ASGI application", logging.ERROR) is not None  # errors pass
+    now[0] = 59.9
+    assert warn("uvicorn.error", "Invalid HTTP request received.") is None
+    now[0] = 60.0
+    record = warn("uvicorn.error", "Invalid HTTP request received.")
+    assert record is not None
+    assert record.getMessage() == (
+        "Invalid HTTP request received. (and 6 more warning(s) of uvicorn.error in the 60 s before, "
+        "not logged one by one)"
+    )
+    now[0] = 200.0
+    again = warn("uvicorn.error", "Invalid HTTP request received.")
+    assert again is not None and again.getMessage() == "Invalid HTTP request received."
