@@ -135,6 +135,7 @@ async def serve_http(
     from mcp.server.transport_security import TransportSecuritySettings
 
     from cte1_mcp.http_auth import StaticTokenVerifier
+    from cte1_mcp.http_deadlines import DeadlinedH11Protocol
     from cte1_mcp.http_download import download_route
     from cte1_mcp.http_json import PlainJsonAnswers
 
@@ -171,7 +172,12 @@ async def serve_http(
         app.router.routes.append(download_route(service, security, audit, token_required=token is not None))
         mount_push(app, settings, service.repository, audit, security)
         config = uvicorn.Config(
-            PlainJsonAnswers(app, "/mcp"), host=host, port=port, log_level="warning", access_log=False
+            PlainJsonAnswers(app, "/mcp"),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http=DeadlinedH11Protocol,
         )
         http = uvicorn.Server(config)
         bound_floods()  # after uvicorn.Config, which (re)configures its loggers
