@@ -224,7 +224,7 @@ def test_a_download_past_its_pinned_size_is_stopped_not_written_to_the_end(
     failed_with(done, "model_checksum_mismatch")
     pinned = len(tiny_model()[name])
     assert f"{name} is larger than the {pinned:,} bytes pinned" in done.stderr
-    # stopped at the first block past the pin (huggingface_hub reads 10 MiB at a time), plus what
+    # stopped at the first block past the pin (model_sources.READ_BLOCK, 64 KiB, at a time), plus what
     # the sockets held when the client went away
     assert hub.sent[name] < ENDLESS_BYTES // 8, hub.sent
     nothing_installed(models_dir)

@@ -1,6 +1,7 @@
 """``cte1-mcp models`` and the server's model check where something else is going on: a ``verify``
 racing an install, a read-only models directory whose stamps are stale, a full disk, a dangling link
-under a model's name, a FIFO for a manifest. Real processes, real files, real locks and mounts.
+under a model's name, a FIFO for a manifest, a hub whose download never ends. Real processes, real
+files, real locks and mounts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from cte1_mcp.transcribe import configured, models
 from cte1_mcp.transcribe.configured import resolve
 from cte1_mcp.transcribe.models import installed_models, is_verified
-from tests.helpers.fake_hub import FakeHub, HubFile, running_hub
+from tests.helpers.fake_hub import FakeHub, Fault, HubFile, running_hub
 from tests.helpers.namespaces import needs_mounts
 from tests.test_transcribe_models import (
     REPO,
@@ -34,6 +35,7 @@ from tests.test_transcribe_models import (
     cli,
     environment,
     failed_with,
+    nothing_installed,
     tiny_bytes,
     tiny_files,
     unprivileged,
@@ -742,3 +744,82 @@ def test_a_manifest_larger_than_any_is_not_read_whole(tmp_path: Path, models_dir
         f"unusable: {manifest} is not a model manifest this version understands (it is larger than 16 MiB)"
         in listed.stdout
     )
+
+
+# --- 5. a download that never ends ------------------------------------------------------------
+
+#: ``cte1-mcp models pull`` (``tests.helpers.models_child``, same arguments) with its stall window
+#: shrunk from minutes to ``{stall}`` seconds.
+SHRUNK_PULL = (
+    "import runpy; from cte1_mcp.transcribe import model_sources; model_sources.STALL_SECONDS = {stall}; "
+    "runpy.run_module('tests.helpers.models_child', run_name='__main__', alter_sys=True)"
+)
+
+
+def pull_bounded(
+    catalog: Path, env: dict[str, str], stall: float, limit: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``models pull tiny-hub``, a test failure (not a hung test) if it is still going after ``limit`` s."""
+    try:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                SHRUNK_PULL.format(stall=stall),
+                str(catalog),
+                "models",
+                "pull",
+                "tiny-hub",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as hung:
+        said = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr
+        pytest.fail(f"`models pull` still going after {limit:g} s (a hang); it said: {(said or '')[-600:]}")
+
+
+def stopped_for_no_progress(
+    done: subprocess.CompletedProcess[str], models_dir: Path, name: str, stall: float
+) -> None:
+    failed_with(done, "model_download_failed")
+    said = f"downloading {name} from {REPO} at revision {REVISION} was stopped: no progress for {stall:g} s"
+    assert said in done.stderr
+    assert "Try again later" in done.stderr.split("Next:")[1]
+    nothing_installed(models_dir)
+
+
+@pytest.mark.parametrize("fault", ["busy", "ratelimited", "trickle"])
+def test_a_download_that_gets_no_further_is_stopped(
+    hub: FakeHub, models_dir: Path, catalog: Path, fault: Fault
+) -> None:
+    # Before: huggingface_hub waited out the hub's "Retry-After: 999999" (HTTP 503 to the HEAD,
+    # or 429 to the GET: "Waiting 1000000.0s before retry", up to 5 times), and took a body sent a
+    # byte a second (no read timed out) to its end: a 75 MB model in 2.4 years.
+    name = "decoder-epoch-1.onnx"
+    hub.faults[name] = fault
+    done = pull_bounded(catalog, environment(models_dir, hub.url), stall=2)
+    stopped_for_no_progress(done, models_dir, name, stall=2)
+
+
+def test_a_body_sent_again_from_its_start_on_every_resume_is_stopped(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    # Before: a hub (or a proxy) that answers each resume with the same first 10 MiB from byte 0,
+    # then stalls, was resumed forever: huggingface_hub gives up after 5 resumes without data, and
+    # counts again from 0 each time data arrives (40 GETs in 120 s here, with no end).
+    name = "big.bin"
+    files = {**tiny_files(), name: HubFile(os.urandom(20 << 20))}
+    catalog = write_catalog(tmp_path / "catalog.json", files)
+    with running_hub(FakeHub(REPO, REVISION, files, faults={name: "stall"})) as hub:
+        # huggingface_hub's read timeout (10 s) shortened, as a user may: a resume every 2 s (its
+        # timeout, then its 1 s pause), each sending the same 10 MiB again, none of it progress
+        env = environment(models_dir, hub.url, HF_HUB_DOWNLOAD_TIMEOUT="1")
+        done = pull_bounded(catalog, env, stall=5)
+        resumed = [r for r in hub.requests if r.startswith("GET") and name in r and "bytes=" in r]
+    stopped_for_no_progress(done, models_dir, name, stall=5)
+    assert len(resumed) >= 2, hub.requests  # stopped while huggingface_hub was resuming it

@@ -14,7 +14,10 @@ than the body, then the connection closes), ``interrupt`` (half the body, then t
 closes; every resume is closed before any byte), ``missing`` (404), ``stall`` (half the body, then
 nothing until the hub stops: a download to interrupt), ``error500`` (HTTP 500 to every request for it,
 a hub having a bad day), ``endless`` (a bad mirror: it announces ``ENDLESS_BYTES`` and sends zeros
-until the client goes away or they are sent; ``sent`` counts what left the hub).
+until the client goes away or they are sent; ``sent`` counts what left the hub), ``busy`` (HTTP 503
+with ``Retry-After: RETRY_AFTER`` to every request for it), ``ratelimited`` (the HEAD answered, every
+GET an HTTP 429 with that ``Retry-After``), ``silent`` (the headers, then not one byte of the body,
+every resume too, until the hub stops), ``trickle`` (the body one byte every ``TRICKLE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -29,9 +32,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import unquote
 
-Fault = Literal["wrong", "cut", "interrupt", "missing", "stall", "error500", "endless"]
+Fault = Literal[
+    "wrong",
+    "cut",
+    "interrupt",
+    "missing",
+    "stall",
+    "error500",
+    "endless",
+    "busy",
+    "ratelimited",
+    "silent",
+    "trickle",
+]
 #: What an ``endless`` file announces and sends at most (1 GiB).
 ENDLESS_BYTES = 1 << 30
+#: What ``busy`` and ``ratelimited`` ask the client to wait, in seconds (11.6 days).
+RETRY_AFTER = 999_999
+#: How long a ``trickle`` file waits before each byte.
+TRICKLE_SECONDS = 1.0
 
 
 @dataclass
@@ -112,6 +131,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if hub.faults.get(name) == "error500":
                 self._error(500, "InternalError")
                 return
+            if hub.faults.get(name) == "busy":
+                self._error(503, "ServiceUnavailable", retry_after=RETRY_AFTER)
+                return
             file = hub.files[name]
             if file.lfs:
                 self.send_response(302)
@@ -127,6 +149,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _content(self, name: str, *, head: bool) -> None:
             file = hub.files[name]
             fault = hub.faults.get(name)
+            if fault == "ratelimited" and not head:
+                self._error(429, "TooManyRequests", retry_after=RETRY_AFTER)
+                return
             body = file.content
             if fault == "wrong":
                 body = bytes(b ^ 0x5A for b in body)
@@ -144,6 +169,14 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return
             if fault == "endless":
                 self._endless(name)
+                return
+            if fault == "silent":
+                hub.stalled.set()
+                hub.stopping.wait()
+                self._drop()
+                return
+            if fault == "trickle":
+                self._trickle(body)
                 return
             if fault in ("cut", "interrupt") and resume:
                 self._drop()  # the connection never comes back: not one more byte
@@ -170,15 +203,28 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the client went away
                 self.close_connection = True
 
+        def _trickle(self, body: bytes) -> None:
+            try:
+                for byte in body:
+                    if hub.stopping.wait(TRICKLE_SECONDS):
+                        break
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            except OSError:  # the client went away
+                pass
+            self.close_connection = True
+
         def _drop(self) -> None:
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
 
-        def _error(self, status: int, code: str) -> None:
+        def _error(self, status: int, code: str, *, retry_after: int | None = None) -> None:
             body = f'{{"error": "{code}"}}'.encode()
             self.send_response(status)
             self.send_header("X-Error-Code", code)
+            if retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("X-Repo-Commit", hub.revision)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -14,8 +14,10 @@ import hashlib
 import importlib
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,15 @@ from cte1_mcp.transcribe.models import (
 )
 
 Say = Callable[[str], None]
+
+
+#: A file's download that gets no further for this long is stopped (a stalled or trickling body, a hub
+#: that never answers, or asks with Retry-After to wait for days). Why 120 s: twice huggingface_hub's
+#: own longest wait for one answer (60 s, a retried HEAD), so only a download going nowhere is stopped.
+STALL_SECONDS = 120.0
+#: Bytes read at a time, each one progress. Why 64 KiB: a stall is then under 0.5 kB/s, where
+#: huggingface_hub's 10 MiB would stop a working 87 kB/s line.
+READ_BLOCK = 64 * 1024
 
 
 def megabytes(size: int) -> str:
@@ -135,7 +146,9 @@ def _intact_form(root: Path, entry: CatalogEntry, say: Say) -> FileSet | None:
 def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path, models_dir: Path) -> Path:
     """One file of ``entry``'s repository at its pinned revision (``HF_ENDPOINT`` names a mirror);
     huggingface_hub shows the progress on stderr and resumes a dropped connection a few times.
-    The download stops at the first block past the pinned size (``_capped_progress``)."""
+    The download stops at the first block past the pinned size (``_capped_progress``), and when it
+    gets no further for ``STALL_SECONDS`` (``_stall_guard``): huggingface_hub would wait out any
+    Retry-After (999999 s), and retry forever a body that stalls after the same first block."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -151,16 +164,25 @@ def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path, models_dir: P
     where = f"{entry.repo} at revision {entry.revision}"
     not_there = "Check HF_ENDPOINT if you use a mirror; nothing was installed."
     try:
-        return Path(
-            hf_hub_download(
-                entry.repo,
-                filename,
-                revision=entry.revision,
-                local_dir=into,
-                cache_dir=into / ".hf-cache",
-                tqdm_class=_capped_progress(pinned, entry.pull.origin),
+        with _stall_guard() as progressed:
+            return Path(
+                hf_hub_download(
+                    entry.repo,
+                    filename,
+                    revision=entry.revision,
+                    local_dir=into,
+                    cache_dir=into / ".hf-cache",
+                    tqdm_class=_capped_progress(pinned, entry.pull.origin, progressed),
+                )
             )
-        )
+    except _Stalled:
+        raise ModelDownloadFailed(
+            f"downloading {filename} from {where} was stopped: no progress for {STALL_SECONDS:g} s (a stalled "
+            f"or very slow connection, or the hub at {constants.ENDPOINT} busy: asking, with HTTP 429/503 "
+            "and Retry-After, to wait longer than that)",
+            next_step="Nothing was installed. Try again later (check the network, a proxy, or HF_ENDPOINT); "
+            "on a machine that cannot download it, copy the files and use `cte1-mcp models import NAME PATH`.",
+        ) from None
     except ModelChecksumMismatch:
         raise
     except GatedRepoError:
@@ -193,6 +215,38 @@ def _download(entry: CatalogEntry, pinned: PinnedFile, into: Path, models_dir: P
         ) from None
 
 
+class _Stalled(BaseException):
+    """``_stall_guard``'s timer fired: unwound like Ctrl-C from wherever the download waits (a read,
+    a Retry-After sleep), past huggingface_hub's ``except Exception``."""
+
+
+@contextlib.contextmanager
+def _stall_guard() -> Iterator[Callable[[], None]]:
+    """Raise ``_Stalled`` after ``STALL_SECONDS`` without a call of the function yielded (progress),
+    reading ``READ_BLOCK`` bytes at a time. A timer signal, so in the main thread only (the CLI's)."""
+    from huggingface_hub import constants
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def stalled(signum: int, frame: object) -> None:
+        raise _Stalled
+
+    def progressed() -> None:
+        signal.setitimer(signal.ITIMER_REAL, STALL_SECONDS)
+
+    previous, block = signal.signal(signal.SIGALRM, stalled), constants.DOWNLOAD_CHUNK_SIZE
+    constants.DOWNLOAD_CHUNK_SIZE = READ_BLOCK
+    progressed()
+    try:
+        yield progressed
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        constants.DOWNLOAD_CHUNK_SIZE = block
+
+
 def _disk_error(exc: BaseException) -> OSError | None:
     """The full (or read-only) disk behind a download's failure, if that is what it was."""
     cause: BaseException | None = exc
@@ -209,8 +263,10 @@ def _disk_error(exc: BaseException) -> OSError | None:
 HTTP_DOWNLOAD_BAR = "huggingface_hub.http_get"
 
 
-def _capped_progress(pinned: PinnedFile, origin: str) -> type[Any]:
-    """huggingface_hub's progress bar, refusing a plain HTTP download's block past ``pinned.size``.
+def _capped_progress(pinned: PinnedFile, origin: str, progressed: Callable[[], None]) -> type[Any]:
+    """huggingface_hub's progress bar, refusing a plain HTTP download's block past ``pinned.size``,
+    and calling ``progressed`` for each byte past the furthest yet (a resume that restarts from
+    byte 0 and sends the same bytes again is no progress).
 
     huggingface_hub writes whatever size the server announces and compares only at the end, so a
     bad mirror could fill the disk before the checksum refused its file; the bar is the one hook it
@@ -224,12 +280,15 @@ def _capped_progress(pinned: PinnedFile, origin: str) -> type[Any]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.capped = kwargs.get("name") == HTTP_DOWNLOAD_BAR
             # counted here: a disabled bar (no TTY, HF_HUB_DISABLE_PROGRESS_BARS) counts nothing
-            self.received = int(kwargs.get("initial") or 0)
+            self.received = self.furthest = int(kwargs.get("initial") or 0)
             super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # untyped in hub
 
         def update(self, n: float | None = 1) -> bool | None:
             # a resumed download that the server restarts from byte 0 is counted back (negative n)
             self.received += int(n or 0)
+            if self.received > self.furthest:
+                self.furthest = self.received
+                progressed()
             if self.capped and self.received > pinned.size:
                 raise ModelChecksumMismatch(
                     f"{pinned.name} is larger than the {pinned.size:,} bytes pinned for {origin}: "
