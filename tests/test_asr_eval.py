@@ -183,11 +183,13 @@ def test_a_mixed_call_on_both_channels_is_scored_as_one_party(
     whisper_base: Transcriber, tmp_path: Path
 ) -> None:
     """Regression: the mono call written to both channels (dual mono), with a reference that gives
-    each party a channel, was transcribed twice over, each party's reference against every word."""
+    each party a channel, was transcribed twice over, each party's reference against every word;
+    and a line without a channel among them was refused as on a two-party recording."""
     samples, rate = sf.read(CORPUS / f"{MONO}.wav", dtype="int16")
     sf.write(tmp_path / "dual.wav", np.stack([samples, samples], axis=1), rate, subtype="PCM_16")
     said = [{"channel": 0 if u["role"] == "customer" else 1, "role": u["role"], "text": u["text"], "startMs": u["startMs"]}
             for u in utterances(MONO)]  # fmt: skip
+    said[-1]["channel"] = None  # a line without a channel among channelled ones: no party needed here
     (tmp_path / "dual.json").write_text(json.dumps(said, ensure_ascii=False), encoding="utf-8")
     problems: list[str] = []
     score = evaluate_call(

@@ -20,6 +20,7 @@ from cte1_mcp.simulator.calls import benchmark_call, find_call
 from cte1_mcp.simulator.conversation import render
 from cte1_mcp.simulator.wav import iter_wav, wav_bytes
 
+JA_CORPUS = Path(__file__).parent / "corpus_ja"
 EXAMPLE = find_call("05053698341", 942125, 1)
 MONO = find_call("05053698341", 942126, 1)
 assert EXAMPLE is not None and MONO is not None
@@ -110,6 +111,36 @@ def test_the_same_call_on_both_channels_is_one_mixed_party(gain_db: float) -> No
     )
     assert "dual mono" in dual.method
     assert not example().dualMono  # two voices, one per channel
+
+
+def test_hold_music_on_both_channels_does_not_make_a_two_party_call_dual_mono() -> None:
+    """Regression (review): the share of twin frames was counted before the music veto, so a long
+    hold whose music both channels carry made the call "dual mono" and the agent's own talk (on
+    channel 1 only) vanished. The corpus call c06's talk, then its hold music 6 times over on both
+    channels: truth by construction (the manifest's times)."""
+    call = next(
+        c
+        for c in json.loads((JA_CORPUS / "manifest.json").read_text())["calls"]
+        if c["id"] == "c06_hold_music"
+    )
+    (hold,) = call["music"]
+    samples, rate = soundfile.read(JA_CORPUS / call["file"], dtype="int16")
+    music = samples[hold["startMs"] * rate // 1000 : hold["endMs"] * rate // 1000, 1]
+    held = np.tile(music, 6)
+    out = io.BytesIO()
+    talk = samples[: hold["startMs"] * rate // 1000]
+    soundfile.write(
+        out, np.concatenate([talk, np.stack([held, held], axis=1)]), rate, format="WAV", subtype="PCM_16"
+    )
+    out.seek(0)
+    analytics = analyse(out, ("customer", "agent"))
+    assert not analytics.dualMono
+    truth = {
+        role: sum(u["endMs"] - u["startMs"] for u in call["utterances"] if u["role"] == role and u["endMs"] <= hold["startMs"]) / 1000
+        for role in ("customer", "agent")
+    }  # fmt: skip
+    for party in analytics.parties:
+        assert party.talkSeconds == pytest.approx(truth[party.label], rel=0.1), (party, truth)
 
 
 def test_segments_are_capped_for_tool_results() -> None:

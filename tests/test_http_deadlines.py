@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from mcp import Client
 
@@ -125,3 +126,52 @@ async def test_the_deadline_does_not_cut_a_working_request_or_a_kept_alive_clien
         again = await client.call_tool("get_call_metadata", SMALL)
     assert waited >= 3 * DEADLINE  # the server did work past the deadline
     assert not slow.is_error and not again.is_error, (text(slow), text(again))
+
+
+async def _late_reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request's body only after three deadlines (busy with something else first)."""
+    assert scope["type"] == "http"
+    await anyio.sleep(3 * DEADLINE)
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = str(size).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize("expect_continue", [False, True], ids=["flow-control", "100-continue"])
+async def test_a_body_the_server_holds_back_is_not_the_clients_delay(
+    monkeypatch: pytest.MonkeyPatch, expect_continue: bool
+) -> None:
+    """Regression (review): a 2 MB body stops being read once 64 KiB wait unread (uvicorn's flow
+    control), and an ``Expect: 100-continue`` body is not sent until the app reads; the deadline
+    ran on and cut the client, which was waiting on the server."""
+    import uvicorn
+
+    monkeypatch.setattr(http_deadlines, "READ_TIMEOUT_SECONDS", DEADLINE)
+    listening = runner._listening_socket("127.0.0.1", 0)
+    port = listening.getsockname()[1]
+    config = uvicorn.Config(
+        _late_reader, log_level="warning", lifespan="off", http=http_deadlines.DeadlinedH11Protocol
+    )
+    server = uvicorn.Server(config)
+    headers = {"Expect": "100-continue"} if expect_continue else {}
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: server.serve(sockets=[listening]))
+        while not server.started:
+            await anyio.sleep(0.05)
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+            answer = await http.post(f"http://127.0.0.1:{port}/", content=b"x" * 2_000_000, headers=headers)
+        server.should_exit = True
+    assert (answer.status_code, answer.text) == (200, "2000000")

@@ -5,9 +5,11 @@ flooded on 127.0.0.1, and the filter's counting with a clock of the test's."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +52,21 @@ def test_a_flood_of_bad_hosts_and_junk_bytes_costs_a_line_each_not_a_line_a_requ
             process.terminate()
             process.wait(10)
     log = (tmp_path / "stderr").read_text(encoding="utf-8")
-    assert log.count("Invalid Host header") == 1, log
-    assert log.count("Invalid HTTP request received") == 1, log
+    # one of each, then (the server stopping) one line with how many more of each there were
+    assert log.count("Invalid Host header: evil") == 1, log
+    assert len(re.findall(r"(?m)WARNING:?\s+Invalid HTTP request received\.$", log)) == 1, log
+    more = {
+        words: int(count)
+        for count, words in re.findall(r"(\d+) more warning\(s\) like '([^']+)' since \d\d:\d\d:\d\d", log)
+    }
+    # two warnings a wrong-Host request (measured: the Host is checked twice on its way in)
+    assert more == {"Invalid Host header": 2 * FLOOD - 1, "Invalid HTTP request received.": FLOOD - 1}, log
     assert "Streamable HTTP on" in log  # the server did log, and start
 
 
-def test_the_next_warning_after_a_quiet_interval_says_how_many_were_held_back() -> None:
+def test_the_next_warning_after_a_quiet_interval_says_how_many_were_held_back_and_since_when() -> None:
     now = [0.0]
-    flood = FloodFilter(60.0, clock=lambda: now[0])
+    flood = FloodFilter(60.0, clock=lambda: now[0], now=lambda: datetime(2026, 12, 8, 3, 4, 5, tzinfo=UTC))
 
     def warn(name: str, message: str, level: int = logging.WARNING) -> logging.LogRecord | None:
         record = logging.LogRecord(name, level, __file__, 1, message, None, None)
@@ -74,9 +83,23 @@ def test_the_next_warning_after_a_quiet_interval_says_how_many_were_held_back() 
     record = warn("uvicorn.error", "Invalid HTTP request received.")
     assert record is not None
     assert record.getMessage() == (
-        "Invalid HTTP request received. (and 6 more warning(s) of uvicorn.error in the 60 s before, "
-        "not logged one by one)"
+        "Invalid HTTP request received. (and 6 more like it since 03:04:05, not logged one by one)"
     )
     now[0] = 200.0
     again = warn("uvicorn.error", "Invalid HTTP request received.")
     assert again is not None and again.getMessage() == "Invalid HTTP request received."
+
+
+def test_a_flood_of_one_kind_does_not_hide_another_kind_of_the_same_logger() -> None:
+    """Regression (review): per logger, wrong Host headers by the thousand hid a real client's
+    wrong Origin, the warning an operator needs to fix its allowed origins."""
+    flood = FloodFilter(60.0, clock=lambda: 0.0)
+    records = [
+        logging.LogRecord("mcp.server.transport_security", logging.WARNING, __file__, 1, message, None, None)
+        for message in (
+            "Invalid Host header: a",
+            "Invalid Host header: b",
+            "Invalid Origin header: https://crm",
+        )
+    ]
+    assert [flood.filter(r) for r in records] == [True, False, True]

@@ -5,7 +5,8 @@ connections (slowloris) use up the process's file descriptors, so no client can 
 As nginx does (``client_header_timeout``, ``client_body_timeout``): a request's head must arrive
 within ``READ_TIMEOUT_SECONDS`` of the connection opening or of the previous answer, however it is
 trickled; its body may not pause that long between reads. While the server works on a request
-(a transcription of minutes) or streams its answer, no deadline runs.
+(a transcription of minutes), streams its answer, or holds a body back (flow control, ``Expect:
+100-continue``), no deadline runs.
 """
 
 from __future__ import annotations
@@ -60,5 +61,12 @@ class DeadlinedH11Protocol(H11Protocol):
 
     def _read_timed_out(self) -> None:
         self._read_deadline = None
-        if not self.transport.is_closing() and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:  # gone, or upgraded
+            return
+        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+            # the server holds the body back (the app has not read what came, or not asked for the
+            # rest of an ``Expect: 100-continue``): the client is not late
+            self._arm()
+            return
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self.transport.close()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cte1_mcp.app_lifespan import on_shutdown
 from cte1_mcp.audit import AuditEntry, AuditLog
 from cte1_mcp.errors import RecordingExpired, StorageError
 from cte1_mcp.http_auth import fingerprint
@@ -373,17 +372,8 @@ def mount_push(
     )
     # Every method reaches the handler, so a wrong one gets this route's JSON 405, not Starlette's text.
     app.router.routes.append(Route(settings.push_path, receiver.handle, methods=_ALL_METHODS))
-    lifespan = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def counted_refusals_reported(app: Any) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            try:
-                yield state
-            finally:  # the server stopping: what the interval counted so far is not lost
-                await receiver.unauthenticated.close()
-
-    app.router.lifespan_context = counted_refusals_reported
+    # the server stopping gracefully: what the interval counted so far is reported
+    on_shutdown(app, receiver.unauthenticated.close)
     logger.info("accepting CT-e1's speech-recognition push at POST %s", settings.push_path)
 
 

@@ -1,6 +1,7 @@
 """Refusals anybody can cause, bounded in the log: the first after a quiet interval is reported in
 full, the rest counted and reported together, once per interval, so a sender's rate never becomes
-the rate of log or audit lines (and no count is lost: a stopping server reports what it counted).
+the rate of log or audit lines (a server stopping gracefully reports what it counted; one killed,
+or stopped by a second Ctrl-C, may not).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RefusalTally:
         self._counts: Counter[str] = Counter()
         self._since = datetime.now().astimezone()
         self._flush: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+        self._stopping = asyncio.Event()
 
     def admit(self, code: str) -> bool:
         now = time.monotonic()
@@ -51,18 +53,17 @@ class RefusalTally:
         return False
 
     async def close(self) -> None:
-        """Report what is counted now (the server is stopping)."""
+        """Report what is counted now (the server is stopping gracefully): the pending flush is woken,
+        not cancelled, so a report already being written is finished, never cut."""
+        self._stopping.set()
         if self._flush is not None:
-            self._flush.cancel()
             await asyncio.wait([self._flush])
-        await self._report_counted()  # a flush cancelled before it started reports nothing
+        await self._report_counted()
 
     async def _flush_later(self) -> None:
-        try:
-            await anyio.sleep(self._quiet_until - time.monotonic())
-        finally:  # cancelled too (the event loop closing): the count is still reported
-            with anyio.CancelScope(shield=True):
-                await self._report_counted()
+        with anyio.move_on_after(self._quiet_until - time.monotonic()):
+            await self._stopping.wait()
+        await self._report_counted()
 
     async def _report_counted(self) -> None:
         if self._counts:

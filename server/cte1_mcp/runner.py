@@ -7,9 +7,10 @@ import socket
 import sys
 from typing import Any
 
+from cte1_mcp.app_lifespan import on_shutdown
 from cte1_mcp.audit import AuditLog
 from cte1_mcp.errors import ConfigurationError
-from cte1_mcp.log_flood import bound_floods
+from cte1_mcp.log_flood import bound_floods, report_held
 from cte1_mcp.mcp_server import Cte1MCPServer, Transport
 from cte1_mcp.push import mount_push, warn_if_push_on_stdio
 from cte1_mcp.repository.local.posix import private_dir
@@ -171,6 +172,7 @@ async def serve_http(
         # Beside /mcp, in the same app: its authentication middleware checks the token for both.
         app.router.routes.append(download_route(service, security, audit, token_required=token is not None))
         mount_push(app, settings, service.repository, audit, security)
+        on_shutdown(app, report_held)  # the warnings the flood filter still holds
         config = uvicorn.Config(
             PlainJsonAnswers(app, "/mcp"),
             host=host,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from cte1_mcp.audio import metrics
 from cte1_mcp.audio.decode import Checkpoint
 from cte1_mcp.audio.frames import FRAME_SECONDS, BlockCallback, CallFrames, measure
-from cte1_mcp.audio.talk import DEFAULT_RULE, Rule, intervals, party_frames, speech_frames
+from cte1_mcp.audio.talk import DEFAULT_RULE, Rule, dual_mono, intervals, speech_frames
 from cte1_mcp.audio.vad import DEFAULT_ENGINE, WEBRTC_MODE, EngineName
 from cte1_mcp.audio.veto import describe as describe_veto
 from cte1_mcp.audio.veto import veto_non_speech
@@ -133,11 +133,14 @@ def detect(
     checkpoint: Checkpoint | None = None,
 ) -> tuple[CallFrames, list[tuple[metrics.Interval, ...]]]:
     """The frame features and each party's own speech (seconds), before the metric definitions: one
-    party per channel, except dual mono, whose one party is on channel 0."""
+    party per channel, except dual mono, whose one party (where either channel talks) is on
+    channel 0."""
     frames = measure(file, engine, on_block, checkpoint)
-    speech = [intervals(party) for party in party_frames(frames, speech_frames(frames, rule))]
+    speech = [intervals(channel) for channel in speech_frames(frames, rule)]
     if music_veto:
         speech, _ = veto_non_speech(file, frames.stream, speech, frames.level_db, checkpoint)
+    if dual_mono(frames, speech):
+        speech = [metrics.union(*speech)]
     return frames, speech
 
 

@@ -14,6 +14,7 @@ all the time would be a false picture, and a transcript would say every sentence
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,8 +58,8 @@ class Rule:
             f"speech probability >= {self.speech_probability:g}; noise gate {self.gate_db:g} dB above the "
             f"channel's noise floor (percentile {NOISE_PERCENTILE} of its frame levels); {crosstalk}; "
             f"a two-channel recording is dual mono (one mixed party) when in >= {DUAL_MONO_SHARE:.0%} of the "
-            f"frames where someone talks both channels carry the same sound (within {LEAK_CANDIDATE_DB:g} dB, "
-            f"undelayed rho^2 >= {TWIN_RHO2:g})"
+            f"frames where someone talks (after the music veto) both channels carry the same sound (within "
+            f"{LEAK_CANDIDATE_DB:g} dB, undelayed rho^2 >= {TWIN_RHO2:g})"
         )
 
 
@@ -74,16 +75,18 @@ def speech_frames(frames: CallFrames, rule: Rule = DEFAULT_RULE) -> npt.NDArray[
     return np.asarray(own)
 
 
-def party_frames(frames: CallFrames, own: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """``own`` (``speech_frames``) as (parties, frames): one row per channel, or, when both channels
-    carry the same mixed call (dual mono), one row, where either talks."""
-    if frames.stream.channels != 2:
-        return own
-    talking = np.asarray(own.any(axis=0), dtype=np.bool_)
+def dual_mono(frames: CallFrames, speech: Sequence[Sequence[Interval]]) -> bool:
+    """Whether a two-channel recording carries one mixed call on both channels: ``speech``, each
+    channel's talk as the analyser keeps it (after the music veto: hold music or a prompt played to
+    both parties is the same sound on both channels, but nobody's talk), is mostly twin frames."""
+    if frames.stream.channels != 2 or len(speech) != 2:
+        return False
+    talking = np.zeros(frames.frames, dtype=np.bool_)
+    for channel in speech:
+        for start, end in channel:
+            talking[round(start / FRAME_SECONDS) : round(end / FRAME_SECONDS)] = True
     count = int(np.count_nonzero(talking))
-    if count and int(np.count_nonzero(frames.twin[talking])) >= DUAL_MONO_SHARE * count:
-        return talking[np.newaxis, :]
-    return own
+    return count > 0 and int(np.count_nonzero(frames.twin[talking])) >= DUAL_MONO_SHARE * count
 
 
 def intervals(mask: npt.NDArray[np.bool_]) -> tuple[Interval, ...]:

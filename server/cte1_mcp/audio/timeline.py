@@ -136,7 +136,7 @@ def caption(a: CallAnalytics) -> tuple[str, str]:
     )
     second = f"{longest} · {counted(a.longSilences.count, 'silence')} of {a.longSilences.thresholdSeconds:g} s or more"
     if a.overtalkCount is None:
-        second += " · overtalk not measurable (mono)"
+        second += f" · overtalk not measurable ({'dual mono' if a.dualMono else 'mono'})"
     else:
         second += (
             f" · overtalk {times(a.overtalkCount)} for {metrics.OVERLAP_SECONDS:g} s or more "

@@ -286,7 +286,7 @@ def evaluate_call(
     try:
         with recording.open("rb") as file:
             analysis = analyse(file, roles)
-            _check_channels(reference.name, sentences, analysis.channels)
+            _check_channels(reference.name, sentences, 1 if analysis.dualMono else analysis.channels)
             file.seek(0)
             try:
                 heard = transcribe_file(file, analysis, EngineMarked(transcriber), language=language)
