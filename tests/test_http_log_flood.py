@@ -77,6 +77,9 @@ def test_the_next_warning_after_a_quiet_interval_says_how_many_were_held_back_an
     assert held == [None] * 5
     assert warn("mcp.server.transport_security", "Invalid Host header: x") is not None  # per logger
     assert warn("uvicorn.error", "Exception in ASGI application", logging.ERROR) is not None  # errors pass
+    assert (
+        warn("uvicorn.error", "Invalid HTTP request received.", logging.INFO) is not None
+    )  # only warnings held
     now[0] = 59.9
     assert warn("uvicorn.error", "Invalid HTTP request received.") is None
     now[0] = 60.0

@@ -48,3 +48,26 @@ def test_a_stop_before_the_interval_ends_reports_at_once() -> None:
     took = asyncio.run(main())
     assert [dict(s.counts) for s in written] == [{"unauthorized": 1}]
     assert took < 60  # not the hour the interval had left
+
+
+def test_after_a_stop_the_tally_counts_again_instead_of_reporting_each_refusal() -> None:
+    """Regression (review): the stop's wake-up stayed set, so an app started again after a stop
+    (a second test client on one app) reported every refusal on a line of its own."""
+    written: list[dict[str, int]] = []
+
+    async def report(summary: Summary) -> None:
+        written.append(dict(summary.counts))
+
+    async def main() -> None:
+        tally = RefusalTally(60.0, report)
+        assert tally.admit("unauthorized")
+        assert not tally.admit("unauthorized")
+        await tally.close()
+        for _ in range(3):
+            assert not tally.admit("unauthorized")  # within the minute after the report: counted
+            await asyncio.sleep(0.05)
+        assert written == [{"unauthorized": 1}]
+        await tally.close()
+
+    asyncio.run(main())
+    assert written == [{"unauthorized": 1}, {"unauthorized": 3}]

@@ -11,15 +11,16 @@ from starlette.applications import Starlette
 
 
 def on_shutdown(app: Starlette, stop: Callable[[], Awaitable[None]]) -> None:
-    """Run ``stop()`` after the app's own lifespan ends (in the order added: the last added, last)."""
+    """Run ``stop()`` after the app's own lifespan ends, even if that failed (in the order added:
+    the last added, last)."""
     lifespan = app.router.lifespan_context
 
     @asynccontextmanager
     async def then_stop(app: Any) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            try:
+        try:
+            async with lifespan(app) as state:
                 yield state
-            finally:
-                await stop()
+        finally:
+            await stop()
 
     app.router.lifespan_context = then_stop

@@ -27,6 +27,8 @@ class DeadlinedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
+        #: The last tick found the body held back by the server: the client gets a whole deadline after.
+        self._held_back = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -42,6 +44,7 @@ class DeadlinedH11Protocol(H11Protocol):
         # IDLE: a head still incomplete: its deadline runs on from its start, bytes do not extend it
 
     def on_response_complete(self) -> None:
+        self._held_back = False
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request's head (uvicorn's keep-alive timer closes an idle one sooner)
@@ -63,9 +66,11 @@ class DeadlinedH11Protocol(H11Protocol):
         self._read_deadline = None
         if self.transport.is_closing() or self.transport.get_protocol() is not self:  # gone, or upgraded
             return
-        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+        held_back = self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
+        if held_back or self._held_back:
             # the server holds the body back (the app has not read what came, or not asked for the
-            # rest of an ``Expect: 100-continue``): the client is not late
+            # rest of an ``Expect: 100-continue``), or did until lately: the client is not late
+            self._held_back = held_back
             self._arm()
             return
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):

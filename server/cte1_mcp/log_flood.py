@@ -4,7 +4,7 @@ sender's rate would become the log's. Per kind of warning (its logger and its wo
 ``:``, so one host name does not hide another kind), the first after a quiet interval is written,
 the others of the interval are counted, and the next one written says how many were not, and
 since when; a server stopping gracefully writes what it still holds. A filter on the libraries'
-loggers, since their calls cannot be changed; errors always pass.
+loggers, since their calls cannot be changed; only warnings are held (errors always pass).
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ class FloodFilter(logging.Filter):
         self._lock = threading.Lock()  # records arrive from worker threads too
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.WARNING or getattr(record, REPORT, False):
+        if record.levelno != logging.WARNING or getattr(record, REPORT, False):
             return True
         kind, now = kind_of(record), self._clock()
         with self._lock:
             if now < self._quiet_until.get(kind, float("-inf")):
-                self._held.setdefault(kind, _Held(0, self._now())).count += 1
+                if kind not in self._held:
+                    self._held[kind] = _Held(0, self._now())
+                self._held[kind].count += 1
                 return False
             self._quiet_until[kind] = now + self.interval
             held = self._held.pop(kind, None)

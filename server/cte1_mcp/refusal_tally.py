@@ -39,7 +39,7 @@ class RefusalTally:
         self._counts: Counter[str] = Counter()
         self._since = datetime.now().astimezone()
         self._flush: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
-        self._stopping = asyncio.Event()
+        self._stopping: asyncio.Event | None = None  # the pending flush's, made in its loop
 
     def admit(self, code: str) -> bool:
         now = time.monotonic()
@@ -48,21 +48,23 @@ class RefusalTally:
             return True
         if not self._counts:
             self._since = datetime.now().astimezone()
-            self._flush = asyncio.get_running_loop().create_task(self._flush_later())
+            self._stopping = asyncio.Event()
+            self._flush = asyncio.get_running_loop().create_task(self._flush_later(self._stopping))
         self._counts[code] += 1
         return False
 
     async def close(self) -> None:
         """Report what is counted now (the server is stopping gracefully): the pending flush is woken,
         not cancelled, so a report already being written is finished, never cut."""
-        self._stopping.set()
+        if self._stopping is not None:
+            self._stopping.set()
         if self._flush is not None:
             await asyncio.wait([self._flush])
         await self._report_counted()
 
-    async def _flush_later(self) -> None:
+    async def _flush_later(self, stopping: asyncio.Event) -> None:
         with anyio.move_on_after(self._quiet_until - time.monotonic()):
-            await self._stopping.wait()
+            await stopping.wait()
         await self._report_counted()
 
     async def _report_counted(self) -> None:
