@@ -61,16 +61,15 @@ def hub() -> Iterator[FakeHub]:
         yield running
 
 
-def command(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def child(argv: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``argv`` run from the checkout, its output captured, no stdin."""
     return subprocess.run(
-        [sys.executable, "-m", "cte1_mcp", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+def command(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return child([sys.executable, "-m", "cte1_mcp", *args], env, timeout)
 
 
 def padded(folder: Path, pad: bytes) -> Path:
@@ -325,15 +324,7 @@ def with_lock_refused(env: dict[str, str], models_dir: Path, *args: str) -> subp
     script = (
         REFUSING_FLOCK + f"from cte1_mcp.cli import main\nmain(args={list(args)!r}, prog_name='cte1-mcp')\n"
     )
-    return subprocess.run(
-        [sys.executable, "-c", script, str(models_dir / ".lock")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return child([sys.executable, "-c", script, str(models_dir / ".lock")], env)
 
 
 def test_a_lock_refused_by_the_file_system_is_remembered_and_never_written_unlocked(
@@ -446,15 +437,7 @@ def test_a_read_only_copy_with_stale_stamps_is_hashed_once_per_process(
     subprocess.run(["cp", "-r", str(models_dir), str(copy)], check=True)  # new mtimes: stamps stale
     (copy / "m").chmod(0o555)
     try:
-        done = subprocess.run(
-            unprivileged([sys.executable, "-c", RESOLVE_THRICE, str(copy), "m"]),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
+        done = child(unprivileged([sys.executable, "-c", RESOLVE_THRICE, str(copy), "m"]), env)
     finally:
         (copy / "m").chmod(0o755)
     assert done.returncode == 0, done.stderr
@@ -522,26 +505,19 @@ def on_tmpfs(
     models_dir: Path, options: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """``args`` (a command) with ``models_dir`` a small tmpfs; what it left there."""
-    done = subprocess.run(
-        [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            ON_SMALL_TMPFS,
-            str(models_dir),
-            options,
-            *args,
-        ],
-        cwd=ROOT,
-        env=environment(models_dir) if env is None else env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    argv = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        ON_SMALL_TMPFS,
+        str(models_dir),
+        options,
+        *args,
+    ]
+    done = child(argv, environment(models_dir) if env is None else env)
     left = done.stdout.split("LEFT\n", 1)[1].split()
     return done, left
 
@@ -761,7 +737,7 @@ def pull_bounded(
 ) -> subprocess.CompletedProcess[str]:
     """``models pull tiny-hub``, a test failure (not a hung test) if it is still going after ``limit`` s."""
     try:
-        return subprocess.run(
+        return child(
             [
                 sys.executable,
                 "-c",
@@ -771,12 +747,8 @@ def pull_bounded(
                 "pull",
                 "tiny-hub",
             ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            stdin=subprocess.DEVNULL,
+            env,
+            limit,
         )
     except subprocess.TimeoutExpired as hung:
         said = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr
