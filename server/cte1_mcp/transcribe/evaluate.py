@@ -286,7 +286,10 @@ def evaluate_call(
     try:
         with recording.open("rb") as file:
             analysis = analyse(file, roles)
-            _check_channels(reference.name, sentences, 1 if analysis.dualMono else analysis.channels)
+            # dual mono is scored as mono (its party, "mixed", says so): the transcript has one
+            # party, whatever channels the reference names
+            channels = 1 if analysis.dualMono else analysis.channels
+            _check_channels(reference.name, sentences, channels)
             file.seek(0)
             try:
                 heard = transcribe_file(file, analysis, EngineMarked(transcriber), language=language)
@@ -300,9 +303,6 @@ def evaluate_call(
     except OSError as exc:  # permissions, an I/O error: this recording's problem, not the run's
         raise InvalidParameter(f"{recording.name} cannot be read ({exc.strerror or exc})") from None
     seconds = time.perf_counter() - started
-    # dual mono is scored as mono (its party, "mixed", says so): the transcript has one party,
-    # whatever channels the reference names
-    channels = 1 if analysis.dualMono else analysis.channels
     labels = _labels(channels, roles)
     parties = []
     empty = []
